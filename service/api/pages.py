@@ -1,0 +1,75 @@
+"""Report pages people reach from the `gatekeeper.report_url` tag. Read-only, escaped HTML."""
+
+from __future__ import annotations
+
+import html
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from fastapi.responses import HTMLResponse
+from sqlalchemy import select
+
+from service.api.deps import SessionDep
+from service.errors import NotFound
+from service.models import GateRun
+
+router = APIRouter(tags=["pages"], include_in_schema=False)
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;"
+    "text-align:left;vertical-align:top}.passed,.pass{color:#070}.failed,.fail,.error{color:#a00}"
+)
+
+
+def _page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(
+        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
+    )
+
+
+@router.get("/", response_class=HTMLResponse)
+def index(session: SessionDep) -> HTMLResponse:
+    runs = session.scalars(select(GateRun).order_by(GateRun.created_at.desc()).limit(50)).all()
+    rows = "".join(
+        f"<tr><td><a href='/runs/{r.id}'>{r.id[:8]}</a></td><td>{html.escape(r.model_name)}</td>"
+        f"<td>{r.model_version}</td><td class='{r.status}'>{r.status}</td><td>{r.trigger}</td>"
+        f"<td>{r.created_at:%Y-%m-%d %H:%M:%S}Z</td></tr>"
+        for r in runs
+    )
+    return _page(
+        "mlflow-gatekeeper",
+        "<h1>mlflow-gatekeeper</h1><p>Latest runs</p><table><tr><th>run</th><th>model</th>"
+        f"<th>version</th><th>status</th><th>trigger</th><th>created</th></tr>{rows}</table>",
+    )
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(run_id: Annotated[str, Path(max_length=36)], session: SessionDep) -> HTMLResponse:
+    run = session.get(GateRun, run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    esc = html.escape
+    gates = ""
+    for result in run.results:
+        findings = "".join(
+            f"<li>{esc(str(f.get('severity')))} {esc(str(f.get('rule_id')))}: "
+            f"{esc(str(f.get('message')))} ({esc(str(f.get('file') or ''))})</li>"
+            for f in result.findings
+        )
+        gates += (
+            f"<tr><td>{esc(result.gate)}</td><td class='{esc(result.status)}'>{esc(result.status)}"
+            f"</td><td>{esc(result.message)}<ul>{findings}</ul></td></tr>"
+        )
+    deny = "".join(f"<li>{esc(d)}</li>" for d in (run.decision or {}).get("deny", []))
+    body = (
+        f"<h1>{esc(run.model_name)} v{run.model_version}: "
+        f"<span class='{esc(run.status)}'>{esc(run.status)}</span></h1>"
+        f"<p>run {run.id} &middot; trigger {esc(run.trigger)} &middot; attempt {run.attempt}"
+        f" &middot; artifact sha256 {esc(run.artifact_digest or '-')}</p>"
+        f"<h2>Gates</h2><table><tr><th>gate</th><th>status</th><th>detail</th></tr>{gates}</table>"
+        f"<h2>Decision</h2><ul>{deny or '<li>nothing denied</li>'}</ul>"
+        + (f"<p class='error'>{esc(run.error_message)}</p>" if run.error_message else "")
+    )
+    return _page(f"{run.model_name} v{run.model_version}", body)

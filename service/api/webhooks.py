@@ -1,0 +1,179 @@
+"""POST /webhooks/mlflow: verify, record the delivery, queue a run, answer 202 at once.
+
+The payload is only a hint: the worker re-reads the version from MLflow before checking it.
+Every rejection happens before anything is written, and none of them is a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.api.deps import SettingsDep
+from service.config import Settings
+from service.db import transaction
+from service.errors import BadRequest, GatekeeperError, PayloadTooLarge, Unauthorized
+from service.intake import is_watched, request_run
+from service.metrics import WEBHOOK_DELIVERIES
+from service.models import WebhookDelivery, utcnow
+from service.schemas import WebhookAccepted
+from service.webhook_signature import signature_matches
+
+router = APIRouter(tags=["webhooks"])
+log = logging.getLogger("gatekeeper.webhooks")
+
+RUN_EVENTS = {("model_version", "created")}
+# Recorded for the audit trail (tampering shows up here); they queue nothing yet.
+RECORDED_EVENTS = {
+    ("model_version_alias", "created"),
+    ("model_version_alias", "deleted"),
+    ("model_version_tag", "set"),
+    ("model_version_tag", "deleted"),
+}
+
+
+class WebhookNotConfigured(GatekeeperError):
+    http_status = 503
+
+
+@router.post(
+    "/webhooks/mlflow", status_code=status.HTTP_202_ACCEPTED, response_model=WebhookAccepted
+)
+async def mlflow_webhook(request: Request, settings: SettingsDep) -> WebhookAccepted:
+    if not settings.webhook_secret:
+        raise WebhookNotConfigured("GATEKEEPER_WEBHOOK_SECRET is not set; webhooks are refused")
+    body = await _read_capped(request, settings.webhook_max_body_bytes)
+    delivery_id, signed_at = _verify(request, body, settings)
+    event = _parse(body)
+    accepted = await _in_thread(_record, settings, delivery_id, signed_at, event)
+    WEBHOOK_DELIVERIES.labels(outcome=accepted.outcome).inc()
+    log.info(
+        "webhook delivery=%s event=%s.%s outcome=%s run=%s",
+        delivery_id,
+        event["entity"],
+        event["action"],
+        accepted.outcome,
+        accepted.run_id,
+    )
+    return accepted
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes is over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _verify(request: Request, body: bytes, settings: Settings) -> tuple[str, int]:
+    delivery_id = request.headers.get("x-mlflow-delivery-id", "")
+    timestamp = request.headers.get("x-mlflow-timestamp", "")
+    signature = request.headers.get("x-mlflow-signature", "")
+    if not (delivery_id and timestamp and signature):
+        raise Unauthorized("missing X-MLflow-Delivery-Id, X-MLflow-Timestamp or X-MLflow-Signature")
+    if len(delivery_id) > 128:
+        raise Unauthorized("delivery id too long")
+    assert settings.webhook_secret is not None
+    if not signature_matches(settings.webhook_secret, delivery_id, timestamp, body, signature):
+        raise Unauthorized("signature does not match (wrong secret or altered body)")
+    try:
+        signed_at = int(timestamp)
+    except ValueError as exc:
+        raise Unauthorized("X-MLflow-Timestamp is not unix seconds") from exc
+    if abs(time.time() - signed_at) > settings.webhook_max_age_s:
+        raise Unauthorized(
+            f"timestamp outside the {settings.webhook_max_age_s}s window (replay or clock skew)"
+        )
+    return delivery_id, signed_at
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"body is not JSON: {exc}") from exc
+    if not isinstance(event, dict):
+        raise BadRequest("body must be a JSON object")
+    entity, action, data = event.get("entity"), event.get("action"), event.get("data")
+    if not isinstance(entity, str) or not isinstance(action, str) or not isinstance(data, dict):
+        raise BadRequest("body needs string 'entity' and 'action' and an object 'data'")
+    name, version = data.get("name"), data.get("version")
+    if (entity, action) in RUN_EVENTS:
+        if not isinstance(name, str) or not name or len(name) > 256:
+            raise BadRequest("data.name must be a model name")
+        if not str(version).isdigit():
+            raise BadRequest("data.version must be a version number")
+    return {
+        "entity": entity,
+        "action": action,
+        "name": name if isinstance(name, str) else None,
+        "version": int(version) if str(version).isdigit() else None,
+    }
+
+
+async def _in_thread(fn: Any, *args: Any) -> Any:
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(fn, *args)
+
+
+def _record(
+    settings: Settings, delivery_id: str, signed_at: int, event: dict[str, Any]
+) -> WebhookAccepted:
+    """Delivery row and run row in one transaction: a recorded delivery never lacks its run."""
+    key = (event["entity"], event["action"])
+    with transaction(settings.resolved_database_url) as session:
+        if not _insert_delivery(session, delivery_id, signed_at, event):
+            return WebhookAccepted(delivery_id=delivery_id, outcome="duplicate")
+        delivery = session.get(WebhookDelivery, delivery_id)
+        assert delivery is not None
+        if key not in RUN_EVENTS:
+            delivery.outcome = "recorded" if key in RECORDED_EVENTS else "ignored"
+            return WebhookAccepted(delivery_id=delivery_id, outcome=delivery.outcome)
+        if not is_watched(settings, event["name"]):
+            delivery.outcome = "not_watched"
+            return WebhookAccepted(delivery_id=delivery_id, outcome=delivery.outcome)
+        run_id, created = request_run(
+            session,
+            settings,
+            model_name=event["name"],
+            version=event["version"],
+            trigger="webhook",
+        )
+        delivery.outcome = "queued" if created else "already_queued"
+        delivery.run_id = run_id
+        return WebhookAccepted(delivery_id=delivery_id, outcome=delivery.outcome, run_id=run_id)
+
+
+def _insert_delivery(
+    session: Session, delivery_id: str, signed_at: int, event: dict[str, Any]
+) -> bool:
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    result = session.execute(
+        insert(WebhookDelivery)
+        .values(
+            delivery_id=delivery_id,
+            received_at=utcnow(),
+            signed_at=signed_at,
+            entity=event["entity"][:64],
+            action=event["action"][:64],
+            model_name=(event["name"] or "")[:256] or None,
+            model_version=event["version"],
+            outcome="received",
+        )
+        .on_conflict_do_nothing(index_elements=["delivery_id"])
+    )
+    return result.rowcount == 1

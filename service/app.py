@@ -1,0 +1,70 @@
+"""FastAPI app factory. Background worker and poller threads live in the app's lifespan."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from service.api import health, pages, runs, webhooks
+from service.config import Settings
+from service.errors import GatekeeperError
+from service.poller import start_poller_thread
+from service.registry import Registry
+from service.worker import start_worker_thread
+
+log = logging.getLogger("gatekeeper.app")
+
+
+def create_app(
+    settings: Settings, *, tracking_uri: str, run_worker: bool = True, run_poller: bool = True
+) -> FastAPI:
+    registry = Registry(tracking_uri)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        threads: list[threading.Thread] = []
+        if run_poller:
+            threads.append(start_poller_thread(settings, registry, stop))
+        if run_worker:
+            threads.append(start_worker_thread(settings, registry, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=10)
+
+    app = FastAPI(
+        title="mlflow-gatekeeper",
+        summary="Decides which MLflow model versions may reach production.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    for module in (webhooks, runs, health, pages):
+        app.include_router(module.router)
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """The one place domain errors become HTTP responses."""
+
+    @app.exception_handler(GatekeeperError)
+    async def _domain_error(_request: Request, exc: GatekeeperError) -> JSONResponse:
+        return JSONResponse(
+            {"error": type(exc).__name__, "detail": str(exc)}, status_code=exc.http_status
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"error": "ValidationError", "detail": str(exc.errors())[:2000]}, status_code=422
+        )

@@ -1,0 +1,57 @@
+"""Bearer tokens: stored hashed, each with a role. Roles are ordered; higher includes lower."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.config import Settings
+from service.errors import BadRequest, Forbidden, Unauthorized
+from service.models import ApiToken
+
+ROLES = ("viewer", "operator", "approver", "admin")
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: str
+
+    def require(self, role: str) -> None:
+        if ROLES.index(self.role) < ROLES.index(role):
+            raise Forbidden(
+                f"this action needs the {role} role; token '{self.name}' is {self.role}"
+            )
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def authenticate(session: Session, settings: Settings, authorization: str | None) -> Principal:
+    if not authorization or not authorization.startswith("Bearer "):
+        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    token = authorization.removeprefix("Bearer ").strip()
+    if settings.admin_token and hmac.compare_digest(token, settings.admin_token):
+        return Principal(name="bootstrap-admin", role="admin")
+    row = session.scalar(
+        select(ApiToken).where(
+            ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
+        )
+    )
+    if row is None:
+        raise Unauthorized("unknown or revoked token")
+    return Principal(name=row.name, role=row.role)
+
+
+def create_token(session: Session, *, name: str, role: str) -> str:
+    if role not in ROLES:
+        raise BadRequest(f"role must be one of {', '.join(ROLES)}")
+    token = "gk_" + secrets.token_urlsafe(32)
+    session.add(ApiToken(name=name, role=role, token_hash=hash_token(token)))
+    return token

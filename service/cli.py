@@ -1,0 +1,152 @@
+"""`gatekeeper` command line: serve, worker, db upgrade, token create."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Annotated
+
+import typer
+
+from service.config import Settings, get_settings
+from service.errors import ConfigError
+
+app = typer.Typer(help="mlflow-gatekeeper: vets MLflow model versions before production.")
+db_app = typer.Typer(help="Database schema.")
+token_app = typer.Typer(help="API tokens.")
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+
+log = logging.getLogger("gatekeeper")
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("GATEKEEPER_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load_settings() -> Settings:
+    try:
+        return get_settings()
+    except Exception as exc:  # pydantic's ValidationError names the variable
+        typer.echo(f"gatekeeper: invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _configured_tracking_uri(settings: Settings) -> str | None:
+    return settings.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    worker: Annotated[bool, typer.Option(help="Run an in-process worker.")] = True,
+    poller: Annotated[bool, typer.Option(help="Run the reconciliation poller.")] = True,
+) -> None:
+    """Migrate the database, then serve the API and report pages (with a worker and poller)."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.embedded_mlflow import EmbeddedMlflow
+    from service.migrate import upgrade_to_head
+
+    _configure_logging()
+    settings = _load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_to_head(settings.resolved_database_url)
+    embedded: EmbeddedMlflow | None = None
+    tracking_uri = _configured_tracking_uri(settings)
+    if tracking_uri is None:
+        embedded = EmbeddedMlflow(settings.data_dir, settings.embedded_mlflow_port)
+        typer.echo("No MLflow tracking URI configured: starting an embedded MLflow server...")
+        try:
+            tracking_uri = embedded.start()
+        except ConfigError as exc:
+            typer.echo(f"gatekeeper: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        typer.echo(f"Embedded MLflow server: {tracking_uri}")
+    if not settings.webhook_secret:
+        log.warning("GATEKEEPER_WEBHOOK_SECRET is not set: webhooks are refused, poller only")
+    typer.echo(f"Gatekeeper API: http://{host}:{port}  (database {_redacted(settings)})")
+    try:
+        uvicorn.run(
+            create_app(settings, tracking_uri=tracking_uri, run_worker=worker, run_poller=poller),
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=False,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@app.command("worker")
+def worker_command() -> None:
+    """Claim and drive runs from the shared database; no HTTP. Scale out with more of these."""
+    from service.registry import Registry
+    from service.worker import Worker
+
+    _configure_logging()
+    settings = _load_settings()
+    tracking_uri = _configured_tracking_uri(settings)
+    if tracking_uri is None:
+        typer.echo("gatekeeper worker needs GATEKEEPER_MLFLOW_TRACKING_URI", err=True)
+        raise typer.Exit(2)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    Worker(settings, Registry(tracking_uri)).run_forever(stop)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply Alembic migrations up to head."""
+    from service.migrate import upgrade_to_head
+
+    settings = _load_settings()
+    upgrade_to_head(settings.resolved_database_url)
+    typer.echo(f"database at head: {_redacted(settings)}")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the token.")],
+    role: Annotated[str, typer.Option(help="viewer | operator | approver | admin")] = "viewer",
+) -> None:
+    """Create an API token and print it once (only its hash is stored)."""
+    from service import audit
+    from service.auth import create_token
+    from service.db import transaction
+    from service.errors import BadRequest
+    from service.migrate import upgrade_to_head
+
+    settings = _load_settings()
+    upgrade_to_head(settings.resolved_database_url)
+    try:
+        with transaction(settings.resolved_database_url) as session:
+            token = create_token(session, name=name, role=role)
+            audit.record(
+                session, actor="cli", action="token.created", target=name, details={"role": role}
+            )
+    except BadRequest as exc:
+        typer.echo(f"gatekeeper: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(token)
+
+
+def _redacted(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    app()

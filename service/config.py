@@ -1,0 +1,59 @@
+"""Settings from the environment (prefix GATEKEEPER_), built once by get_settings()."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "replace-me"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEKEEPER_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".gatekeeper"))
+    database_url: str | None = None
+    mlflow_tracking_uri: str | None = None
+    webhook_secret: str | None = None
+    admin_token: str | None = None
+    alias: str = "production-ready"
+    public_url: str = "http://127.0.0.1:8000"
+    policy_path: Path | None = None
+    # Glob on registered model names this gatekeeper is responsible for.
+    models: str = "*"
+    poll_interval_s: float = 30.0
+    worker_idle_sleep_s: float = 0.5
+    lease_s: float = 60.0
+    max_attempts: int = 3
+    retry_backoff_s: float = 10.0
+    webhook_max_age_s: int = 300
+    webhook_max_body_bytes: int = 1024 * 1024
+    embedded_mlflow_port: int = 5000
+    dev_mode: bool = False
+
+    @field_validator("webhook_secret", "admin_token")
+    @classmethod
+    def _refuse_placeholders(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().lower() in _PLACEHOLDER_SECRETS:
+            raise ValueError("is a placeholder; set a real random value")
+        if value is not None and len(value) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'gatekeeper.db').resolve()}"
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self.data_dir / "scratch"
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,55 @@
+"""One root exception; the API maps these to HTTP responses in one place (service/app.py)."""
+
+from __future__ import annotations
+
+
+class GatekeeperError(Exception):
+    """Root of every error the gatekeeper raises on purpose."""
+
+    http_status = 500
+
+
+class ConfigError(GatekeeperError):
+    """Settings or policy that cannot work; raised at start-up, before serving."""
+
+
+class NotFound(GatekeeperError):
+    http_status = 404
+
+
+class Unauthorized(GatekeeperError):
+    http_status = 401
+
+
+class Forbidden(GatekeeperError):
+    http_status = 403
+
+
+class BadRequest(GatekeeperError):
+    http_status = 400
+
+
+class PayloadTooLarge(GatekeeperError):
+    http_status = 413
+
+
+class RegistryUnavailable(GatekeeperError):
+    """MLflow could not be reached or answered 5xx: transient, the run is retried."""
+
+    http_status = 503
+
+
+class RegistryNotFound(GatekeeperError):
+    """MLflow says the model version does not exist: permanent, the run errors."""
+
+    http_status = 404
+
+
+class RegistryRejected(GatekeeperError):
+    """MLflow answered 4xx (other than not-found): permanent, retrying will not help."""
+
+    http_status = 502
+
+
+class LeaseLost(GatekeeperError):
+    """Another worker owns the run now (our lease expired); stop without writing."""

@@ -1,0 +1,58 @@
+"""Fetch a version's artifacts into a scratch dir and fingerprint every file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.registry import Registry
+
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FetchedArtifact:
+    root: Path
+    manifest: list[dict[str, Any]]
+    digest: str
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_manifest(root: Path) -> list[dict[str, Any]]:
+    """Every file under root with size and sha256; symlinks are recorded, never followed."""
+    entries: list[dict[str, Any]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames) + sorted(
+            d for d in dirnames if (Path(dirpath) / d).is_symlink()
+        ):
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                entries.append({"path": rel, "symlink_to": os.readlink(path)})
+                continue
+            entries.append({"path": rel, "size": path.stat().st_size, "sha256": sha256_file(path)})
+    return sorted(entries, key=lambda e: e["path"])
+
+
+def manifest_digest(manifest: list[dict[str, Any]]) -> str:
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def fetch_version(registry: Registry, name: str, version: int, scratch: Path) -> FetchedArtifact:
+    scratch.mkdir(parents=True, exist_ok=True)
+    root = registry.download_artifacts(name, version, scratch)
+    manifest = build_manifest(root)
+    return FetchedArtifact(root=root, manifest=manifest, digest=manifest_digest(manifest))

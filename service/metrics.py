@@ -1,0 +1,17 @@
+"""Prometheus metrics (process-wide, as prometheus-client intends)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+WEBHOOK_DELIVERIES = Counter(
+    "gatekeeper_webhook_deliveries_total", "Webhook deliveries by outcome", ["outcome"]
+)
+RUNS_ENQUEUED = Counter("gatekeeper_runs_enqueued_total", "Runs created, by trigger", ["trigger"])
+RUNS_FINISHED = Counter("gatekeeper_runs_finished_total", "Runs finished, by status", ["status"])
+RUN_DURATION = Histogram(
+    "gatekeeper_run_duration_seconds",
+    "Claim to recorded decision",
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+)
+ALIAS_MOVES = Counter("gatekeeper_alias_moves_total", "Times the gatekeeper moved the alias")

@@ -1,0 +1,117 @@
+"""Reconciliation: find versions that have no run yet, and runs not yet published.
+
+MLflow delivers webhooks a few times at most and keeps no history, so this loop is what makes
+intake reliable. It reads MLflow's version list newest first and stops at the watermark (the
+newest creation time it has already seen, less a small skew), so a cycle costs O(new versions),
+not O(all versions).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from service.config import Settings
+from service.db import transaction
+from service.intake import is_watched, request_run
+from service.models import PollerState, utcnow
+from service.promotion import publish_run
+from service.queue import unpublished_runs
+from service.registry import Registry
+
+log = logging.getLogger("gatekeeper.poller")
+
+STATE_KEY = "model_versions"
+# Versions created within this window before the watermark are looked at again, in case a
+# slower registration committed after a newer one was already seen. Dedup makes it harmless.
+SKEW_MS = 10_000
+PAGE_SIZE = 50
+READY = "READY"
+
+
+@dataclass(frozen=True)
+class PollReport:
+    examined: int
+    enqueued: int
+    republished: int
+    watermark_ms: int
+
+
+def poll_once(settings: Settings, registry: Registry) -> PollReport:
+    url = settings.resolved_database_url
+    with transaction(url) as session:
+        state = session.get(PollerState, STATE_KEY)
+        watermark = state.watermark_ms if state else 0
+    examined = enqueued = 0
+    newest_seen = watermark
+    oldest_pending: int | None = None
+    for info in registry.newest_versions(page_size=PAGE_SIZE):
+        if info.created_ms < watermark - SKEW_MS:
+            break
+        examined += 1
+        newest_seen = max(newest_seen, info.created_ms)
+        if info.status != READY:
+            # Still uploading: do not move the watermark past it, look again next cycle.
+            oldest_pending = min(oldest_pending or info.created_ms, info.created_ms)
+            continue
+        if not is_watched(settings, info.name):
+            continue
+        with transaction(url) as session:
+            _, created = request_run(
+                session,
+                settings,
+                model_name=info.name,
+                version=info.version,
+                trigger="poller",
+                created_ms=info.created_ms,
+            )
+        if created:
+            enqueued += 1
+            log.info("poller queued model=%s version=%s (no run yet)", info.name, info.version)
+    new_watermark = newest_seen if oldest_pending is None else min(newest_seen, oldest_pending)
+    with transaction(url) as session:
+        state = session.get(PollerState, STATE_KEY)
+        if state is None:
+            session.add(
+                PollerState(name=STATE_KEY, watermark_ms=new_watermark, updated_at=utcnow())
+            )
+        else:
+            state.watermark_ms = max(state.watermark_ms, new_watermark)
+            state.updated_at = utcnow()
+    return PollReport(examined, enqueued, republish_pending(settings, registry), new_watermark)
+
+
+def republish_pending(settings: Settings, registry: Registry) -> int:
+    with transaction(settings.resolved_database_url) as session:
+        pending = unpublished_runs(session, older_than_s=max(settings.lease_s, 30))
+    done = 0
+    for run_id in pending:
+        try:
+            publish_run(settings, registry, run_id)
+            done += 1
+        except Exception:
+            log.exception("run=%s still cannot be published to MLflow", run_id)
+    return done
+
+
+def run_poller(settings: Settings, registry: Registry, stop: threading.Event) -> None:
+    log.info("poller started, every %.0fs", settings.poll_interval_s)
+    while not stop.is_set():
+        try:
+            report = poll_once(settings, registry)
+            if report.enqueued or report.republished:
+                log.info("poller cycle: %s", report)
+        except Exception:
+            log.exception("poller cycle failed; next cycle in %.0fs", settings.poll_interval_s)
+        stop.wait(settings.poll_interval_s)
+
+
+def start_poller_thread(
+    settings: Settings, registry: Registry, stop: threading.Event
+) -> threading.Thread:
+    thread = threading.Thread(
+        target=run_poller, args=(settings, registry, stop), name="poller", daemon=True
+    )
+    thread.start()
+    return thread

@@ -1,0 +1,121 @@
+"""Publish a recorded run to MLflow: version tags always, the alias only on pass, forward only.
+
+Runs after the decision is committed. If MLflow is down or the worker dies here, the run stays
+unpublished (`published_at` NULL) and the poller publishes it later: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from service import audit
+from service.config import Settings
+from service.db import transaction
+from service.metrics import ALIAS_MOVES
+from service.models import GateRun, ModelPromotion, RunStatus, utcnow
+from service.queue import mark_published
+from service.registry import Registry
+
+log = logging.getLogger("gatekeeper.promotion")
+
+TAG_PREFIX = "gatekeeper."
+MAX_TAG_VALUE = 500
+
+
+def report_url(settings: Settings, run_id: str) -> str:
+    return f"{settings.public_url.rstrip('/')}/runs/{run_id}"
+
+
+def running_tags(settings: Settings, run_id: str) -> dict[str, str]:
+    return {
+        "gatekeeper.status": RunStatus.RUNNING,
+        "gatekeeper.run_id": run_id,
+        "gatekeeper.report_url": report_url(settings, run_id),
+    }
+
+
+def final_tags(settings: Settings, run: GateRun) -> dict[str, str]:
+    tags = {
+        "gatekeeper.status": run.status,
+        "gatekeeper.run_id": run.id,
+        "gatekeeper.report_url": report_url(settings, run.id),
+        "gatekeeper.policy_digest": run.policy_digest,
+        "gatekeeper.artifact_digest": run.artifact_digest or "",
+    }
+    for result in run.results:
+        tags[f"gatekeeper.gate.{result.gate}"] = result.status
+    deny = (run.decision or {}).get("deny") or []
+    summary = deny[0] if deny else (run.error_message or "all enforced gates passed")
+    tags["gatekeeper.summary"] = summary[:MAX_TAG_VALUE]
+    return tags
+
+
+def publish_run(settings: Settings, registry: Registry, run_id: str) -> None:
+    url = settings.resolved_database_url
+    with transaction(url) as session:
+        run = session.get(GateRun, run_id)
+        if run is None or run.status not in RunStatus.FINISHED:
+            return
+        tags = final_tags(settings, run)
+        name, version, status = run.model_name, run.model_version, run.status
+    registry.set_version_tags(name, version, tags)
+    if status == RunStatus.PASSED:
+        promote_if_newest(settings, registry, name=name, version=version, run_id=run_id)
+    with transaction(url) as session:
+        mark_published(session, run_id)
+    log.info("run=%s published model=%s version=%s status=%s", run_id, name, version, status)
+
+
+def promote_if_newest(
+    settings: Settings, registry: Registry, *, name: str, version: int, run_id: str
+) -> bool:
+    """Point the alias at `version` unless a newer version holds or held it.
+
+    The model's promotion row is locked for the whole check-and-set, so two workers passing
+    v2 and v3 at once cannot interleave and leave the alias on v2.
+    """
+    alias = settings.alias
+    with transaction(settings.resolved_database_url) as session:
+        insert = (
+            postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        )
+        session.execute(
+            insert(ModelPromotion)
+            .values(model_name=name, version=0, run_id="", updated_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["model_name"])
+        )
+        row = session.scalars(
+            select(ModelPromotion).where(ModelPromotion.model_name == name).with_for_update()
+        ).one()
+        holder = registry.alias_version(name, alias)
+        if holder == version:
+            return False
+        newest = max(row.version, holder or 0)
+        if version < newest:
+            audit.record(
+                session,
+                actor="gatekeeper",
+                action="alias.kept",
+                target=f"{name}/{version}",
+                details={
+                    "alias": alias,
+                    "holder": holder,
+                    "newest_promoted": row.version,
+                    "reason": f"version {newest} is newer; the alias moves forward only",
+                },
+            )
+            return False
+        registry.set_alias(name, alias, version)
+        row.version, row.run_id, row.updated_at = version, run_id, utcnow()
+        audit.record(
+            session,
+            actor="gatekeeper",
+            action="alias.set",
+            target=f"{name}/{version}",
+            details={"alias": alias, "previous": holder, "run_id": run_id},
+        )
+    ALIAS_MOVES.inc()
+    return True

@@ -1,0 +1,227 @@
+"""The runs table as a durable queue: enqueue, claim, lease, heartbeat, finish.
+
+The only module that issues queue SQL. On PostgreSQL a claim is `SELECT ... FOR UPDATE SKIP
+LOCKED`, so many workers on many machines never take the same run; on SQLite every transaction
+is BEGIN IMMEDIATE (service/db.py), which serialises claims. A run whose lease expired (its
+worker died) is claimed again; after `max_attempts` claims it is given up as `error`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.errors import LeaseLost
+from service.models import GateResultRow, GateRun, RunStatus, new_id, utcnow
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    id: str
+    model_name: str
+    model_version: int
+    attempt: int
+    max_attempts: int
+    policy_digest: str
+    trigger: str
+
+
+def automatic_dedup_key(model_name: str, version: int, policy_digest: str) -> str:
+    raw = f"{model_name}\x00{version}\x00{policy_digest}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def enqueue_run(
+    session: Session,
+    *,
+    model_name: str,
+    version: int,
+    trigger: str,
+    policy_digest: str,
+    max_attempts: int,
+    automatic: bool,
+    requested_by: str | None = None,
+) -> tuple[str, bool]:
+    """Insert a queued run; returns (run id, created). Automatic duplicates collapse."""
+    run_id = new_id()
+    now = utcnow()
+    values: dict[str, Any] = {
+        "id": run_id,
+        "model_name": model_name,
+        "model_version": version,
+        "trigger": trigger,
+        "status": RunStatus.QUEUED,
+        "dedup_key": automatic_dedup_key(model_name, version, policy_digest) if automatic else None,
+        "attempt": 0,
+        "max_attempts": max_attempts,
+        "policy_digest": policy_digest,
+        "requested_by": requested_by,
+        "created_at": now,
+        "available_at": now,
+    }
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(GateRun).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
+    created = session.execute(stmt).rowcount == 1
+    if created:
+        return run_id, True
+    existing = session.scalar(select(GateRun.id).where(GateRun.dedup_key == values["dedup_key"]))
+    assert existing is not None  # the conflict that stopped the insert is this row
+    return existing, False
+
+
+def claim_next_run(
+    session: Session, *, worker_id: str, lease_s: float, now: dt.datetime | None = None
+) -> ClaimedRun | None:
+    """Take the oldest claimable run (queued and due, or running with an expired lease)."""
+    now = now or utcnow()
+    while True:
+        stmt = (
+            select(GateRun)
+            .where(
+                or_(
+                    (GateRun.status == RunStatus.QUEUED) & (GateRun.available_at <= now),
+                    (GateRun.status == RunStatus.RUNNING) & (GateRun.lease_expires_at < now),
+                )
+            )
+            .order_by(GateRun.created_at, GateRun.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        run = session.scalars(stmt).first()
+        if run is None:
+            return None
+        if run.attempt >= run.max_attempts:
+            run.status = RunStatus.ERROR
+            run.error_message = (
+                f"gave up after {run.attempt} attempt(s); last error: "
+                f"{run.error_message or 'worker lost its lease (killed or stalled)'}"
+            )
+            run.finished_at = now
+            run.lease_owner = None
+            run.lease_expires_at = None
+            session.flush()
+            continue
+        run.status = RunStatus.RUNNING
+        run.attempt += 1
+        run.lease_owner = worker_id
+        run.lease_expires_at = now + dt.timedelta(seconds=lease_s)
+        run.started_at = run.started_at or now
+        session.flush()
+        return ClaimedRun(
+            id=run.id,
+            model_name=run.model_name,
+            model_version=run.model_version,
+            attempt=run.attempt,
+            max_attempts=run.max_attempts,
+            policy_digest=run.policy_digest,
+            trigger=run.trigger,
+        )
+
+
+def heartbeat(session: Session, *, run_id: str, worker_id: str, lease_s: float) -> bool:
+    """Extend our lease; False means the run is no longer ours."""
+    now = utcnow()
+    result = session.execute(
+        update(GateRun)
+        .where(
+            GateRun.id == run_id,
+            GateRun.lease_owner == worker_id,
+            GateRun.status == RunStatus.RUNNING,
+        )
+        .values(lease_expires_at=now + dt.timedelta(seconds=lease_s))
+    )
+    return result.rowcount == 1
+
+
+def _owned_run(session: Session, run_id: str, worker_id: str) -> GateRun:
+    run = session.scalars(select(GateRun).where(GateRun.id == run_id).with_for_update()).one()
+    if run.status != RunStatus.RUNNING or run.lease_owner != worker_id:
+        raise LeaseLost(f"run {run_id} is no longer leased to {worker_id}")
+    return run
+
+
+def retry_later(
+    session: Session, *, run_id: str, worker_id: str, delay_s: float, message: str
+) -> None:
+    run = _owned_run(session, run_id, worker_id)
+    run.status = RunStatus.QUEUED
+    run.lease_owner = None
+    run.lease_expires_at = None
+    run.available_at = utcnow() + dt.timedelta(seconds=delay_s)
+    run.error_message = message
+
+
+def release(session: Session, *, run_id: str, worker_id: str) -> None:
+    """Give a run back untouched (worker shutting down): it does not count as an attempt."""
+    run = _owned_run(session, run_id, worker_id)
+    run.status = RunStatus.QUEUED
+    run.attempt = max(0, run.attempt - 1)
+    run.lease_owner = None
+    run.lease_expires_at = None
+
+
+def finish_run(
+    session: Session,
+    *,
+    run_id: str,
+    worker_id: str,
+    status: str,
+    results: list[dict[str, Any]],
+    decision: dict[str, Any] | None,
+    artifact_digest: str | None,
+    artifact_manifest: list[Any] | None,
+    error_message: str | None = None,
+) -> None:
+    """Results, decision and final status in the caller's one transaction (fenced by lease)."""
+    run = _owned_run(session, run_id, worker_id)
+    now = utcnow()
+    for result in results:
+        session.add(
+            GateResultRow(
+                run_id=run_id,
+                gate=result["gate"],
+                status=result["status"],
+                message=result.get("message", ""),
+                metrics=result.get("metrics", {}),
+                thresholds=result.get("thresholds", {}),
+                findings=result.get("findings", []),
+                evidence=result.get("evidence", {}),
+                duration_s=result.get("duration_s", 0.0),
+                created_at=now,
+            )
+        )
+    run.status = status
+    run.decision = decision
+    run.artifact_digest = artifact_digest
+    run.artifact_manifest = artifact_manifest
+    run.error_message = error_message
+    run.finished_at = now
+    run.lease_owner = None
+    run.lease_expires_at = None
+
+
+def unpublished_runs(session: Session, *, older_than_s: float, limit: int = 50) -> list[str]:
+    """Finished runs whose MLflow update never completed (MLflow down, worker killed)."""
+    cutoff = utcnow() - dt.timedelta(seconds=older_than_s)
+    return list(
+        session.scalars(
+            select(GateRun.id)
+            .where(
+                GateRun.status.in_(RunStatus.FINISHED),
+                GateRun.published_at.is_(None),
+                GateRun.finished_at < cutoff,
+            )
+            .order_by(GateRun.finished_at)
+            .limit(limit)
+        )
+    )
+
+
+def mark_published(session: Session, run_id: str) -> None:
+    session.execute(update(GateRun).where(GateRun.id == run_id).values(published_at=utcnow()))

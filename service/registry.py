@@ -1,0 +1,135 @@
+"""The only module that talks to MLflow.
+
+Everything the gatekeeper reads from or writes to the registry goes through `Registry`, which
+maps MLflow's exceptions onto ours: not-found is permanent (the run errors), unreachable or 5xx
+is transient (the run is retried).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.tracking import MlflowClient
+
+from service.errors import RegistryNotFound, RegistryRejected, RegistryUnavailable
+
+_NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    version: int
+    source: str
+    run_id: str | None
+    created_ms: int
+    status: str
+    tags: dict[str, str]
+
+
+class Registry:
+    def __init__(self, tracking_uri: str) -> None:
+        # MLflow's HTTP client retries a dead server for minutes by default (read per request);
+        # a worker should hear of it in seconds and let the queue's retry policy decide.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        self.tracking_uri = tracking_uri
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def get_version(self, name: str, version: int) -> VersionInfo:
+        try:
+            mv = self._client.get_model_version(name, str(version))
+        except Exception as exc:
+            _raise_mapped(exc, f"model version {name}/{version}")
+        return _version_info(mv)
+
+    def newest_versions(self, page_size: int = 100) -> Iterator[VersionInfo]:
+        """All versions of all models, newest first, one page at a time (lazy)."""
+        token: str | None = None
+        while True:
+            try:
+                page = self._client.search_model_versions(
+                    max_results=page_size,
+                    order_by=["creation_timestamp DESC"],
+                    page_token=token,
+                )
+            except Exception as exc:
+                _raise_mapped(exc, "model version search")
+            for mv in page:
+                yield _version_info(mv)
+            token = page.token
+            if not token:
+                return
+
+    def download_artifacts(self, name: str, version: int, dst: Path) -> Path:
+        import mlflow.artifacts
+
+        try:
+            uri = self._client.get_model_version_download_uri(name, str(version))
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(dst), tracking_uri=self.tracking_uri
+            )
+        except Exception as exc:
+            _raise_mapped(exc, f"artifacts of {name}/{version}")
+        return Path(local)
+
+    def set_version_tags(self, name: str, version: int, tags: dict[str, str]) -> None:
+        try:
+            for key, value in tags.items():
+                self._client.set_model_version_tag(name, str(version), key, value)
+        except Exception as exc:
+            _raise_mapped(exc, f"tags of {name}/{version}")
+
+    def alias_version(self, name: str, alias: str) -> int | None:
+        # get_model_version_by_alias answers a missing alias with INVALID_PARAMETER_VALUE,
+        # indistinguishable from a real bad request; the model's alias map is unambiguous.
+        try:
+            model = self._client.get_registered_model(name)
+        except Exception as exc:
+            _raise_mapped(exc, f"registered model {name}")
+        version = (model.aliases or {}).get(alias)
+        return int(version) if version is not None else None
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        try:
+            self._client.set_registered_model_alias(name, alias, str(version))
+        except Exception as exc:
+            _raise_mapped(exc, f"alias {alias} of {name}")
+
+    def is_healthy(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"{self.tracking_uri.rstrip('/')}/health", timeout=3).is_success
+        except httpx.HTTPError:
+            return False
+
+
+def _version_info(mv: Any) -> VersionInfo:
+    return VersionInfo(
+        name=mv.name,
+        version=int(mv.version),
+        source=str(mv.source or ""),
+        run_id=mv.run_id or None,
+        created_ms=int(mv.creation_timestamp or 0),
+        status=str(mv.status or ""),
+        tags=dict(mv.tags or {}),
+    )
+
+
+def _is_not_found(exc: Exception) -> bool:
+    return isinstance(exc, MlflowException) and exc.error_code in _NOT_FOUND_CODES
+
+
+def _raise_mapped(exc: Exception, what: str) -> NoReturn:
+    if _is_not_found(exc):
+        raise RegistryNotFound(f"MLflow has no {what}") from exc
+    if isinstance(exc, RestException) and exc.get_http_status_code() < 500:
+        # A 4xx other than not-found is our bug or a permission problem: not worth retrying.
+        raise RegistryRejected(f"MLflow refused {what}: {exc}") from exc
+    raise RegistryUnavailable(f"MLflow unavailable for {what}: {exc}") from exc

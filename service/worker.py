@@ -1,0 +1,214 @@
+"""The loop that claims a run and drives it: pipeline, record, publish.
+
+The worker decides and carries out; queue SQL lives in service/queue.py. While a run is in
+hand a heartbeat thread keeps the lease alive; a worker that dies simply stops heartbeating and
+another claims the run when the lease expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from service.config import Settings
+from service.db import transaction
+from service.errors import LeaseLost
+from service.metrics import RUN_DURATION, RUNS_FINISHED
+from service.models import RunStatus
+from service.pipeline import PipelineOutcome, run_pipeline
+from service.policy import policy_for
+from service.promotion import publish_run, running_tags
+from service.queue import ClaimedRun, claim_next_run, finish_run, heartbeat, retry_later
+from service.registry import Registry
+from service.retry import retry_decision
+
+log = logging.getLogger("gatekeeper.worker")
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class _Heartbeat:
+    """Extends the lease every lease/3 seconds until stopped; notes when the lease is lost."""
+
+    def __init__(self, settings: Settings, run_id: str, worker_id: str) -> None:
+        self._settings = settings
+        self._run_id = run_id
+        self._worker_id = worker_id
+        self._stop = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        interval = max(self._settings.lease_s / 3, 0.2)
+        while not self._stop.wait(interval):
+            try:
+                with transaction(self._settings.resolved_database_url) as session:
+                    still_ours = heartbeat(
+                        session,
+                        run_id=self._run_id,
+                        worker_id=self._worker_id,
+                        lease_s=self._settings.lease_s,
+                    )
+            except Exception:
+                log.exception("run=%s heartbeat failed; will retry", self._run_id)
+                continue
+            if not still_ours:
+                self.lost = True
+                log.warning("run=%s lease lost to another worker", self._run_id)
+                return
+
+
+class Worker:
+    def __init__(self, settings: Settings, registry: Registry, worker_id: str | None = None):
+        self.settings = settings
+        self.registry = registry
+        self.worker_id = worker_id or new_worker_id()
+
+    def run_forever(self, stop: threading.Event) -> None:
+        log.info("worker %s started", self.worker_id)
+        while not stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception:
+                # The database itself is unreachable: back off and keep the worker alive.
+                log.exception("worker %s could not claim a run", self.worker_id)
+                busy = False
+            if not busy:
+                stop.wait(self.settings.worker_idle_sleep_s)
+        log.info("worker %s stopped", self.worker_id)
+
+    def run_once(self) -> bool:
+        """Claim and drive one run. Returns False when nothing was claimable."""
+        with transaction(self.settings.resolved_database_url) as session:
+            claimed = claim_next_run(
+                session, worker_id=self.worker_id, lease_s=self.settings.lease_s
+            )
+        if claimed is None:
+            return False
+        log.info(
+            "run=%s claimed model=%s version=%s attempt=%s/%s",
+            claimed.id,
+            claimed.model_name,
+            claimed.model_version,
+            claimed.attempt,
+            claimed.max_attempts,
+        )
+        started = time.perf_counter()
+        with _Heartbeat(self.settings, claimed.id, self.worker_id):
+            try:
+                self.registry.set_version_tags(
+                    claimed.model_name,
+                    claimed.model_version,
+                    running_tags(self.settings, claimed.id),
+                )
+                outcome = run_pipeline(
+                    claimed,
+                    registry=self.registry,
+                    policy=policy_for(claimed.model_name),
+                    scratch_root=Path(self.settings.scratch_dir),
+                )
+            except Exception as exc:
+                self._handle_failure(claimed, exc)
+                return True
+            try:
+                self._record(claimed, outcome)
+            except LeaseLost:
+                log.warning("run=%s finished after its lease expired; result dropped", claimed.id)
+                return True
+        RUN_DURATION.observe(time.perf_counter() - started)
+        self._publish(claimed.id)
+        return True
+
+    def _record(self, claimed: ClaimedRun, outcome: PipelineOutcome) -> None:
+        with transaction(self.settings.resolved_database_url) as session:
+            finish_run(
+                session,
+                run_id=claimed.id,
+                worker_id=self.worker_id,
+                status=outcome.decision.status,
+                results=outcome.results,
+                decision=outcome.decision.to_dict(),
+                artifact_digest=outcome.artifact_digest,
+                artifact_manifest=outcome.manifest,
+            )
+        RUNS_FINISHED.labels(status=outcome.decision.status).inc()
+        log.info(
+            "run=%s decided status=%s deny=%s",
+            claimed.id,
+            outcome.decision.status,
+            outcome.decision.deny,
+        )
+
+    def _handle_failure(self, claimed: ClaimedRun, exc: Exception) -> None:
+        decision = retry_decision(
+            exc, claimed.attempt, claimed.max_attempts, self.settings.retry_backoff_s
+        )
+        message = f"{type(exc).__name__}: {exc}"
+        try:
+            with transaction(self.settings.resolved_database_url) as session:
+                if decision.retry:
+                    retry_later(
+                        session,
+                        run_id=claimed.id,
+                        worker_id=self.worker_id,
+                        delay_s=decision.delay_s,
+                        message=message,
+                    )
+                else:
+                    finish_run(
+                        session,
+                        run_id=claimed.id,
+                        worker_id=self.worker_id,
+                        status=RunStatus.ERROR,
+                        results=[],
+                        decision={"status": RunStatus.ERROR, "deny": [message], "warn": []},
+                        artifact_digest=None,
+                        artifact_manifest=None,
+                        error_message=message,
+                    )
+        except LeaseLost:
+            log.warning("run=%s failed after its lease expired; nothing recorded", claimed.id)
+            return
+        if decision.retry:
+            log.warning(
+                "run=%s transient failure, retry in %.0fs: %s",
+                claimed.id,
+                decision.delay_s,
+                message,
+            )
+            return
+        RUNS_FINISHED.labels(status=RunStatus.ERROR).inc()
+        log.error("run=%s gave up as error: %s", claimed.id, message)
+        self._publish(claimed.id)
+
+    def _publish(self, run_id: str) -> None:
+        try:
+            publish_run(self.settings, self.registry, run_id)
+        except Exception:
+            log.exception(
+                "run=%s recorded but not yet published to MLflow; poller will retry", run_id
+            )
+
+
+def start_worker_thread(
+    settings: Settings, registry: Registry, stop: threading.Event
+) -> threading.Thread:
+    worker = Worker(settings, registry)
+    thread = threading.Thread(target=worker.run_forever, args=(stop,), name="worker", daemon=True)
+    thread.start()
+    return thread
