@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import fnmatch
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.config import Settings
+from service.db import insert_stmt
 from service.metrics import RUNS_ENQUEUED
 from service.models import ModelVersion, utcnow
 from service.policy import policy_for
@@ -48,9 +48,8 @@ def request_run(
 def _remember_version(
     session: Session, name: str, version: int, via: str, created_ms: int | None
 ) -> None:
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     session.execute(
-        insert(ModelVersion)
+        insert_stmt(session, ModelVersion)
         .values(
             name=name,
             version=version,

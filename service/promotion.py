@@ -9,11 +9,10 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from service import audit
 from service.config import Settings
-from service.db import transaction
+from service.db import insert_stmt, transaction
 from service.metrics import ALIAS_MOVES
 from service.models import GateRun, ModelPromotion, RunStatus, utcnow
 from service.queue import mark_published
@@ -79,11 +78,8 @@ def promote_if_newest(
     """
     alias = settings.alias
     with transaction(settings.resolved_database_url) as session:
-        insert = (
-            postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        )
         session.execute(
-            insert(ModelPromotion)
+            insert_stmt(session, ModelPromotion)
             .values(model_name=name, version=0, run_id="", updated_at=utcnow())
             .on_conflict_do_nothing(index_elements=["model_name"])
         )

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from service.db import insert_stmt
 from service.errors import LeaseLost
 from service.models import GateResultRow, GateRun, RunStatus, new_id, utcnow
 
@@ -65,10 +65,17 @@ def enqueue_run(
         "created_at": now,
         "available_at": now,
     }
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(GateRun).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
-    created = session.execute(stmt).rowcount == 1
-    if created:
+    if not automatic:
+        session.execute(insert_stmt(session, GateRun).values(**values))
+        return run_id, True
+    # RETURNING tells us whether our row went in; rowcount is unreliable for ON CONFLICT.
+    stmt = (
+        insert_stmt(session, GateRun)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["dedup_key"])
+        .returning(GateRun.id)
+    )
+    if session.scalar(stmt) == run_id:
         return run_id, True
     existing = session.scalar(select(GateRun.id).where(GateRun.dedup_key == values["dedup_key"]))
     assert existing is not None  # the conflict that stopped the insert is this row

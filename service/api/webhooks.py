@@ -12,12 +12,11 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request, status
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.api.deps import SettingsDep
 from service.config import Settings
-from service.db import transaction
+from service.db import insert_stmt, transaction
 from service.errors import BadRequest, GatekeeperError, PayloadTooLarge, Unauthorized
 from service.intake import is_watched, request_run
 from service.metrics import WEBHOOK_DELIVERIES
@@ -161,9 +160,8 @@ def _record(
 def _insert_delivery(
     session: Session, delivery_id: str, signed_at: int, event: dict[str, Any]
 ) -> bool:
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    result = session.execute(
-        insert(WebhookDelivery)
+    inserted = session.scalar(
+        insert_stmt(session, WebhookDelivery)
         .values(
             delivery_id=delivery_id,
             received_at=utcnow(),
@@ -175,5 +173,6 @@ def _insert_delivery(
             outcome="received",
         )
         .on_conflict_do_nothing(index_elements=["delivery_id"])
+        .returning(WebhookDelivery.delivery_id)
     )
-    return result.rowcount == 1
+    return inserted == delivery_id

@@ -1,0 +1,289 @@
+"""Real parts for the tests: an MLflow server, gatekeeper processes, models, signed webhooks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.webhook_signature import sign
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
+    )
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "<no log>"
+
+
+class MlflowServer:
+    """One real `mlflow server` (SQLite backend, local artifacts) with webhooks to loopback."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = root / "mlflow.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        from cryptography.fernet import Fernet
+
+        env = dict(os.environ)
+        env.update(
+            MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
+            MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
+            MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+            MLFLOW_WEBHOOK_CACHE_TTL="1",
+        )
+        self.process = subprocess.Popen(
+            [
+                str(VENV_BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.root / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(self.root / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "2",
+            ],
+            env=env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited early:\n{tail(self.log)}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).is_success:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow server not healthy after 180s:\n{tail(self.log)}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+class GatekeeperProcess:
+    """`gatekeeper serve` or `gatekeeper worker` as a user runs it, in its own process group."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        database_url: str,
+        tracking_uri: str,
+        models: str,
+        command: str = "serve",
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.command = command
+        self.log = data_dir / f"gatekeeper-{command}-{self.port}.log"
+        self.env = dict(os.environ)
+        self.env.update(
+            GATEKEEPER_DATA_DIR=str(data_dir),
+            GATEKEEPER_DATABASE_URL=database_url,
+            GATEKEEPER_MLFLOW_TRACKING_URI=tracking_uri,
+            GATEKEEPER_WEBHOOK_SECRET=WEBHOOK_SECRET,
+            GATEKEEPER_ADMIN_TOKEN=ADMIN_TOKEN,
+            GATEKEEPER_MODELS=models,
+            GATEKEEPER_PUBLIC_URL=self.url,
+            GATEKEEPER_POLL_INTERVAL_S="3600",
+            GATEKEEPER_WORKER_IDLE_SLEEP_S="0.2",
+            GATEKEEPER_RETRY_BACKOFF_S="1",
+        )
+        self.env.update(env or {})
+        self.args = [str(VENV_BIN / "gatekeeper"), command]
+        if command == "serve":
+            self.args += ["--port", str(self.port)]
+        self.args += list(extra_args)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> GatekeeperProcess:
+        data_dir = self.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            self.args,
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if wait and self.command == "serve":
+            wait_for(self._healthy, 90, f"gatekeeper serve on {self.url}\n{tail(self.log)}")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"gatekeeper exited with {self.process.returncode}:\n{tail(self.log)}"
+            )
+        return httpx.get(f"{self.url}/healthz", timeout=2).is_success
+
+    def kill(self) -> None:
+        """SIGKILL, as the OOM killer or a lost node would."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", **kwargs.pop("headers", {})}
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
+
+
+def signed_webhook_headers(
+    body: bytes,
+    *,
+    secret: str = WEBHOOK_SECRET,
+    delivery_id: str | None = None,
+    timestamp: int | None = None,
+) -> dict[str, str]:
+    delivery_id = delivery_id or str(uuid.uuid4())
+    ts = str(timestamp if timestamp is not None else int(time.time()))
+    return {
+        "Content-Type": "application/json",
+        "X-MLflow-Delivery-Id": delivery_id,
+        "X-MLflow-Timestamp": ts,
+        "X-MLflow-Signature": sign(secret, delivery_id, ts, body),
+    }
+
+
+def version_created_body(name: str, version: int | str) -> bytes:
+    return json.dumps(
+        {
+            "entity": "model_version",
+            "action": "created",
+            "timestamp": "2026-11-25T00:00:00+00:00",
+            "data": {"name": name, "version": str(version), "source": "models:/x", "run_id": None},
+        }
+    ).encode()
+
+
+# --- models -------------------------------------------------------------------------------
+
+MLMODEL_SKLEARN_PICKLE = """\
+flavors:
+  python_function:
+    loader_module: mlflow.sklearn
+    model_path: model.pkl
+    predict_fn: predict
+    python_version: 3.11.7
+  sklearn:
+    pickled_model: model.pkl
+    serialization_format: cloudpickle
+    sklearn_version: 1.6.1
+"""
+
+
+def malicious_pickle(marker: Path) -> bytes:
+    """Protocol-0 opcodes for `os.system("touch MARKER")`: written by hand, never loaded."""
+    command = f"touch {marker}".replace("\\", "\\\\").replace("'", "\\'")
+    return b"cos\nsystem\n(S'" + command.encode() + b"'\ntR."
+
+
+def log_clean_model(tracking_uri: str, name: str, extra_bytes: int = 0) -> int:
+    """A real sklearn model logged with the sklearn flavor (pickle format) and registered."""
+    import mlflow
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    mlflow.set_tracking_uri(tracking_uri)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 3))
+    model = LogisticRegression().fit(features, (features[:, 0] > 0).astype(int))
+    with mlflow.start_run():
+        if extra_bytes:
+            with tempfile.TemporaryDirectory() as tmp:
+                blob = Path(tmp) / "weights-shard.bin"
+                blob.write_bytes(os.urandom(extra_bytes))
+                mlflow.log_artifact(str(blob), "extra")
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=name, serialization_format="pickle"
+        )
+    return int(info.registered_model_version)
+
+
+def log_malicious_model(tracking_uri: str, name: str, marker: Path) -> int:
+    """An MLflow sklearn-format model whose model.pkl would run `touch marker` if unpickled."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "model"
+        model_dir.mkdir()
+        (model_dir / "MLmodel").write_text(MLMODEL_SKLEARN_PICKLE)
+        (model_dir / "model.pkl").write_bytes(malicious_pickle(marker))
+        with mlflow.start_run() as run:
+            mlflow.log_artifacts(str(model_dir), "model")
+            mv = mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
+    return int(mv.version)
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,128 @@
+"""The runs table as a queue, on real SQLite and real PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from service.db import transaction
+from service.errors import LeaseLost
+from service.models import GateRun, RunStatus, utcnow
+from service.queue import claim_next_run, enqueue_run, finish_run, heartbeat
+from tests.conftest import BOTH_DATABASES
+
+pytestmark = BOTH_DATABASES
+
+
+def _enqueue(url: str, version: int = 1, automatic: bool = True, max_attempts: int = 3) -> str:
+    with transaction(url) as session:
+        run_id, _ = enqueue_run(
+            session,
+            model_name="churn",
+            version=version,
+            trigger="webhook" if automatic else "manual",
+            policy_digest="p" * 64,
+            max_attempts=max_attempts,
+            automatic=automatic,
+        )
+    return run_id
+
+
+def _claim(url: str, worker: str, lease_s: float = 30, now: dt.datetime | None = None):
+    with transaction(url) as session:
+        return claim_next_run(session, worker_id=worker, lease_s=lease_s, now=now)
+
+
+def test_concurrent_automatic_enqueues_make_one_run(database_url: str) -> None:
+    ids: list[str] = []
+    barrier = threading.Barrier(20)
+
+    def enqueue() -> None:
+        barrier.wait()
+        ids.append(_enqueue(database_url))
+
+    threads = [threading.Thread(target=enqueue) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with transaction(database_url) as session:
+        assert session.scalar(select(func.count()).select_from(GateRun)) == 1
+    assert len(set(ids)) == 1
+
+
+def test_manual_runs_are_never_collapsed(database_url: str) -> None:
+    first, second = _enqueue(database_url, automatic=False), _enqueue(database_url, automatic=False)
+    assert first != second
+
+
+def test_two_workers_never_claim_the_same_run(database_url: str) -> None:
+    for version in range(1, 11):
+        _enqueue(database_url, version=version)
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def drain(worker: str) -> None:
+        while (run := _claim(database_url, worker)) is not None:
+            with lock:
+                claimed.append(run.id)
+
+    threads = [threading.Thread(target=drain, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(claimed) == 10 and len(set(claimed)) == 10
+
+
+def test_expired_lease_is_reclaimed_and_old_owner_is_fenced(database_url: str) -> None:
+    run_id = _enqueue(database_url)
+    first = _claim(database_url, "worker-a", lease_s=5)
+    assert first is not None and first.id == run_id and first.attempt == 1
+    assert _claim(database_url, "worker-b") is None  # lease still valid
+    later = utcnow() + dt.timedelta(seconds=6)
+    second = _claim(database_url, "worker-b", now=later)
+    assert second is not None and second.id == run_id and second.attempt == 2
+    with transaction(database_url) as session:
+        assert not heartbeat(session, run_id=run_id, worker_id="worker-a", lease_s=5)
+    with pytest.raises(LeaseLost), transaction(database_url) as session:
+        finish_run(
+            session,
+            run_id=run_id,
+            worker_id="worker-a",
+            status=RunStatus.PASSED,
+            results=[],
+            decision=None,
+            artifact_digest=None,
+            artifact_manifest=None,
+        )
+    with transaction(database_url) as session:
+        finish_run(
+            session,
+            run_id=run_id,
+            worker_id="worker-b",
+            status=RunStatus.PASSED,
+            results=[{"gate": "security", "status": "pass"}],
+            decision={"status": "passed", "deny": [], "warn": []},
+            artifact_digest="d" * 64,
+            artifact_manifest=[],
+        )
+    with transaction(database_url) as session:
+        run = session.get(GateRun, run_id)
+        assert run is not None and run.status == RunStatus.PASSED
+        assert [r.gate for r in run.results] == ["security"]
+
+
+def test_attempts_are_capped_then_error(database_url: str) -> None:
+    run_id = _enqueue(database_url, max_attempts=2)
+    now = utcnow()
+    assert _claim(database_url, "a", lease_s=1, now=now) is not None
+    assert _claim(database_url, "b", lease_s=1, now=now + dt.timedelta(seconds=2)) is not None
+    assert _claim(database_url, "c", lease_s=1, now=now + dt.timedelta(seconds=4)) is None
+    with transaction(database_url) as session:
+        run = session.get(GateRun, run_id)
+        assert run is not None and run.status == RunStatus.ERROR
+        assert "gave up after 2 attempt(s)" in (run.error_message or "")

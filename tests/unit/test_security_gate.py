@@ -1,0 +1,60 @@
+"""The security gate on real files: clean models pass, payloads fail, unscannable errors."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from gates.base import GateContext, Severity, Status
+from gates.security import check
+from tests.helpers import MLMODEL_SKLEARN_PICKLE, malicious_pickle
+
+
+def _model_dir(tmp_path: Path, payload: bytes, name: str = "model.pkl") -> Path:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "MLmodel").write_text(MLMODEL_SKLEARN_PICKLE)
+    (model_dir / name).write_bytes(payload)
+    return model_dir
+
+
+def test_sklearn_pickle_passes(tmp_path: Path) -> None:
+    features = np.random.default_rng(1).normal(size=(30, 2))
+    model = LogisticRegression().fit(features, (features[:, 0] > 0).astype(int))
+    result = check(GateContext(artifact_dir=_model_dir(tmp_path, pickle.dumps(model))), {})
+    assert result.status == Status.PASS, result.message
+    assert result.evidence["scanned_files"] == ["model.pkl"]
+
+
+def test_os_system_pickle_fails_and_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    result = check(GateContext(artifact_dir=_model_dir(tmp_path, malicious_pickle(marker))), {})
+    assert result.status == Status.FAIL
+    [finding] = result.findings
+    assert finding.severity == Severity.CRITICAL
+    assert finding.file == "model.pkl"
+    assert "system" in finding.evidence["callable"]
+    assert not marker.exists()
+
+
+def test_fail_at_critical_lets_high_through_but_not_critical(tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    ctx = GateContext(artifact_dir=_model_dir(tmp_path, malicious_pickle(marker)))
+    assert check(ctx, {"fail_at": "CRITICAL"}).status == Status.FAIL
+
+
+def test_nothing_scannable_is_an_error_not_a_pass(tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "MLmodel").write_text("flavors: {}\n")
+    result = check(GateContext(artifact_dir=model_dir), {})
+    assert result.status == Status.ERROR
+    assert "no file" in result.message
+
+
+def test_unparseable_pickle_is_not_a_pass(tmp_path: Path) -> None:
+    result = check(GateContext(artifact_dir=_model_dir(tmp_path, b"\x80\x05\x95garbage")), {})
+    assert result.status in (Status.ERROR, Status.FAIL), result.message
