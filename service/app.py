@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -22,7 +22,12 @@ log = logging.getLogger("gatekeeper.app")
 
 
 def create_app(
-    settings: Settings, *, tracking_uri: str, run_worker: bool = True, run_poller: bool = True
+    settings: Settings,
+    *,
+    tracking_uri: str,
+    run_worker: bool = True,
+    run_poller: bool = True,
+    on_shutdown: Callable[[], None] | None = None,
 ) -> FastAPI:
     registry = Registry(tracking_uri)
 
@@ -40,6 +45,10 @@ def create_app(
             stop.set()
             for thread in threads:
                 thread.join(timeout=10)
+            # Here, not after uvicorn.run returns: uvicorn re-raises SIGTERM once it has shut
+            # down, which ends the process before any code after run() executes.
+            if on_shutdown is not None:
+                on_shutdown()
 
     app = FastAPI(
         title="mlflow-gatekeeper",

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -75,15 +76,16 @@ def serve(
     if not settings.webhook_secret:
         log.warning("GATEKEEPER_WEBHOOK_SECRET is not set: webhooks are refused, poller only")
     typer.echo(f"Gatekeeper API: http://{host}:{port}  (database {_redacted(settings)})")
+    app_ = create_app(
+        settings,
+        tracking_uri=tracking_uri,
+        run_worker=worker,
+        run_poller=poller,
+        on_shutdown=embedded.stop if embedded else None,
+    )
     try:
-        uvicorn.run(
-            create_app(settings, tracking_uri=tracking_uri, run_worker=worker, run_poller=poller),
-            host=host,
-            port=port,
-            log_level="info",
-            access_log=False,
-        )
-    finally:
+        uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False)
+    finally:  # startup failures never reach the lifespan's shutdown
         if embedded is not None:
             embedded.stop()
 
@@ -140,6 +142,19 @@ def token_create(
         typer.echo(f"gatekeeper: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(token)
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its state.")] = Path(
+        ".gatekeeper-demo"
+    ),
+    port: Annotated[int, typer.Option(help="Gatekeeper port (a free one if taken).")] = 8000,
+) -> None:
+    """Start a local installation, register two example versions and show the decisions."""
+    from service.demo import run_demo
+
+    run_demo(data_dir, port)
 
 
 def _redacted(settings: Settings) -> str:

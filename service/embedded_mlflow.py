@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -67,12 +68,14 @@ class EmbeddedMlflow:
         return self.url
 
     def stop(self) -> None:
+        """Stop the server and its workers (its own process group) together."""
         if self.process and self.process.poll() is None:
-            self.process.terminate()
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
 
     def _encryption_key(self) -> str:
         from cryptography.fernet import Fernet

@@ -37,8 +37,9 @@ def running_tags(settings: Settings, run_id: str) -> dict[str, str]:
 
 
 def final_tags(settings: Settings, run: GateRun) -> dict[str, str]:
+    """Tags in the order they are written: `gatekeeper.status` last, so whoever sees the final
+    status (MLflow sets tags one call at a time) also sees every other tag of the run."""
     tags = {
-        "gatekeeper.status": run.status,
         "gatekeeper.run_id": run.id,
         "gatekeeper.report_url": report_url(settings, run.id),
         "gatekeeper.policy_digest": run.policy_digest,
@@ -49,6 +50,7 @@ def final_tags(settings: Settings, run: GateRun) -> dict[str, str]:
     deny = (run.decision or {}).get("deny") or []
     summary = deny[0] if deny else (run.error_message or "all enforced gates passed")
     tags["gatekeeper.summary"] = summary[:MAX_TAG_VALUE]
+    tags["gatekeeper.status"] = run.status
     return tags
 
 

@@ -15,13 +15,13 @@ import pytest
 from sqlalchemy import func, select
 
 from service.db import transaction
+from service.demo_models import log_clean_model
 from service.migrate import upgrade_to_head
 from service.models import GateRun, WebhookDelivery
 from tests.conftest import _create_pg_database, _drop_pg_database
 from tests.helpers import (
     GatekeeperProcess,
     MlflowServer,
-    log_clean_model,
     signed_webhook_headers,
     unique_name,
     version_created_body,

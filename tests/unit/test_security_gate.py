@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 
 from gates.base import GateContext, Severity, Status
 from gates.security import check
-from tests.helpers import MLMODEL_SKLEARN_PICKLE, malicious_pickle
+from service.demo_models import MLMODEL_SKLEARN_PICKLE, malicious_pickle
 
 
 def _model_dir(tmp_path: Path, payload: bytes, name: str = "model.pkl") -> Path:
