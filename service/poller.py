@@ -38,7 +38,7 @@ class PollReport:
     watermark_ms: int
 
 
-def poll_once(settings: Settings, registry: Registry) -> PollReport:
+def poll_once(settings: Settings, registry: Registry, skew_ms: int = SKEW_MS) -> PollReport:
     url = settings.resolved_database_url
     with transaction(url) as session:
         state = session.get(PollerState, STATE_KEY)
@@ -47,7 +47,7 @@ def poll_once(settings: Settings, registry: Registry) -> PollReport:
     newest_seen = watermark
     oldest_pending: int | None = None
     for info in registry.newest_versions(page_size=PAGE_SIZE):
-        if info.created_ms < watermark - SKEW_MS:
+        if info.created_ms < watermark - skew_ms:
             break
         examined += 1
         newest_seen = max(newest_seen, info.created_ms)
