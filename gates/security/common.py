@@ -1,0 +1,82 @@
+"""Shared pieces of the security engines: scan limits, where a finding sits, finding helpers.
+
+Every engine is a pure function of bytes (or a local path) that returns findings and never
+imports, loads or executes what it inspects.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gates.base import Finding, Severity
+
+
+class ScanLimitExceeded(Exception):
+    """A bound (depth, members, decompressed size, time, pickle ops) was hit: a finding."""
+
+    def __init__(self, limit: str, detail: str) -> None:
+        super().__init__(f"{limit}: {detail}")
+        self.limit = limit
+        self.detail = detail
+
+
+@dataclass
+class Limits:
+    """Bounds on hostile input. Exceeding one ends that file's scan in a SEC-LIMIT finding."""
+
+    max_depth: int = 6  # nested containers (zip in zip in gzip ...)
+    max_members: int = 20_000  # members per container
+    max_decompressed_bytes: int = 4 * 1024**3  # per scan, all containers together
+    max_member_bytes: int = 2 * 1024**3  # one member held in memory
+    max_pickle_ops: int = 5_000_000  # opcodes per pickle stream
+    max_pickle_values: int = 2_000_000  # symbolic values alive in one stream (DUP/GET bombs)
+    max_header_bytes: int = 100 * 1024**2  # safetensors / npy headers
+    time_budget_s: float = 300.0
+    started: float = field(default_factory=time.monotonic)
+    decompressed_total: int = 0
+
+    def check_time(self) -> None:
+        if time.monotonic() - self.started > self.time_budget_s:
+            raise ScanLimitExceeded("time", f"scan exceeded {self.time_budget_s:.0f}s")
+
+    def add_decompressed(self, n: int) -> None:
+        self.decompressed_total += n
+        if self.decompressed_total > self.max_decompressed_bytes:
+            raise ScanLimitExceeded(
+                "decompressed_size",
+                f"more than {self.max_decompressed_bytes} bytes decompressed (zip bomb?)",
+            )
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a scanned blob lives: the file under the scan root, and the path inside
+    containers joined with '!/' (e.g. 'model.pt' + 'archive/data.pkl')."""
+
+    file: str
+    member: str | None = None
+
+    def child(self, name: str) -> Location:
+        return Location(self.file, f"{self.member}!/{name}" if self.member else name)
+
+
+def finding(
+    rule_id: str,
+    severity: Severity,
+    message: str,
+    where: Location,
+    evidence: Mapping[str, Any] | None = None,
+    confidence: str = "high",
+) -> Finding:
+    return Finding(
+        rule_id=rule_id,
+        severity=severity,
+        message=message,
+        file=where.file,
+        member=where.member,
+        confidence=confidence,
+        evidence=dict(evidence or {}),
+    )
