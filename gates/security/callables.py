@@ -1,0 +1,198 @@
+"""Which callables a model file may reach (SEC-PICKLE-001/002, SEC-SKOPS-*).
+
+Allowlist, not blocklist: modelscan and picklescan list what is dangerous and pass everything
+else, so every gadget they did not think of is a bypass. Here a callable is judged in three
+tiers:
+
+- DANGEROUS (CRITICAL): code execution, shells, import machinery and resolvers
+  (`pkgutil.resolve_name`), attribute/method trampolines (`operator`, `getattr`), nested
+  deserializers, file and network side effects, and the private aliases that reach them
+  (`posix`/`nt`, `_posixsubprocess`, `_io`, `_operator`, `_pickle`).
+- ALLOWED: constructors that real models need (numpy, scipy, scikit-learn, torch rebuild
+  helpers, xgboost/lightgbm wrappers, collections, copyreg's reconstructor, datetime, ...).
+- everything else (HIGH): not known to be needed by a model, so not trusted.
+
+A policy may extend the allowlist (`allow_callables: ["mypkg.MyEstimator", "mypkg.*"]`); it
+can never allow a DANGEROUS callable.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+# module -> names ("*" = every name in the module and its submodules).
+_DANGEROUS: dict[str, tuple[str, ...]] = {
+    "os": ("*",), "posix": ("*",), "nt": ("*",), "_posixsubprocess": ("*",),
+    "subprocess": ("*",), "pty": ("*",), "commands": ("*",), "popen2": ("*",),
+    "shutil": ("*",), "tempfile": ("*",), "pathlib": ("*",), "glob": ("*",),
+    "io": ("open", "open_code", "FileIO", "BufferedWriter", "BufferedReader", "TextIOWrapper"),
+    "_io": ("*",), "codecs": ("open", "EncodedFile"), "fileinput": ("*",),
+    "builtins": (
+        "eval", "exec", "compile", "open", "__import__", "getattr", "setattr", "delattr",
+        "globals", "locals", "vars", "breakpoint", "input", "help", "memoryview", "__loader__",
+        "__builtins__", "classmethod", "staticmethod", "property", "super", "type",
+    ),
+    "__builtin__": ("*",), "importlib": ("*",), "imp": ("*",), "pkgutil": ("*",),
+    "runpy": ("*",), "code": ("*",), "codeop": ("*",), "timeit": ("*",), "trace": ("*",),
+    "pdb": ("*",), "bdb": ("*",), "cProfile": ("*",), "profile": ("*",), "doctest": ("*",),
+    "operator": ("*",), "_operator": ("*",), "functools": ("partial", "reduce", "partialmethod"),
+    "_functools": ("*",), "itertools": ("starmap",), "types": ("*",), "marshal": ("*",),
+    "pickle": ("*",), "_pickle": ("*",), "cPickle": ("*",), "dill": ("*",), "shelve": ("*",),
+    "joblib": ("load",), "numpy": ("load", "loads", "fromfile"), "numpy.lib.npyio": ("*",),
+    "numpy.testing": ("*",), "numpy.f2py": ("*",), "numpy.distutils": ("*",),
+    "torch": ("load", "hub", "package", "jit", "classes", "_C", "ops"),
+    "torch.serialization": ("load",), "torch.hub": ("*",), "torch.jit": ("*",),
+    "torch.package": ("*",), "yaml": ("load", "unsafe_load", "full_load", "load_all"),
+    "ctypes": ("*",), "_ctypes": ("*",), "cffi": ("*",), "multiprocessing": ("*",),
+    "_multiprocessing": ("*",), "concurrent": ("*",), "threading": ("*",), "_thread": ("*",),
+    "signal": ("*",), "sys": ("*",), "gc": ("*",), "inspect": ("*",), "ast": ("*",),
+    "socket": ("*",), "_socket": ("*",), "ssl": ("*",), "urllib": ("*",), "urllib2": ("*",),
+    "http": ("*",), "httplib": ("*",), "ftplib": ("*",), "smtplib": ("*",), "telnetlib": ("*",),
+    "requests": ("*",), "httpx": ("*",), "aiohttp": ("*",), "webbrowser": ("*",),
+    "asyncio": ("*",), "selectors": ("*",), "select": ("*",), "mmap": ("*",),
+    "site": ("*",), "sysconfig": ("*",), "distutils": ("*",), "setuptools": ("*",),
+    "pip": ("*",), "venv": ("*",), "zipimport": ("*",), "linecache": ("*",),
+    "logging": ("config", "FileHandler"), "logging.config": ("*",),
+    "sqlite3": ("*",), "_sqlite3": ("*",), "uuid": ("_popen", "_get_command_stdout"),
+    "platform": ("popen", "_syscmd_file", "_syscmd_ver"), "ensurepip": ("*",),
+    "idlelib": ("*",), "lib2to3": ("*",), "tkinter": ("*",), "turtle": ("*",),
+    "copyreg": ("add_extension", "_reconstructor_unsafe"),
+    "cloudpickle": ("subimport", "dynamic_subimport"),
+    "cloudpickle.cloudpickle": ("subimport", "dynamic_subimport"),
+    "keras": ("*",), "tensorflow": ("*",), "mlflow": ("*",), "transformers": ("*",),
+}  # fmt: skip
+
+# Constructors real model files use. "Module.*" matches that module and its submodules.
+_ALLOWED: tuple[str, ...] = (
+    # python core containers and values
+    "builtins.set", "builtins.frozenset", "builtins.list", "builtins.dict", "builtins.tuple",
+    "builtins.slice", "builtins.complex", "builtins.bytearray", "builtins.bytes",
+    "builtins.range", "builtins.int", "builtins.float", "builtins.bool", "builtins.str",
+    "builtins.NotImplemented", "builtins.Ellipsis", "builtins.object",
+    "__builtin__.set", "__builtin__.frozenset", "__builtin__.slice", "__builtin__.complex",
+    "collections.OrderedDict", "collections.defaultdict", "collections.deque",
+    "collections.Counter", "collections.namedtuple",
+    "copyreg._reconstructor", "copy_reg._reconstructor", "copyreg.__newobj__",
+    "copyreg.__newobj_ex__",
+    "datetime.datetime", "datetime.date", "datetime.time", "datetime.timedelta",
+    "datetime.timezone", "decimal.Decimal", "fractions.Fraction", "uuid.UUID",
+    "_codecs.encode", "codecs.encode", "enum.Enum", "re._compile",
+    "numbers.*", "array.array", "array._array_reconstructor",
+    # numpy (both the 1.x and 2.x private module names)
+    "numpy.ndarray", "numpy.dtype", "numpy.core.multiarray._reconstruct",
+    "numpy.core.multiarray.scalar", "numpy._core.multiarray._reconstruct",
+    "numpy._core.multiarray.scalar", "numpy.core.numeric._frombuffer",
+    "numpy._core.numeric._frombuffer", "numpy.ma.core._mareconstruct",
+    "numpy.random._pickle.__randomstate_ctor", "numpy.random._pickle.__bit_generator_ctor",
+    "numpy.random._pickle.__generator_ctor", "numpy.random.mtrand.RandomState",
+    "numpy.random.__RandomState_ctor", "numpy.dtypes.*", "numpy.float64", "numpy.float32",
+    "numpy.int64", "numpy.int32", "numpy.bool_", "numpy.str_", "numpy.object_",
+    # scipy / pandas containers
+    "scipy.sparse.*", "scipy.stats._distn_infrastructure.*", "scipy.stats._continuous_distns.*",
+    "scipy.interpolate.*", "pandas.core.frame.DataFrame", "pandas.core.series.Series",
+    "pandas.core.indexes.base._new_Index", "pandas.core.indexes.*", "pandas.core.internals.*",
+    "pandas._libs.internals._unpickle_block", "pandas.core.arrays.*", "pandas._libs.*",
+    "pandas.core.dtypes.dtypes.*",
+    # scikit-learn and friends: estimators are classes (see _CLASS_ONLY_PREFIXES)
+    "sklearn.tree._tree.Tree", "sklearn.utils._bunch.Bunch",
+    "sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.neighbors._kd_tree.newObj", "sklearn.neighbors._ball_tree.newObj",
+    "sklearn._loss.loss.*", "sklearn._loss._loss.*",
+    "joblib.numpy_pickle.NumpyArrayWrapper", "joblib.numpy_pickle.NDArrayWrapper",
+    "joblib.numpy_pickle_compat.NDArrayWrapper", "joblib.numpy_pickle_compat.ZNDArrayWrapper",
+    "xgboost.core.Booster", "xgboost.sklearn.*", "lightgbm.basic.Booster", "lightgbm.sklearn.*",
+    # torch rebuild helpers and storage/tensor classes
+    "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_tensor_v3", "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_parameter_with_state", "torch._utils._rebuild_sparse_tensor",
+    "torch._utils._rebuild_device_tensor_from_numpy", "torch._utils._rebuild_qtensor",
+    "torch._utils._rebuild_nested_tensor", "torch._utils._rebuild_meta_tensor_no_storage",
+    "torch._tensor._rebuild_from_type_v2", "torch._tensor._rebuild_from_type",
+    "torch.nn.parameter.Parameter", "torch.Tensor", "torch.Size", "torch.device",
+    "torch.float32", "torch.float16", "torch.bfloat16", "torch.float64", "torch.int64",
+    "torch.int32", "torch.int8", "torch.uint8", "torch.bool", "torch.storage.UntypedStorage",
+    "torch.storage.TypedStorage", "torch.FloatStorage", "torch.DoubleStorage",
+    "torch.HalfStorage", "torch.BFloat16Storage", "torch.LongStorage", "torch.IntStorage",
+    "torch.ShortStorage", "torch.CharStorage", "torch.ByteStorage", "torch.BoolStorage",
+    "torch.UntypedStorage", "torch.serialization._get_layout", "torch.strided",
+    "torch.nn.modules.*", "torch.optim.*", "torch.distributions.*",
+)  # fmt: skip
+
+# Packages whose classes (CapWords names) are safe to construct: estimator classes only run
+# __init__/__setstate__ that set attributes. Their functions are NOT allowed by this rule.
+_CLASS_ONLY_PREFIXES: tuple[str, ...] = (
+    "sklearn.", "scipy.", "xgboost.", "lightgbm.", "catboost.", "statsmodels.",
+    "imblearn.", "category_encoders.", "pandas.",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Verdict:
+    tier: str  # "dangerous" | "allowed" | "unknown"
+    reason: str
+
+
+@dataclass(frozen=True)
+class CallablePolicy:
+    extra_allowed: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_config(cls, allow: Iterable[str] | None) -> CallablePolicy:
+        return cls(extra_allowed=tuple(str(a) for a in (allow or ())))
+
+    def judge(self, module: str, name: str) -> Verdict:
+        return judge_callable(module, name, self.extra_allowed)
+
+
+def _module_matches(module: str, key: str) -> bool:
+    return module == key or module.startswith(key + ".")
+
+
+def is_dangerous(module: str, name: str) -> str | None:
+    """Why `module.name` is dangerous, or None. Dotted names are judged by every part."""
+    qualified = f"{module}.{name}"
+    for key, names in _DANGEROUS.items():
+        if "*" in names and _module_matches(module, key):
+            return f"{key} is a dangerous module"
+        if module == key and name.split(".")[0] in names:
+            return f"{key}.{name.split('.')[0]} is a dangerous callable"
+    # getattr chains spelled as dotted names: "os.path" + "join" is fine only if os.path is.
+    head = qualified.split(".")
+    for i in range(1, len(head)):
+        mod, rest = ".".join(head[:i]), head[i]
+        names = _DANGEROUS.get(mod)
+        if names and ("*" in names or rest in names):
+            return f"{mod}.{rest} is a dangerous callable"
+    if any(part.startswith("__") and part.endswith("__") and part not in _DUNDER_OK
+           for part in name.split(".")):  # fmt: skip
+        return f"dunder attribute access {name} reaches interpreter internals"
+    return None
+
+
+_DUNDER_OK = {"__newobj__", "__newobj_ex__", "__randomstate_ctor", "__bit_generator_ctor"}
+
+
+def _allowed(module: str, name: str, extra: tuple[str, ...]) -> bool:
+    qualified = f"{module}.{name}"
+    for pattern in (*_ALLOWED, *extra):
+        if pattern.endswith(".*"):
+            if _module_matches(module, pattern[:-2]) or qualified.startswith(pattern[:-1]):
+                return True
+        elif "*" in pattern or "?" in pattern:
+            if fnmatch.fnmatchcase(qualified, pattern):
+                return True
+        elif qualified == pattern:
+            return True
+    leaf = name.split(".")[-1]
+    return "." not in name and leaf[:1].isupper() and qualified.startswith(_CLASS_ONLY_PREFIXES)
+
+
+def judge_callable(module: str, name: str, extra_allowed: tuple[str, ...] = ()) -> Verdict:
+    reason = is_dangerous(module, name)
+    if reason:
+        return Verdict("dangerous", reason)
+    if _allowed(module, name, extra_allowed):
+        return Verdict("allowed", "on the allowlist of model constructors")
+    return Verdict("unknown", f"{module}.{name} is not on the allowlist of model constructors")
