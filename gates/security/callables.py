@@ -120,6 +120,36 @@ _ALLOWED: tuple[str, ...] = (
     "torch.nn.modules.*", "torch.optim.*", "torch.distributions.*",
 )  # fmt: skip
 
+_NUMPY_SCALARS = (
+    "bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64", "longdouble", "complex64", "complex128", "clongdouble",
+    "str_", "bytes_", "void", "datetime64", "timedelta64", "object_", "intc", "uintc",
+)  # fmt: skip
+# numpy ufuncs that sklearn FunctionTransformers and the like carry: math only. The module
+# also holds fromfile/frombuffer-style functions, so it is not allowed wholesale.
+_NUMPY_UFUNCS = (
+    "log", "log1p", "log2", "log10", "exp", "expm1", "exp2", "sqrt", "square", "cbrt", "abs",
+    "absolute", "fabs", "sign", "negative", "reciprocal", "floor", "ceil", "rint", "trunc",
+    "sin", "cos", "tan", "tanh", "sinh", "cosh", "arcsinh", "arctan", "add", "subtract",
+    "multiply", "divide", "true_divide", "power", "maximum", "minimum", "fmax", "fmin",
+)  # fmt: skip
+_ALLOWED = (
+    *_ALLOWED,
+    *(f"numpy.{n}" for n in _NUMPY_SCALARS),
+    *(f"{m}.{n}" for m in ("numpy.core._multiarray_umath", "numpy._core._multiarray_umath",
+                           "numpy") for n in _NUMPY_UFUNCS),
+    "numpy.core.multiarray._ufunc_reconstruct", "numpy._core.multiarray._ufunc_reconstruct",
+    "numpy.core._ufunc_reconstruct", "numpy._core._ufunc_reconstruct",
+    "numpy.random._generator.Generator", "numpy.random._mt19937.MT19937",
+    "numpy.random._pcg64.PCG64", "numpy.random._pcg64.PCG64DXSM",
+    "numpy.random._philox.Philox", "numpy.random._sfc64.SFC64",
+    "numpy.random.bit_generator.SeedSequence",
+    "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
+    "_loss.Cy*", "sklearn._loss._loss.Cy*",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "scipy.special._ufuncs.*",
+)  # fmt: skip
+
 # Packages whose classes (CapWords names) are safe to construct: estimator classes only run
 # __init__/__setstate__ that set attributes. Their functions are NOT allowed by this rule.
 _CLASS_ONLY_PREFIXES: tuple[str, ...] = (
