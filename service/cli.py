@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import signal
@@ -142,6 +143,39 @@ def token_create(
         typer.echo(f"gatekeeper: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(token)
+
+
+class ScanFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+    sarif = "sarif"
+
+
+@app.command()
+def scan(
+    path: Annotated[Path, typer.Argument(help="A model file or directory.")],
+    output_format: Annotated[ScanFormat, typer.Option("--format", help="Output format.")] = (
+        ScanFormat.text
+    ),
+    allow_code: Annotated[
+        bool, typer.Option(help="Accept models that run their own code at load time.")
+    ] = False,
+    modelscan: Annotated[bool, typer.Option(help="Also run modelscan as a second opinion.")] = True,
+) -> None:
+    """The security gate on a local file or directory, nothing executed, no server needed.
+
+    Exit 0 clean, 1 findings that fail the gate, 2 could not scan.
+    """
+    from gates.base import Status
+    from gates.security import scan_path
+    from gates.security.report import FORMATTERS
+
+    if not path.exists():
+        typer.echo(f"gatekeeper scan: {path} does not exist", err=True)
+        raise typer.Exit(2)
+    result = scan_path(path, {"allow_code": allow_code, "modelscan": modelscan})
+    typer.echo(FORMATTERS[output_format.value](result, str(path)))
+    raise typer.Exit({Status.PASS: 0, Status.FAIL: 1}.get(result.status, 2))
 
 
 @app.command()

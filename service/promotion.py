@@ -47,11 +47,26 @@ def final_tags(settings: Settings, run: GateRun) -> dict[str, str]:
     }
     for result in run.results:
         tags[f"gatekeeper.gate.{result.gate}"] = result.status
+    # always written, so a later passing run replaces an earlier run's finding
+    tags["gatekeeper.finding"] = (_top_finding(run) or "none")[:MAX_TAG_VALUE]
     deny = (run.decision or {}).get("deny") or []
     summary = deny[0] if deny else (run.error_message or "all enforced gates passed")
     tags["gatekeeper.summary"] = summary[:MAX_TAG_VALUE]
     tags["gatekeeper.status"] = run.status
     return tags
+
+
+def _top_finding(run: GateRun) -> str | None:
+    """The most severe finding of a failing gate, as one line for the registry UI."""
+    order = {"CRITICAL": 4, "HIGH": 3, "MEDIUM": 2, "LOW": 1}
+    candidates = [
+        f for r in run.results if r.status in ("fail", "error") for f in (r.findings or [])
+    ]
+    if not candidates:
+        return None
+    worst = max(candidates, key=lambda f: order.get(str(f.get("severity")), 0))
+    where = (worst.get("file") or "") + (f"!/{worst['member']}" if worst.get("member") else "")
+    return f"{worst.get('severity')} {worst.get('rule_id')} {where}: {worst.get('message')}"
 
 
 def publish_run(settings: Settings, registry: Registry, run_id: str) -> None:

@@ -1,53 +1,160 @@
-"""Security gate: is the artifact safe to load?
+"""Security gate: is the artifact safe to load, and is the data free of secrets and PII?
 
-Runs before anything loads the model. Today its engine is modelscan, used as a library on the
-downloaded artifact directory (SEC-MODELSCAN-*). Findings at or above the configured severity
-(default HIGH) fail the gate. modelscan's own errors, and an artifact in which it scanned
-nothing, are gate errors, never a pass: a scanner that could not look has not said "safe".
+Runs first and never loads, imports or executes what it inspects. Engines:
+
+- the content walker (gates/security/walker.py) with the symbolic pickle machine
+  (pickle_vm.py, judged against the allowlist in callables.py) and the format parsers
+  (formats/: safetensors, numpy, skops, Keras, TensorFlow SavedModel, ONNX);
+- MLflow model checks (mlflow_format.py: loader modules, shipped code, bandit) and
+  requirement files (requirements.py: index overrides, VCS/file URLs, typosquats, known-
+  vulnerable pins);
+- secrets (secrets.py, detect-secrets offline) in text files, strings of binaries and string
+  columns of the logged datasets; PII (pii.py, presidio pattern recognizers) in the datasets;
+- modelscan, kept as a second opinion: its findings count, its gaps do not.
+
+Verdict: a finding at or above `fail_at` (default HIGH) fails the gate. Code that runs at load
+time (pickled functions, `code/`, custom loader modules) is HIGH unless the policy sets
+`allow_code: true` for the model, which lowers those findings to LOW. An artifact with
+nothing to scan is an error, never a pass.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from gates.base import GateContext, GateResult, Severity, Status
+import yaml
+
+from gates.base import Finding, GateContext, GateResult, Severity, Status
+from gates.security import pii, requirements
+from gates.security import secrets as secret_scan
+from gates.security.callables import CallablePolicy
+from gates.security.common import Limits, Location
+from gates.security.mlflow_format import check_mlflow_model
 from gates.security.modelscan_engine import scan_with_modelscan
+from gates.security.walker import Walker
 
 GATE_NAME = "security"
+CODE_RULES = {"SEC-PICKLE-005", "SEC-MLFLOW-002", "SEC-MLFLOW-001"}
 
 
 def check(ctx: GateContext, cfg: Mapping[str, Any]) -> GateResult:
     started = time.perf_counter()
     fail_at = Severity(str(cfg.get("fail_at", Severity.HIGH.value)).upper())
-    outcome = scan_with_modelscan(ctx.artifact_dir)
-    blocking = [f for f in outcome.findings if f.severity.at_least(fail_at)]
-    evidence = {
-        "engines": {"modelscan": outcome.version},
-        "scanned_files": outcome.scanned,
-        "skipped_files": outcome.skipped,
-        "engine_errors": outcome.errors,
-    }
-    if outcome.errors:
-        status = Status.ERROR
-        message = f"modelscan could not scan the artifact: {outcome.errors[0]['message']}"
-    elif not outcome.scanned:
-        status = Status.ERROR
-        message = "no file in the artifact could be scanned; refusing to call it safe"
-    elif blocking:
+    root = ctx.artifact_dir
+    if not root.exists():
+        return GateResult(GATE_NAME, Status.ERROR, message=f"{root} does not exist")
+    limits = Limits(time_budget_s=float(cfg.get("time_budget_s", 300.0)))
+    policy = CallablePolicy.from_config(cfg.get("allow_callables"))
+    walk = Walker(root, limits, policy).walk()
+    findings = list(walk.findings)
+    evidence: dict[str, Any] = {"coverage": walk.coverage, "code_objects": walk.code_objects}
+
+    if root.is_dir() and (root / "MLmodel").is_file():
+        findings += check_mlflow_model(root, dict(ctx.mlmodel) or _read_mlmodel(root))
+        findings += requirements.check_requirements(root)
+    if cfg.get("modelscan", True):
+        findings += _modelscan(root, evidence)
+    findings += _data_findings(ctx, cfg, evidence)
+
+    findings = _apply_code_policy(findings, allow_code=bool(cfg.get("allow_code", False)))
+    # most severe first; at equal severity our own engines before modelscan's second opinion
+    findings.sort(
+        key=lambda f: (
+            -f.severity.rank,
+            f.rule_id.startswith("SEC-MODELSCAN"),
+            f.file or "",
+            f.member or "",
+            f.rule_id,
+        )
+    )
+    blocking = [f for f in findings if f.severity.at_least(fail_at)]
+    evidence["counts"] = {s.value: sum(f.severity == s for f in findings) for s in Severity}
+    if blocking:
         status = Status.FAIL
-        worst = max(blocking, key=lambda f: f.severity.rank)
-        message = f"{len(blocking)} finding(s) at or above {fail_at.value}: {worst.message}"
+        worst = blocking[0]
+        where = worst.file + (f"!/{worst.member}" if worst.member else "") if worst.file else ""
+        message = f"{len(blocking)} finding(s) at or above {fail_at}: {worst.message} ({where})"
+    elif not walk.coverage and not ctx.datasets:
+        status = Status.ERROR
+        message = "nothing in the artifact could be scanned; refusing to call it safe"
     else:
         status = Status.PASS
-        message = f"{len(outcome.scanned)} file(s) scanned, no finding at or above {fail_at}"
+        message = f"{len(walk.coverage)} item(s) scanned, no finding at or above {fail_at}"
     return GateResult(
         gate=GATE_NAME,
         status=status,
-        findings=tuple(outcome.findings),
-        thresholds={"fail_at": fail_at.value},
+        findings=tuple(findings),
+        thresholds={"fail_at": fail_at.value, "allow_code": bool(cfg.get("allow_code", False))},
         evidence=evidence,
         message=message,
         duration_s=time.perf_counter() - started,
     )
+
+
+def scan_path(path: Path, cfg: Mapping[str, Any] | None = None) -> GateResult:
+    """The gate on a local file or directory, as `gatekeeper scan` runs it."""
+    return check(GateContext(artifact_dir=path), cfg or {})
+
+
+def _modelscan(root: Path, evidence: dict[str, Any]) -> list[Finding]:
+    try:
+        outcome = scan_with_modelscan(root)
+    except Exception as exc:  # a crashing second opinion is recorded, our engine decides
+        evidence["modelscan"] = {"error": repr(exc)}
+        return []
+    evidence["modelscan"] = {
+        "version": outcome.version,
+        "scanned": outcome.scanned,
+        "errors": outcome.errors,
+    }
+    return outcome.findings
+
+
+def _data_findings(
+    ctx: GateContext, cfg: Mapping[str, Any], evidence: dict[str, Any]
+) -> list[Finding]:
+    findings: list[Finding] = []
+    columns = dict(cfg.get("columns", {}))
+    threshold = float(cfg.get("pii_threshold", 0.01))
+    pii_evidence: dict[str, Any] = {}
+    for name, frame in ctx.datasets.items():
+        where = Location(f"dataset:{name}")
+        findings += secret_scan.scan_dataframe(frame, where)
+        found, detail = pii.scan_dataframe_pii(
+            frame, dataset=name, column_classes=columns, threshold=threshold
+        )
+        findings += found
+        pii_evidence[name] = detail
+    if pii_evidence:
+        evidence["pii"] = pii_evidence
+    return findings
+
+
+def _apply_code_policy(findings: list[Finding], *, allow_code: bool) -> list[Finding]:
+    if not allow_code:
+        return findings
+    lowered = []
+    for item in findings:
+        is_code = item.rule_id in CODE_RULES or str(item.evidence.get("callable", "")).startswith(
+            "cloudpickle."
+        )
+        if is_code:
+            item = dataclasses.replace(
+                item,
+                severity=Severity.LOW,
+                evidence={**item.evidence, "allowed_by_policy": "allow_code"},
+            )
+        lowered.append(item)
+    return lowered
+
+
+def _read_mlmodel(root: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load((root / "MLmodel").read_text(encoding="utf-8", errors="replace"))
+    except yaml.YAMLError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}

@@ -26,17 +26,21 @@ def test_sklearn_pickle_passes(tmp_path: Path) -> None:
     model = LogisticRegression().fit(features, (features[:, 0] > 0).astype(int))
     result = check(GateContext(artifact_dir=_model_dir(tmp_path, pickle.dumps(model))), {})
     assert result.status == Status.PASS, result.message
-    assert result.evidence["scanned_files"] == ["model.pkl"]
+    formats = {(c["file"], c["format"]) for c in result.evidence["coverage"]}
+    assert ("model.pkl", "pickle") in formats
 
 
 def test_os_system_pickle_fails_and_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "MARKER"
     result = check(GateContext(artifact_dir=_model_dir(tmp_path, malicious_pickle(marker))), {})
     assert result.status == Status.FAIL
-    [finding] = result.findings
-    assert finding.severity == Severity.CRITICAL
-    assert finding.file == "model.pkl"
-    assert "system" in finding.evidence["callable"]
+    ours = [f for f in result.findings if f.rule_id == "SEC-PICKLE-001"]
+    assert len(ours) == 1
+    assert ours[0].severity == Severity.CRITICAL
+    assert ours[0].file == "model.pkl"
+    assert ours[0].evidence["callable"] == "os.system"
+    # modelscan, kept as a second opinion, agrees
+    assert any(f.rule_id == "SEC-MODELSCAN-001" for f in result.findings)
     assert not marker.exists()
 
 
@@ -49,12 +53,12 @@ def test_fail_at_critical_lets_high_through_but_not_critical(tmp_path: Path) -> 
 def test_nothing_scannable_is_an_error_not_a_pass(tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
     model_dir.mkdir()
-    (model_dir / "MLmodel").write_text("flavors: {}\n")
     result = check(GateContext(artifact_dir=model_dir), {})
     assert result.status == Status.ERROR
-    assert "no file" in result.message
+    assert "nothing" in result.message
 
 
 def test_unparseable_pickle_is_not_a_pass(tmp_path: Path) -> None:
     result = check(GateContext(artifact_dir=_model_dir(tmp_path, b"\x80\x05\x95garbage")), {})
-    assert result.status in (Status.ERROR, Status.FAIL), result.message
+    assert result.status == Status.FAIL, result.message
+    assert any(f.rule_id == "SEC-PICKLE-004" for f in result.findings)
