@@ -103,6 +103,8 @@ def test_webhook_clean_model_promoted_malicious_blocked_payload_never_runs(
         assert bad_tags["gatekeeper.status"] == "failed"
         assert bad_tags["gatekeeper.gate.security"] == "fail"
         assert "system" in bad_tags["gatekeeper.summary"]
+        assert bad_tags["gatekeeper.finding"].startswith("CRITICAL SEC-PICKLE-001 model.pkl")
+        assert clean_tags["gatekeeper.finding"] == "none"
         assert ALIAS not in _aliases(client, bad)
         assert not marker.exists(), "the malicious pickle was loaded"
 
@@ -111,8 +113,13 @@ def test_webhook_clean_model_promoted_malicious_blocked_payload_never_runs(
         assert run["trigger"] == "webhook", "the run must come from the webhook, not the poller"
         [security] = run["gates"]
         assert security["status"] == "fail"
-        assert security["findings"][0]["severity"] == "CRITICAL"
-        assert security["findings"][0]["file"] == "model.pkl"
+        top = security["findings"][0]
+        assert (top["severity"], top["rule_id"], top["file"]) == (
+            "CRITICAL",
+            "SEC-PICKLE-001",
+            "model.pkl",
+        )
+        assert top["evidence"]["callable"] == "os.system"
         report = gk.api("GET", f"/runs/{run['id']}")
         assert report.status_code == 200 and "CRITICAL" in report.text
     finally:
