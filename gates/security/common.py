@@ -28,7 +28,7 @@ class Limits:
     """Bounds on hostile input. Exceeding one ends that file's scan in a SEC-LIMIT finding."""
 
     max_depth: int = 6  # nested containers (zip in zip in gzip ...)
-    max_members: int = 20_000  # members per container
+    max_members: int = 10_000  # members per container
     max_decompressed_bytes: int = 4 * 1024**3  # per scan, all containers together
     max_member_bytes: int = 2 * 1024**3  # one member held in memory
     max_pickle_ops: int = 5_000_000  # opcodes per pickle stream

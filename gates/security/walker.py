@@ -37,6 +37,7 @@ from gates.security.pickle_vm import analyze_pickle, looks_like_pickle
 HEAD = 64 * 1024
 STRINGS_WINDOW = 1024 * 1024  # unknown binaries: secrets are looked for in the first MiB
 TEXT_LIMIT = 10 * 1024 * 1024
+SECRETS_BATCH = 32 * 1024 * 1024
 # Names that promise a loadable model format; content that matches none of them is suspect.
 MODEL_SUFFIXES = {
     ".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib", ".dill", ".npy", ".npz", ".h5",
@@ -60,6 +61,8 @@ class Walker:
         self.policy = policy
         self.result = WalkResult()
         self._tmp = tempfile.TemporaryDirectory(prefix="gk-scan-")
+        self._secret_items: list[tuple[Location, list[str], str]] = []
+        self._secret_bytes = 0
 
     # -- entry points ---------------------------------------------------------------------
 
@@ -67,6 +70,7 @@ class Walker:
         try:
             for path in self._files():
                 self._guarded(self._scan_file, path, Location(self._rel(path)))
+            self._flush_secrets()
         finally:
             self._tmp.cleanup()
         return self.result
@@ -235,15 +239,26 @@ class Walker:
     def _text(self, data: bytes, where: Location) -> None:
         self._covered(where, "text")
         if len(data) <= TEXT_LIMIT:
-            text = data.decode("utf-8", errors="replace")
-            self.result.findings.extend(secrets.scan_strings(text.splitlines(), where))
+            lines = data.decode("utf-8", errors="replace").splitlines()
+            self._queue_secrets(where, lines, "text", len(data))
+
+    def _queue_secrets(self, where: Location, lines: list[str], kind: str, size: int) -> None:
+        """Secrets are searched in batches: one detect-secrets pass per SECRETS_BATCH bytes."""
+        self._secret_items.append((where, lines, kind))
+        self._secret_bytes += size
+        if self._secret_bytes >= SECRETS_BATCH:
+            self._flush_secrets()
+
+    def _flush_secrets(self) -> None:
+        if self._secret_items:
+            self.result.findings.extend(secrets.scan_batch(self._secret_items))
+        self._secret_items, self._secret_bytes = [], 0
 
     def _raw_data(self, head: bytes, where: Location, name: str) -> None:
         """Bytes no loader interprets as code (tensor storage, weights): strings only."""
         self._covered(where, "raw data")
-        self.result.findings.extend(
-            secrets.scan_strings(secrets.extract_strings(head[:STRINGS_WINDOW]), where)
-        )
+        strings = secrets.extract_strings(head[:STRINGS_WINDOW])
+        self._queue_secrets(where, strings, "strings", sum(map(len, strings)))
         if Path(name).suffix.lower() in MODEL_SUFFIXES and not where.member:
             self._add(
                 finding(
@@ -273,12 +288,29 @@ class Walker:
         if len(infos) > self.limits.max_members:
             raise ScanLimitExceeded("members", f"{len(infos)} members in one zip")
         self._covered(where, "zip")
+        self._zip_prefix(zf, infos, where, depth)
         names = {i.filename for i in infos}
         for info in infos:
             if info.is_dir():
                 continue
             member = where.child(info.filename)
             self._guarded(self._zip_member, zf, member, info, depth, names)
+
+    def _zip_prefix(
+        self, zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], where: Location, depth: int
+    ) -> None:
+        """Bytes in front of the first member: a pickle there is what `pickle.load` and
+        `torch.load(weights_only=False)` fallbacks read first (zip/pickle polyglots)."""
+        start = min((i.header_offset for i in infos), default=0)
+        if start <= 0:
+            return
+        if start > self.limits.max_member_bytes:
+            raise ScanLimitExceeded("member_size", f"{start} bytes in front of a zip")
+        fp = zf.fp
+        assert fp is not None
+        fp.seek(0)
+        prefix = fp.read(start)
+        self._guarded(self._scan_bytes, prefix, where.child("<prefix>"), depth, "prefix")
 
     def _zip_member(
         self,
