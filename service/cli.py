@@ -41,6 +41,20 @@ def _load_settings() -> Settings:
         raise typer.Exit(2) from exc
 
 
+def _check_policy(settings: Settings) -> None:
+    """A bad policy stops the process at start, naming the key and the line."""
+    from service.policy import load_policy_file
+
+    if settings.policy_path is None:
+        return
+    try:
+        document = load_policy_file(settings.policy_path)
+    except ConfigError as exc:
+        typer.echo(f"gatekeeper: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    log.info("policy %s: %d model entries", settings.policy_path, len(document.models))
+
+
 def _configured_tracking_uri(settings: Settings) -> str | None:
     return settings.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
 
@@ -61,6 +75,7 @@ def serve(
 
     _configure_logging()
     settings = _load_settings()
+    _check_policy(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_to_head(settings.resolved_database_url)
     embedded: EmbeddedMlflow | None = None
@@ -99,6 +114,7 @@ def worker_command() -> None:
 
     _configure_logging()
     settings = _load_settings()
+    _check_policy(settings)
     tracking_uri = _configured_tracking_uri(settings)
     if tracking_uri is None:
         typer.echo("gatekeeper worker needs GATEKEEPER_MLFLOW_TRACKING_URI", err=True)
@@ -161,6 +177,10 @@ def scan(
         bool, typer.Option(help="Accept models that run their own code at load time.")
     ] = False,
     modelscan: Annotated[bool, typer.Option(help="Also run modelscan as a second opinion.")] = True,
+    allow_callable: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra allowed callable, e.g. 'mypkg.models.*' (repeatable)."),
+    ] = None,
 ) -> None:
     """The security gate on a local file or directory, nothing executed, no server needed.
 
@@ -173,7 +193,12 @@ def scan(
     if not path.exists():
         typer.echo(f"gatekeeper scan: {path} does not exist", err=True)
         raise typer.Exit(2)
-    result = scan_path(path, {"allow_code": allow_code, "modelscan": modelscan})
+    cfg = {
+        "allow_code": allow_code,
+        "modelscan": modelscan,
+        "allow_callables": allow_callable or [],
+    }
+    result = scan_path(path, cfg)
     typer.echo(FORMATTERS[output_format.value](result, str(path)))
     raise typer.Exit({Status.PASS: 0, Status.FAIL: 1}.get(result.status, 2))
 

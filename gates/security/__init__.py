@@ -48,7 +48,8 @@ def check(ctx: GateContext, cfg: Mapping[str, Any]) -> GateResult:
     if not root.exists():
         return GateResult(GATE_NAME, Status.ERROR, message=f"{root} does not exist")
     limits = Limits(time_budget_s=float(cfg.get("time_budget_s", 300.0)))
-    policy = CallablePolicy.from_config(cfg.get("allow_callables"))
+    allow_code = bool(cfg.get("allow_code", False))
+    policy = CallablePolicy.from_config(cfg.get("allow_callables"), allow_code=allow_code)
     walk = Walker(root, limits, policy).walk()
     findings = list(walk.findings)
     evidence: dict[str, Any] = {"coverage": walk.coverage, "code_objects": walk.code_objects}
@@ -60,7 +61,7 @@ def check(ctx: GateContext, cfg: Mapping[str, Any]) -> GateResult:
         findings += _modelscan(root, evidence)
     findings += _data_findings(ctx, cfg, evidence)
 
-    findings = _apply_code_policy(findings, allow_code=bool(cfg.get("allow_code", False)))
+    findings = _apply_code_policy(findings, allow_code=allow_code)
     # most severe first; at equal severity our own engines before modelscan's second opinion
     findings.sort(
         key=lambda f: (

@@ -164,15 +164,29 @@ class Verdict:
     reason: str
 
 
+# What a cloudpickled MLflow pyfunc (`python_model.pkl`) needs to rebuild its class and
+# functions by value. Accepted only when the policy sets `allow_code: true` for the model: the
+# owner has then said that this model may run its own code at load time.
+CODE_CALLABLES: tuple[str, ...] = (
+    "cloudpickle.*", "builtins.type", "types.CodeType", "types.FunctionType",
+    "types.CellType", "types.MethodType", "mlflow.pyfunc.model.PythonModel",
+    "mlflow.pyfunc.model.ChatModel", "mlflow.pyfunc.model.PythonModelContext",
+    "mlflow.models.signature._TypeHints", "mlflow.types.*", "mlflow.pyfunc.utils.*",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class CallablePolicy:
     extra_allowed: tuple[str, ...] = field(default_factory=tuple)
+    allow_code: bool = False
 
     @classmethod
-    def from_config(cls, allow: Iterable[str] | None) -> CallablePolicy:
-        return cls(extra_allowed=tuple(str(a) for a in (allow or ())))
+    def from_config(cls, allow: Iterable[str] | None, allow_code: bool = False) -> CallablePolicy:
+        return cls(extra_allowed=tuple(str(a) for a in (allow or ())), allow_code=allow_code)
 
     def judge(self, module: str, name: str) -> Verdict:
+        if self.allow_code and _allowed(module, name, CODE_CALLABLES, class_rule=False):
+            return Verdict("allowed", "code by value, allowed by the policy (allow_code)")
         return judge_callable(module, name, self.extra_allowed)
 
 
@@ -204,9 +218,9 @@ def is_dangerous(module: str, name: str) -> str | None:
 _DUNDER_OK = {"__newobj__", "__newobj_ex__", "__randomstate_ctor", "__bit_generator_ctor"}
 
 
-def _allowed(module: str, name: str, extra: tuple[str, ...]) -> bool:
+def _allowed(module: str, name: str, extra: tuple[str, ...], *, class_rule: bool = True) -> bool:
     qualified = f"{module}.{name}"
-    for pattern in (*_ALLOWED, *extra):
+    for pattern in (*(_ALLOWED if class_rule else ()), *extra):
         if pattern.endswith(".*"):
             if _module_matches(module, pattern[:-2]) or qualified.startswith(pattern[:-1]):
                 return True
@@ -216,7 +230,12 @@ def _allowed(module: str, name: str, extra: tuple[str, ...]) -> bool:
         elif qualified == pattern:
             return True
     leaf = name.split(".")[-1]
-    return "." not in name and leaf[:1].isupper() and qualified.startswith(_CLASS_ONLY_PREFIXES)
+    return (
+        class_rule
+        and "." not in name
+        and leaf[:1].isupper()
+        and qualified.startswith(_CLASS_ONLY_PREFIXES)
+    )
 
 
 def judge_callable(module: str, name: str, extra_allowed: tuple[str, ...] = ()) -> Verdict:
