@@ -195,8 +195,7 @@ def ratio_line(tools: list[Tool], mal: list[Sample]) -> str:
     ours = sum(by["gatekeeper"].results[s.path].detected for s in mal)
     theirs = sum(by["modelscan"].results[s.path].detected for s in mal)
     ratio = f"{ours / theirs:.2f}x" if theirs else "inf"
-    # Opcode and container samples carry a plain os.system so they test the trick, not the
-    # gadget; modelscan catches many of those, which caps the reachable ratio on this corpus.
+    # The ceiling is every sample detected: modelscan's own detections cap the ratio.
     ceiling = f"{len(mal) / theirs:.2f}x" if theirs else "inf"
     return (
         f"ratio gatekeeper/modelscan: {ours}/{theirs} = {ratio} (issue target >= 3x and >= 97%;"

@@ -172,6 +172,8 @@ CODE_CALLABLES: tuple[str, ...] = (
     "types.CellType", "types.MethodType", "mlflow.pyfunc.model.PythonModel",
     "mlflow.pyfunc.model.ChatModel", "mlflow.pyfunc.model.PythonModelContext",
     "mlflow.models.signature._TypeHints", "mlflow.types.*", "mlflow.pyfunc.utils.*",
+    # annotations of by-value functions: typing's classes only (get_type_hints evaluates)
+    "typing.[A-Z]*", "typing._GenericAlias", "typing._SpecialGenericAlias",
 )  # fmt: skip
 
 
@@ -233,7 +235,7 @@ def _allowed(module: str, name: str, extra: tuple[str, ...], *, class_rule: bool
     return (
         class_rule
         and "." not in name
-        and leaf[:1].isupper()
+        and leaf.lstrip("_")[:1].isupper()  # private classes too (_RemainderColsList)
         and qualified.startswith(_CLASS_ONLY_PREFIXES)
     )
 

@@ -28,6 +28,45 @@ Technique classes (the `technique` field, used for the per-class breakdown):
   stream-framing, bounds: see the rows below.
 - container-*, mlflow-*, keras, tf-savedmodel, onnx, safetensors, skops: see
   `tests/corpus/malicious_formats.py`.
+
+Trick and container samples rotate gadgets from the public record. The gadget-* classes
+measure gadgets; every other sample measures a trick (opcode-*, stream-framing, pickle-carrying
+bounds) or a container (container-*, safetensors). Carrying the same plain `os.system` in all
+of them would measure the trick against the one callable every blocklist names, which is not
+how public bypasses look: they pair a trick with a gadget chosen to dodge blocklists. So each
+trick or container sample carries the next gadget of `tests.corpus.gadgets.ROTATION`, in build
+order (one `Rotation` runs through this module, then `malicious_formats.py`), rendered through
+its trick, with its own marker. A trick that cannot carry a gadget takes the next one that
+fits: INST/OBJ skip a class called with no arguments (they would only `__new__` it);
+`__setstate__`/`append` need a one-argument gadget. The `description` of each sample ends
+with `gadget: ...` and its `payload` names the gadget key. The rotation (in brackets: which
+of modelscan 0.8.8 / picklescan 1.0.5 blocklist a name it uses):
+
+- os_system: os.system(cmd) [modelscan, picklescan]
+- pkgutil_resolve_name: pkgutil.resolve_name('os:system')(cmd) [picklescan]
+- ensurepip_run_pip: ensurepip._run_pip(['--version'], additional_paths=code) [picklescan]
+- subprocess_popen: subprocess.Popen(argv) [modelscan, picklescan]
+- timeit_setup: timeit.timeit('pass', setup=code, time.perf_counter, 1) [picklescan]
+- operator_methodcaller: operator.methodcaller('system', cmd)(tempfile._os) [picklescan]
+- builtins_exec: builtins.exec(code) [modelscan, picklescan]
+- pydoc_pipepager: pydoc.pipepager('', cmd) [picklescan]
+- torch_collect_env_run: torch.utils.collect_env.run(cmd) [picklescan]
+- code_interpreter_runsource: getattr(code.InteractiveInterpreter(), 'runsource')(code)
+  [modelscan, picklescan: via builtins.getattr]
+- cprofile_run: cProfile.run(code) [picklescan]
+- numpy_load_nested: numpy.load(BytesIO(object .npy holding an os.system pickle), None,
+  True) [neither]
+- importlib_getattr: getattr(importlib.import_module('os'), 'system')(cmd)
+  [modelscan, picklescan: via builtins.getattr]
+- numpy_runstring: numpy.testing._private.utils.runstring(code, {}) [picklescan]
+- torch_load_nested: torch.load(BytesIO(os.system pickle), None, torch.serialization.pickle):
+  an explicit pickle_module turns weights_only off [neither]
+- runpy_run_code: runpy._run_code(code, {}) [modelscan, picklescan]
+- bdb_run: getattr(bdb.Bdb(), 'run')(code) [modelscan, picklescan]
+
+Fixed payloads where the payload is the trick: opcode_newobj_posixpath_touch (a class whose
+`__new__` does the work), opcode_setitems_shelve (a disk-writing `__setitem__`), and the
+MLflow, skops, Keras, TF and ONNX samples, whose payloads belong to their formats.
 """
 
 from __future__ import annotations
@@ -37,14 +76,38 @@ import marshal
 import pickle as op
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.corpus import Sample, write_manifest
+from tests.corpus.gadgets import (
+    BASE,
+    ENC0,
+    ENC1,
+    ENC2,
+    ENC3,
+    ENC4,
+    ENC5,
+    ROTATION,
+    Encoding,
+    Gadget,
+    Rotation,
+    any_gadget,
+    gadget_body,
+    gadget_pickle,
+    inst_ok,
+    os_system,
+    os_system_pickle,
+    pushing,
+    py,
+    render,
+    sh,
+    unary,
+)
 from tests.corpus.rawbytes import (
     binbytes,
     binstring,
     call,
-    call0,
     code_object,
     dct,
     frame,
@@ -67,26 +130,6 @@ from tests.corpus.rawbytes import (
 
 # A pickle row: (file name, technique class, description, body builder over the marker path).
 PickleRow = tuple[str, str, str, Callable[[str], bytes]]
-
-
-def sh(marker: str) -> str:
-    """Shell command that creates the marker."""
-    return f"touch {marker}"
-
-
-def py(marker: str) -> str:
-    """Python statement that creates the marker."""
-    return f"open({marker!r}, 'w').close()"
-
-
-def os_system(marker: str) -> bytes:
-    """`os.system('touch marker')`: the plainest payload, reused inside containers."""
-    return call(glob("os", "system"), uni(sh(marker)))
-
-
-def os_system_pickle(marker: str, proto: int = 2) -> bytes:
-    """A complete pickle stream whose load runs `os.system`."""
-    return wrap(os_system(marker) + op.POP + op.NONE, proto)
 
 
 def touch_argv(marker: str) -> bytes:
@@ -390,77 +433,107 @@ CODE: list[PickleRow] = [
 
 
 # ------------------------------------------------------------------ opcode tricks
+#
+# Every row below is a trick; its payload is the next gadget of `ROTATION` that the trick
+# can carry (see the module docstring), rendered through the trick.
 
 
-def _proto0(m: str) -> bytes:
-    return call0(glob("os", "system"), string0(sh(m)))
+@dataclass(frozen=True)
+class Trick:
+    """A trick sample: `build(marker, gadget)` gives the body (or, for STREAMS, the stream).
+
+    `need` filters the rotation (INST/OBJ cannot carry a class called without arguments;
+    `__setstate__`/`append` need a one-argument gadget). `rotate=False` keeps a fixed payload
+    where the payload is the trick itself (a class whose `__new__` does the work).
+    """
+
+    name: str
+    description: str
+    build: Callable[[str, Gadget | None], bytes]
+    need: Callable[[Gadget], bool] = any_gadget
+    rotate: bool = True
 
 
-def _proto1(m: str) -> bytes:
-    return glob("os", "system") + op.MARK + binstring(sh(m)) + op.TUPLE + op.REDUCE
+def _via(pusher: Callable[[str, str], bytes], enc: Encoding = BASE) -> Callable:
+    """A trick that only changes how the entry callable is pushed."""
+    return lambda m, g: gadget_body(m, g, enc, pushing(pusher, enc))
 
 
-def _proto4(m: str) -> bytes:
-    body = uni("os") + op.MEMOIZE + uni("system") + op.MEMOIZE + op.STACK_GLOBAL
-    return frame(body + op.MEMOIZE + uni(sh(m)) + op.TUPLE1 + op.REDUCE)
+def _proto4(m: str, g: Gadget) -> bytes:
+    return frame(gadget_body(m, g, ENC4))
 
 
-def _proto5(m: str) -> bytes:
+def _proto5(m: str, g: Gadget) -> bytes:
     junk = op.BYTEARRAY8 + (4).to_bytes(8, "little") + b"pad!" + op.POP
-    return frame(junk + stack_glob("os", "system") + uni(sh(m)) + op.TUPLE1 + op.REDUCE)
+    return frame(junk + gadget_body(m, g, ENC5))
 
 
-PROTOCOLS: list[tuple[str, str, int, Callable[[str], bytes]]] = [
-    ("opcode_protocol0_global_string.pkl", "protocol 0: GLOBAL, STRING, MARK/TUPLE", 0, _proto0),
-    ("opcode_protocol1_binstring.pkl", "protocol 1: BINSTRING argument", 1, _proto1),
-    ("opcode_protocol2_short_binstring.pkl", "protocol 2: SHORT_BINSTRING argument", 2,
-     lambda m: call(glob("os", "system"), short_binstring(sh(m)))),
-    ("opcode_protocol3_binunicode.pkl", "protocol 3: BINUNICODE argument", 3,
-     lambda m: call(glob("os", "system"), op.BINUNICODE + len(sh(m)).to_bytes(4, "little")
-                    + sh(m).encode())),
-    ("opcode_protocol4_frame_memoize.pkl", "protocol 4: FRAME, MEMOIZE, STACK_GLOBAL", 4,
-     _proto4),
-    ("opcode_protocol5_bytearray8.pkl", "protocol 5: BYTEARRAY8 then STACK_GLOBAL", 5, _proto5),
+PROTOCOLS: list[tuple[int, Trick]] = [
+    (0, Trick("opcode_protocol0_global_string.pkl",
+              "protocol 0: GLOBAL, STRING, INT, MARK/TUPLE/LIST/DICT only",
+              lambda m, g: gadget_body(m, g, ENC0))),
+    (1, Trick("opcode_protocol1_binstring.pkl", "protocol 1: BINSTRING strings, MARK/TUPLE",
+              lambda m, g: gadget_body(m, g, ENC1))),
+    (2, Trick("opcode_protocol2_short_binstring.pkl", "protocol 2: SHORT_BINSTRING strings",
+              lambda m, g: gadget_body(m, g, ENC2))),
+    (3, Trick("opcode_protocol3_binunicode.pkl", "protocol 3: BINUNICODE strings",
+              lambda m, g: gadget_body(m, g, ENC3))),
+    (4, Trick("opcode_protocol4_frame_memoize.pkl", "protocol 4: FRAME, MEMOIZE, STACK_GLOBAL",
+              _proto4)),
+    (5, Trick("opcode_protocol5_bytearray8.pkl", "protocol 5: BYTEARRAY8 then STACK_GLOBAL",
+              _proto5)),
 ]  # fmt: skip
 
 
-def _newobj_partial(m: str) -> bytes:
+def _inst(module: str, name: str, args: list[bytes]) -> bytes:
+    return op.MARK + b"".join(args) + op.INST + f"{module}\n{name}\n".encode()
+
+
+def _obj(module: str, name: str, args: list[bytes]) -> bytes:
+    return op.MARK + glob(module, name) + b"".join(args) + op.OBJ
+
+
+def _newobj_partial(module: str, name: str, args: list[bytes]) -> bytes:
     cls = glob("functools", "partial")
-    return cls + tup(glob("os", "system"), uni(sh(m))) + op.NEWOBJ + op.EMPTY_TUPLE + op.REDUCE
+    return cls + tup(glob(module, name), *args) + op.NEWOBJ + op.EMPTY_TUPLE + op.REDUCE
 
 
-def _newobj_ex_partial(m: str) -> bytes:
+def _newobj_ex_partial(module: str, name: str, args: list[bytes]) -> bytes:
     cls = glob("functools", "partial")
-    args = tup(glob("os", "system"), uni(sh(m)))
-    return cls + args + op.EMPTY_DICT + op.NEWOBJ_EX + op.EMPTY_TUPLE + op.REDUCE
+    fields = tup(glob(module, name), *args) + op.EMPTY_DICT
+    return cls + fields + op.NEWOBJ_EX + op.EMPTY_TUPLE + op.REDUCE
 
 
-INSTANTIATION: list[PickleRow] = [
-    ("opcode_inst_os_system.pkl", "INST os system: class-instantiation opcode calls a function",
-     lambda m: op.MARK + string0(sh(m)) + op.INST + b"os\nsystem\n"),
-    ("opcode_inst_subprocess_popen.pkl", "INST subprocess Popen with an argv list",
-     lambda m: op.MARK + touch_argv(m) + op.INST + b"subprocess\nPopen\n"),
-    ("opcode_obj_os_system.pkl", "OBJ: MARK callable args OBJ",
-     lambda m: op.MARK + glob("os", "system") + uni(sh(m)) + op.OBJ),
-    ("opcode_newobj_partial.pkl", "NEWOBJ functools.partial(os.system, cmd), then called",
-     _newobj_partial),
-    ("opcode_newobj_ex_partial.pkl", "NEWOBJ_EX functools.partial, then called",
-     _newobj_ex_partial),
-    ("opcode_newobj_posixpath_touch.pkl", "NEWOBJ pathlib.PosixPath(path), then .touch()",
-     lambda m: call(getattr_(glob("pathlib", "PosixPath") + tup(uni(m)) + op.NEWOBJ, "touch"))),
+INSTANTIATION: list[Trick] = [
+    Trick("opcode_inst_text_args.pkl",
+          "INST module name: class-instantiation opcode calls a function (protocol-0 args)",
+          lambda m, g: gadget_body(m, g, ENC0, _inst), need=inst_ok),
+    Trick("opcode_inst_binary_args.pkl", "INST module name with binary-opcode arguments",
+          lambda m, g: gadget_body(m, g, BASE, _inst), need=inst_ok),
+    Trick("opcode_obj.pkl", "OBJ: MARK callable args OBJ",
+          lambda m, g: gadget_body(m, g, BASE, _obj), need=inst_ok),
+    Trick("opcode_newobj_partial.pkl", "NEWOBJ functools.partial(callable, *args), then called",
+          lambda m, g: gadget_body(m, g, BASE, _newobj_partial)),
+    Trick("opcode_newobj_ex_partial.pkl", "NEWOBJ_EX functools.partial, then called",
+          lambda m, g: gadget_body(m, g, BASE, _newobj_ex_partial)),
+    Trick("opcode_newobj_posixpath_touch.pkl", "NEWOBJ pathlib.PosixPath(path), then .touch()",
+          lambda m, g: call(getattr_(glob("pathlib", "PosixPath") + tup(uni(m)) + op.NEWOBJ,
+                                     "touch")), rotate=False),
 ]  # fmt: skip
 
 
 def _rot13(text: str) -> bytes:
-    return call(glob("codecs", "decode"), uni(zlib_rot13(text)), uni("rot13"))
+    return call(glob("codecs", "decode"), uni(rot13(text)), uni("rot13"))
 
 
-def zlib_rot13(text: str) -> str:
-    """ROT13 without importing codecs at module level (keeps imports obvious)."""
+def rot13(text: str) -> str:
+    """ROT13 of both cases, as `codecs.decode(..., 'rot13')` undoes it (no codecs import)."""
     out = []
     for c in text:
         if "a" <= c <= "z":
             out.append(chr((ord(c) - 97 + 13) % 26 + 97))
+        elif "A" <= c <= "Z":
+            out.append(chr((ord(c) - 65 + 13) % 26 + 65))
         else:
             out.append(c)
     return "".join(out)
@@ -470,156 +543,147 @@ def _joined(text: str) -> bytes:
     return call(stack_glob("builtins", "str.join"), uni(""), lst(*(uni(c) for c in text)))
 
 
-def _memo_text(m: str) -> bytes:
-    return (uni0("os") + op.PUT + b"7\n" + op.POP + uni0("system") + op.PUT + b"8\n" + op.POP
-            + op.GET + b"7\n" + op.GET + b"8\n" + op.STACK_GLOBAL + uni(sh(m)) + op.TUPLE1
-            + op.REDUCE)  # fmt: skip
+def _memo_text(module: str, name: str) -> bytes:
+    return (uni0(module) + op.PUT + b"7\n" + op.POP + uni0(name) + op.PUT + b"8\n" + op.POP
+            + op.GET + b"7\n" + op.GET + b"8\n" + op.STACK_GLOBAL)  # fmt: skip
 
 
-def _memo_binget(m: str) -> bytes:
-    return (uni("os") + op.BINPUT + b"\x05" + op.POP + uni("system") + op.BINPUT + b"\x06"
-            + op.POP + op.BINGET + b"\x05" + op.BINGET + b"\x06" + op.STACK_GLOBAL
-            + uni(sh(m)) + op.TUPLE1 + op.REDUCE)  # fmt: skip
+def _memo_binget(module: str, name: str) -> bytes:
+    return (uni(module) + op.BINPUT + b"\x05" + op.POP + uni(name) + op.BINPUT + b"\x06"
+            + op.POP + op.BINGET + b"\x05" + op.BINGET + b"\x06" + op.STACK_GLOBAL)  # fmt: skip
 
 
-def _memo_long_binget(m: str) -> bytes:
+def _memo_long_binget(module: str, name: str) -> bytes:
     a, b = (70000).to_bytes(4, "little"), (70001).to_bytes(4, "little")
-    return (uni("os") + op.LONG_BINPUT + a + op.POP + uni("system") + op.LONG_BINPUT + b
-            + op.POP + op.LONG_BINGET + a + op.LONG_BINGET + b + op.STACK_GLOBAL
-            + uni(sh(m)) + op.TUPLE1 + op.REDUCE)  # fmt: skip
+    return (uni(module) + op.LONG_BINPUT + a + op.POP + uni(name) + op.LONG_BINPUT + b
+            + op.POP + op.LONG_BINGET + a + op.LONG_BINGET + b + op.STACK_GLOBAL)  # fmt: skip
 
 
-def _memo_confusion(m: str) -> bytes:
+def _memo_confusion(module: str, name: str) -> bytes:
     """BINPUT and MEMOIZE mixed so a scanner counting MEMOIZE sees safe names at 0 and 1."""
-    return (short_binstring("os") + op.BINPUT + b"\x00" + op.POP
-            + short_binstring("system") + op.BINPUT + b"\x01" + op.POP
+    return (short_binstring(module) + op.BINPUT + b"\x00" + op.POP
+            + short_binstring(name) + op.BINPUT + b"\x01" + op.POP
             + uni("torch._utils") + op.MEMOIZE + op.POP
             + uni("_rebuild_tensor_v2") + op.MEMOIZE + op.POP
-            + op.BINGET + b"\x00" + op.BINGET + b"\x01" + op.STACK_GLOBAL
-            + uni(sh(m)) + op.TUPLE1 + op.REDUCE)  # fmt: skip
+            + op.BINGET + b"\x00" + op.BINGET + b"\x01" + op.STACK_GLOBAL)  # fmt: skip
 
 
-def _memo_overwrite(m: str) -> bytes:
+def _memo_overwrite(module: str, name: str) -> bytes:
     """Safe names stored first, then the same memo slots overwritten with dangerous ones."""
     return (uni("collections") + op.BINPUT + b"\x00" + op.POP
             + uni("OrderedDict") + op.BINPUT + b"\x01" + op.POP
-            + uni("os") + op.BINPUT + b"\x00" + op.POP
-            + uni("system") + op.BINPUT + b"\x01" + op.POP
-            + op.BINGET + b"\x00" + op.BINGET + b"\x01" + op.STACK_GLOBAL
-            + uni(sh(m)) + op.TUPLE1 + op.REDUCE)  # fmt: skip
+            + uni(module) + op.BINPUT + b"\x00" + op.POP
+            + uni(name) + op.BINPUT + b"\x01" + op.POP
+            + op.BINGET + b"\x00" + op.BINGET + b"\x01" + op.STACK_GLOBAL)  # fmt: skip
 
 
-def _build_setattr(m: str) -> bytes:
-    """modelscan #85: BUILD slot-state sets numpy.prod.a='os', .b='system'; dotted GLOBAL reads."""
-    state_a = op.NONE + dct([(uni("a"), uni("os"))]) + op.TUPLE2
-    state_b = op.NONE + dct([(uni("b"), uni("system"))]) + op.TUPLE2
+def _build_setattr(module: str, name: str) -> bytes:
+    """modelscan #85: BUILD slot-state sets numpy.prod.a/.b to the names; dotted GLOBAL reads."""
+    state_a = op.NONE + dct([(uni("a"), uni(module))]) + op.TUPLE2
+    state_b = op.NONE + dct([(uni("b"), uni(name))]) + op.TUPLE2
     return (glob("numpy", "prod") + state_a + op.BUILD + state_b + op.BUILD + op.POP
-            + glob("numpy", "prod.a") + glob("numpy", "prod.b") + op.STACK_GLOBAL
-            + uni(sh(m)) + op.TUPLE1 + op.REDUCE)  # fmt: skip
+            + glob("numpy", "prod.a") + glob("numpy", "prod.b") + op.STACK_GLOBAL)  # fmt: skip
 
 
-STACK_GLOBAL: list[PickleRow] = [
-    ("opcode_stack_global_rot13_names.pkl", "names decoded at load: codecs.decode(rot13)",
-     lambda m: _rot13("os") + _rot13("system") + op.STACK_GLOBAL + uni(sh(m)) + op.TUPLE1
-     + op.REDUCE),
-    ("opcode_stack_global_joined_names.pkl", "names built at load with str.join",
-     lambda m: _joined("os") + _joined("system") + op.STACK_GLOBAL + uni(sh(m)) + op.TUPLE1
-     + op.REDUCE),
-    ("opcode_stack_global_memo_get.pkl", "names fetched from memo with text PUT/GET", _memo_text),
-    ("opcode_stack_global_memo_binget.pkl", "names fetched with BINPUT/BINGET", _memo_binget),
-    ("opcode_stack_global_memo_long_binget.pkl", "names fetched with LONG_BINGET 70000",
-     _memo_long_binget),
-    ("opcode_stack_global_memo_confusion.pkl", "BINPUT/MEMOIZE mixed: memo index confusion",
-     _memo_confusion),
-    ("opcode_stack_global_memo_overwrite.pkl", "memo slots overwritten after safe names",
-     _memo_overwrite),
-    ("opcode_stack_global_build_setattr.pkl", "BUILD sets attributes read back by GLOBAL",
-     _build_setattr),
-    ("opcode_stack_global_short_binstring.pkl", "module/name as SHORT_BINSTRING (non-unicode)",
-     lambda m: short_binstring("os") + short_binstring("system") + op.STACK_GLOBAL
-     + uni(sh(m)) + op.TUPLE1 + op.REDUCE),
-    ("opcode_stack_global_binstring.pkl", "module/name as BINSTRING",
-     lambda m: binstring("os") + binstring("system") + op.STACK_GLOBAL + uni(sh(m))
-     + op.TUPLE1 + op.REDUCE),
-    ("opcode_stack_global_string.pkl", "module/name as protocol-0 STRING",
-     lambda m: string0("os") + string0("system") + op.STACK_GLOBAL + uni(sh(m)) + op.TUPLE1
-     + op.REDUCE),
-    ("opcode_stack_global_unicode_escapes.pkl", "names as UNICODE \\uXXXX escapes",
-     lambda m: uni0_escaped("os") + uni0_escaped("system") + op.STACK_GLOBAL
-     + uni0_escaped(sh(m)) + op.TUPLE1 + op.REDUCE),
+ESCAPED = Encoding(s=uni0_escaped)
+
+STACK_GLOBAL: list[Trick] = [
+    Trick("opcode_stack_global_rot13_names.pkl", "names decoded at load: codecs.decode(rot13)",
+          _via(lambda mo, na: _rot13(mo) + _rot13(na) + op.STACK_GLOBAL)),
+    Trick("opcode_stack_global_joined_names.pkl", "names built at load with str.join",
+          _via(lambda mo, na: _joined(mo) + _joined(na) + op.STACK_GLOBAL)),
+    Trick("opcode_stack_global_memo_get.pkl", "names fetched from memo with text PUT/GET",
+          _via(_memo_text)),
+    Trick("opcode_stack_global_memo_binget.pkl", "names fetched with BINPUT/BINGET",
+          _via(_memo_binget)),
+    Trick("opcode_stack_global_memo_long_binget.pkl", "names fetched with LONG_BINGET 70000",
+          _via(_memo_long_binget)),
+    Trick("opcode_stack_global_memo_confusion.pkl", "BINPUT/MEMOIZE mixed: memo index confusion",
+          _via(_memo_confusion)),
+    Trick("opcode_stack_global_memo_overwrite.pkl", "memo slots overwritten after safe names",
+          _via(_memo_overwrite)),
+    Trick("opcode_stack_global_build_setattr.pkl", "BUILD sets attributes read back by GLOBAL",
+          _via(_build_setattr)),
+    Trick("opcode_stack_global_short_binstring.pkl",
+          "module/name as SHORT_BINSTRING (non-unicode)",
+          _via(lambda mo, na: short_binstring(mo) + short_binstring(na) + op.STACK_GLOBAL)),
+    Trick("opcode_stack_global_binstring.pkl", "module/name as BINSTRING",
+          _via(lambda mo, na: binstring(mo) + binstring(na) + op.STACK_GLOBAL)),
+    Trick("opcode_stack_global_string.pkl", "module/name as protocol-0 STRING",
+          _via(lambda mo, na: string0(mo) + string0(na) + op.STACK_GLOBAL)),
+    Trick("opcode_stack_global_unicode_escapes.pkl",
+          "names and every string as UNICODE \\uXXXX escapes",
+          _via(lambda mo, na: uni0_escaped(mo) + uni0_escaped(na) + op.STACK_GLOBAL, ESCAPED)),
 ]  # fmt: skip
 
 
-def _ext(m: str, opcode: bytes, code: int, width: int) -> bytes:
-    register = call(glob("copyreg", "add_extension"), uni("os"), uni("system"), integer(code))
-    return (
-        register
-        + op.POP
-        + opcode
-        + code.to_bytes(width, "little")
-        + uni(sh(m))
-        + op.TUPLE1
-        + op.REDUCE
-    )
+def _ext(opcode: bytes, code: int, width: int) -> Callable:
+    def at_entry(module: str, name: str, args: list[bytes]) -> bytes:
+        register = call(glob("copyreg", "add_extension"), uni(module), uni(name), integer(code))
+        return (register + op.POP + opcode + code.to_bytes(width, "little") + tup(*args)
+                + op.REDUCE)  # fmt: skip
+
+    return lambda m, g: gadget_body(m, g, BASE, at_entry)
 
 
-EXTENSIONS: list[PickleRow] = [
-    ("opcode_ext1.pkl", "copyreg.add_extension then EXT1 names os.system by number",
-     lambda m: _ext(m, op.EXT1, 0xF1, 1)),
-    ("opcode_ext2.pkl", "copyreg.add_extension then EXT2", lambda m: _ext(m, op.EXT2, 0x1234, 2)),
-    ("opcode_ext4.pkl", "copyreg.add_extension then EXT4",
-     lambda m: _ext(m, op.EXT4, 0x12345678, 4)),
+EXTENSIONS: list[Trick] = [
+    Trick("opcode_ext1.pkl", "copyreg.add_extension then EXT1 names the callable by number",
+          _ext(op.EXT1, 0xF1, 1)),
+    Trick("opcode_ext2.pkl", "copyreg.add_extension then EXT2", _ext(op.EXT2, 0x1234, 2)),
+    Trick("opcode_ext4.pkl", "copyreg.add_extension then EXT4", _ext(op.EXT4, 0x12345678, 4)),
 ]  # fmt: skip
 
 
-def _binpersid(m: str) -> bytes:
-    pid = tup(uni("storage"), os_system(m), uni("0"), uni("cpu"), integer(1))
+def _binpersid(m: str, g: Gadget) -> bytes:
+    pid = tup(uni("storage"), gadget_body(m, g), uni("0"), uni("cpu"), integer(1))
     return pid + op.BINPERSID
 
 
-HIDDEN: list[PickleRow] = [
-    ("opcode_result_popped.pkl", "call result discarded with POP, stream returns None",
-     lambda m: os_system(m) + op.POP),
-    ("opcode_result_pop_mark.pkl", "call inside MARK ... POP_MARK",
-     lambda m: op.MARK + integer(1) + os_system(m) + op.POP_MARK),
-    ("opcode_result_built_into_state.pkl", "result hidden in BUILD state of a SimpleNamespace",
-     lambda m: call(glob("types", "SimpleNamespace")) + dct([(uni("x"), os_system(m))])
-     + op.BUILD),
-    ("opcode_result_dict_value.pkl", "result stored as a dict value (SETITEMS)",
-     lambda m: dct([(uni("weights"), os_system(m))])),
-    ("opcode_persid_after_payload.pkl", "payload, then PERSID aborts a plain load afterwards",
-     lambda m: os_system(m) + op.POP + op.PERSID + b"0\n"),
-    ("opcode_binpersid_payload_in_pid.pkl", "payload evaluated inside a BINPERSID tuple",
-     _binpersid),
+HIDDEN: list[Trick] = [
+    Trick("opcode_result_popped.pkl", "call result discarded with POP, stream returns None",
+          lambda m, g: gadget_body(m, g) + op.POP),
+    Trick("opcode_result_pop_mark.pkl", "call inside MARK ... POP_MARK",
+          lambda m, g: op.MARK + integer(1) + gadget_body(m, g) + op.POP_MARK),
+    Trick("opcode_result_built_into_state.pkl",
+          "result hidden in BUILD state of a SimpleNamespace",
+          lambda m, g: call(glob("types", "SimpleNamespace"))
+          + dct([(uni("x"), gadget_body(m, g))]) + op.BUILD),
+    Trick("opcode_result_dict_value.pkl", "result stored as a dict value (SETITEMS)",
+          lambda m, g: dct([(uni("weights"), gadget_body(m, g))])),
+    Trick("opcode_persid_after_payload.pkl", "payload, then PERSID aborts a plain load afterwards",
+          lambda m, g: gadget_body(m, g) + op.POP + op.PERSID + b"0\n"),
+    Trick("opcode_binpersid_payload_in_pid.pkl", "payload evaluated inside a BINPERSID tuple",
+          _binpersid),
 ]  # fmt: skip
 
 
-def _setstate_gadget(m: str) -> bytes:
+def _unary_parts(m: str, g: Gadget) -> tuple[bytes, bytes]:
+    """(callable, its single argument) of a one-argument gadget."""
+    tree = g.build(m)
+    return render(tree.fn), render(tree.args[0])
+
+
+def _setstate_gadget(m: str, g: Gadget) -> bytes:
+    fn, arg = _unary_parts(m, g)
     ns = call(glob("types", "SimpleNamespace"))
-    first = dct([(uni("__setstate__"), glob("os", "system"))]) + op.BUILD
-    return ns + first + uni(sh(m)) + op.BUILD
+    return ns + dct([(uni("__setstate__"), fn)]) + op.BUILD + arg + op.BUILD
 
 
-def _append_gadget(m: str) -> bytes:
+def _append_gadget(m: str, g: Gadget) -> bytes:
+    fn, arg = _unary_parts(m, g)
     ns = call(glob("types", "SimpleNamespace"))
-    return (
-        ns
-        + dct([(uni("append"), glob("os", "system"))])
-        + op.BUILD
-        + op.MARK
-        + uni(sh(m))
-        + op.APPENDS
-    )
+    return ns + dct([(uni("append"), fn)]) + op.BUILD + op.MARK + arg + op.APPENDS
 
 
-SETSTATE: list[PickleRow] = [
-    ("opcode_build_setstate_gadget.pkl", "BUILD sets __setstate__=os.system, 2nd BUILD calls it",
-     _setstate_gadget),
-    ("opcode_appends_append_gadget.pkl", "APPENDS on an object whose `append` is os.system",
-     _append_gadget),
-    ("opcode_setitems_shelve.pkl", "SETITEMS into shelve.open(path): disk-writing __setitem__",
-     lambda m: call(glob("shelve", "open"), uni(m)) + op.MARK + uni("k") + uni("v")
-     + op.SETITEMS),
+SETSTATE: list[Trick] = [
+    Trick("opcode_build_setstate_gadget.pkl",
+          "BUILD sets __setstate__ to the callable, a 2nd BUILD calls it", _setstate_gadget,
+          need=unary),
+    Trick("opcode_appends_append_gadget.pkl", "APPENDS on an object whose `append` is the callable",
+          _append_gadget, need=unary),
+    Trick("opcode_setitems_shelve.pkl", "SETITEMS into shelve.open(path): disk-writing __setitem__",
+          lambda m, g: call(glob("shelve", "open"), uni(m)) + op.MARK + uni("k") + uni("v")
+          + op.SETITEMS, rotate=False),
 ]  # fmt: skip
 
 
@@ -628,56 +692,59 @@ def _benign_dict() -> bytes:
 
 
 # Stream rows produce complete streams (not bodies): framing is the technique.
-STREAMS: list[PickleRow] = [
-    ("stream_second_pickle_malicious.pkl", "benign pickle, then a malicious one back to back",
-     lambda m: _benign_dict() + os_system_pickle(m, 2)),
-    ("stream_third_pickle_malicious.pkl", "three pickles (proto 2, 2, 4), the third malicious",
-     lambda m: _benign_dict() + _benign_dict() + os_system_pickle(m, 4)),
-    ("stream_trailing_garbage.pkl", "malicious pickle followed by junk bytes after STOP",
-     lambda m: os_system_pickle(m, 2) + b"\xff\xfe junk \x00" * 8),
-    ("stream_truncated_after_reduce.pkl", "stream ends right after REDUCE (no STOP)",
-     lambda m: op.PROTO + b"\x02" + os_system(m)),
-    ("stream_exception_after_payload_int_global.pkl",
-     "payload, then STACK_GLOBAL on ints: parsers that raise lose the finding (EDP)",
-     lambda m: wrap(os_system(m) + op.POP + integer(1) + integer(2) + op.STACK_GLOBAL, 4)),
-    ("stream_exception_after_payload_bad_memo.pkl",
-     "payload, then BINGET of a memo slot never written",
-     lambda m: wrap(os_system(m) + op.POP + op.BINGET + b"\x63", 2)),
-    ("stream_no_proto_header_proto4_ops.pkl", "protocol-4 opcodes without a PROTO header",
-     lambda m: stack_glob("os", "system") + uni(sh(m)) + op.TUPLE1 + op.REDUCE + op.STOP),
+STREAMS: list[Trick] = [
+    Trick("stream_second_pickle_malicious.pkl", "benign pickle, then a malicious one back to back",
+          lambda m, g: _benign_dict() + gadget_pickle(m, g, 2)),
+    Trick("stream_third_pickle_malicious.pkl", "three pickles (proto 2, 2, 4), the third malicious",
+          lambda m, g: _benign_dict() + _benign_dict() + gadget_pickle(m, g, 4)),
+    Trick("stream_trailing_garbage.pkl", "malicious pickle followed by junk bytes after STOP",
+          lambda m, g: gadget_pickle(m, g, 2) + b"\xff\xfe junk \x00" * 8),
+    Trick("stream_truncated_after_reduce.pkl", "stream ends right after the payload (no STOP)",
+          lambda m, g: op.PROTO + b"\x02" + gadget_body(m, g)),
+    Trick("stream_exception_after_payload_int_global.pkl",
+          "payload, then STACK_GLOBAL on ints: parsers that raise lose the finding (EDP)",
+          lambda m, g: wrap(gadget_body(m, g) + op.POP + integer(1) + integer(2)
+                            + op.STACK_GLOBAL, 4)),
+    Trick("stream_exception_after_payload_bad_memo.pkl",
+          "payload, then BINGET of a memo slot never written",
+          lambda m, g: wrap(gadget_body(m, g) + op.POP + op.BINGET + b"\x63", 2)),
+    Trick("stream_no_proto_header_proto4_ops.pkl",
+          "protocol-4 opcodes (STACK_GLOBAL) without a PROTO header",
+          lambda m, g: gadget_body(m, g, BASE, pushing(stack_glob)) + op.STOP),
 ]  # fmt: skip
 
 
-def _dup_growth(m: str) -> bytes:
-    body = os_system(m)
+def _dup_growth(m: str, g: Gadget) -> bytes:
+    body = gadget_body(m, g)
     for _ in range(64):
         body += op.DUP + op.TUPLE2
     return body
 
 
-def _memo_growth(m: str) -> bytes:
-    body = os_system(m) + op.LONG_BINPUT + (0).to_bytes(4, "little")
+def _memo_growth(m: str, g: Gadget) -> bytes:
+    body = gadget_body(m, g) + op.LONG_BINPUT + (0).to_bytes(4, "little")
     for i in range(64):
         get = op.LONG_BINGET + i.to_bytes(4, "little")
         body += op.POP + get + get + op.TUPLE2 + op.LONG_BINPUT + (i + 1).to_bytes(4, "little")
     return body
 
 
-def _deep_nesting(m: str) -> bytes:
+def _deep_nesting(m: str, g: Gadget) -> bytes:
     depth = 100_000
-    return op.EMPTY_LIST * depth + os_system(m) + op.APPEND * depth
+    return op.EMPTY_LIST * depth + gadget_body(m, g) + op.APPEND * depth
 
 
-BOUNDS: list[PickleRow] = [
-    ("bounds_dup_exponential_growth.pkl", "64 x DUP+TUPLE2: 2**64 leaves if expanded",
-     _dup_growth),
-    ("bounds_memo_get_exponential_growth.pkl", "64 x BINGET pairs: exponential via memo",
-     _memo_growth),
-    ("bounds_deep_list_nesting.pkl", "100,000 nested lists around the payload", _deep_nesting),
+BOUNDS: list[Trick] = [
+    Trick("bounds_dup_exponential_growth.pkl", "64 x DUP+TUPLE2: 2**64 leaves if expanded",
+          _dup_growth),
+    Trick("bounds_memo_get_exponential_growth.pkl", "64 x BINGET pairs: exponential via memo",
+          _memo_growth),
+    Trick("bounds_deep_list_nesting.pkl", "100,000 nested lists around the payload",
+          _deep_nesting),
 ]  # fmt: skip
 
 
-PICKLE_GROUPS: list[tuple[str, list[PickleRow]]] = [
+GADGET_GROUPS: list[tuple[str, list[PickleRow]]] = [
     ("gadget-shell", SHELL),
     ("gadget-exec", EXEC),
     ("gadget-import-resolver", RESOLVER),
@@ -687,6 +754,9 @@ PICKLE_GROUPS: list[tuple[str, list[PickleRow]]] = [
     ("gadget-network", NETWORK),
     ("gadget-nested-deserializer", NESTED),
     ("gadget-code-object", CODE),
+]
+
+TRICK_GROUPS: list[tuple[str, list[Trick]]] = [
     ("opcode-inst-obj-newobj", INSTANTIATION),
     ("opcode-stack-global-indirection", STACK_GLOBAL),
     ("opcode-ext-registry", EXTENSIONS),
@@ -706,25 +776,44 @@ def _protocol_for(name: str, body: bytes) -> int:
     return 2
 
 
-def pickle_samples(marker_dir: Path) -> list[tuple[Sample, bytes]]:
-    """Every pickle-stream sample as (manifest row, file bytes)."""
+def _marker(marker_dir: Path, name: str) -> str:
+    return str(marker_dir / name.split(".")[0])
+
+
+def with_gadget(description: str, g: Gadget | None) -> tuple[str, str]:
+    """(description, payload) of a sample, naming the rotated gadget it carries."""
+    if g is None:
+        return description, "creates marker"
+    return f"{description}; gadget: {g.label}", f"creates marker via {g.key}"
+
+
+def pickle_samples(marker_dir: Path, rotation: Rotation | None = None
+                   ) -> list[tuple[Sample, bytes]]:  # fmt: skip
+    """Every pickle-stream sample as (manifest row, file bytes); trick rows draw their
+    payload from `rotation` in order."""
+    rotation = rotation or Rotation()
     out: list[tuple[Sample, bytes]] = []
 
-    def marker(name: str) -> str:
-        return str(marker_dir / name.split(".")[0])
+    def trick_sample(technique: str, t: Trick, finish: Callable[[bytes], bytes]) -> None:
+        g = rotation.next(t.need) if t.rotate else None
+        data = finish(t.build(_marker(marker_dir, t.name), g))
+        description, payload = with_gadget(t.description, g)
+        out.append((Sample(t.name, technique, description, True, payload), data))
 
-    for technique, rows in PICKLE_GROUPS:
+    for technique, rows in GADGET_GROUPS:
         for name, description, build in rows:
-            body = build(marker(name))
-            proto = _protocol_for(name, body)
-            data = wrap(body + op.POP + op.NONE, proto)
+            body = build(_marker(marker_dir, name))
+            data = wrap(body + op.POP + op.NONE, _protocol_for(name, body))
             out.append((Sample(name, technique, description, True, "creates marker"), data))
-    for name, description, proto, build in PROTOCOLS:
-        data = wrap(build(marker(name)) + op.POP + op.NONE, proto)
-        out.append((Sample(name, "opcode-protocol", description, True, "creates marker"), data))
-    for name, description, build in STREAMS:
-        out.append((Sample(name, "stream-framing", description, True, "creates marker"),
-                    build(marker(name))))  # fmt: skip
+    for technique, tricks in TRICK_GROUPS:
+        for t in tricks:
+            trick_sample(
+                technique, t, lambda b, n=t.name: wrap(b + op.POP + op.NONE, _protocol_for(n, b))
+            )
+    for proto, t in PROTOCOLS:
+        trick_sample("opcode-protocol", t, lambda b, p=proto: wrap(b + op.POP + op.NONE, p))
+    for t in STREAMS:
+        trick_sample("stream-framing", t, lambda b: b)
     return out
 
 
@@ -733,17 +822,19 @@ def build_malicious_corpus(out_dir: Path, marker_dir: Path) -> list[Sample]:
 
     Payloads point at `marker_dir`, so a scanner run that ever executed one leaves a file
     there. The pickle samples come from this module; containers and model formats from
-    `tests.corpus.malicious_formats`.
+    `tests.corpus.malicious_formats`. One `Rotation` runs through both, so the trick and
+    container samples walk the gadget list in a fixed order.
     """
     from tests.corpus.malicious_formats import format_samples
 
     out_dir.mkdir(parents=True, exist_ok=True)
     marker_dir.mkdir(parents=True, exist_ok=True)
+    rotation = Rotation()
     samples: list[Sample] = []
-    for sample, data in pickle_samples(marker_dir):
+    for sample, data in pickle_samples(marker_dir, rotation):
         (out_dir / sample.path).write_bytes(data)
         samples.append(sample)
-    samples.extend(format_samples(out_dir, marker_dir))
+    samples.extend(format_samples(out_dir, marker_dir, rotation))
     names = [s.path for s in samples]
     if len(names) != len(set(names)):
         raise AssertionError("duplicate sample paths in the malicious corpus")
@@ -753,12 +844,17 @@ def build_malicious_corpus(out_dir: Path, marker_dir: Path) -> list[Sample]:
 
 # Re-exported for the format module: one definition of "the payload pickle".
 __all__ = [
+    "ROTATION",
+    "Rotation",
     "build_malicious_corpus",
     "cloudpickle_function_call",
+    "gadget_body",
+    "gadget_pickle",
     "os_system",
     "os_system_pickle",
     "payload_function",
     "pickle_samples",
     "py",
     "sh",
+    "with_gadget",
 ]

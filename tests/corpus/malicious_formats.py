@@ -9,6 +9,10 @@ directory) carry their own ways to run code or touch files. Every byte is writte
 or with a writer that only serialises data (`zipfile`, `tarfile`, `gzip`, `h5py`,
 `onnx.helper`); nothing is loaded.
 
+Container samples carry the next gadget of the shared rotation (`tests.corpus.gadgets`,
+listed in `tests/corpus/malicious.py`'s docstring), not always `os.system`: a container trick
+is measured with the gadgets public bypasses pair it with.
+
 Where a format has no code path of its own (ONNX external data, safetensors offsets), the
 `payload` field says what the file does instead, and the sample still carries the malicious
 pickle where a loader that falls back to `torch.load` would run it.
@@ -33,11 +37,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.corpus import Sample
+from tests.corpus.gadgets import ENC0, Gadget, Rotation, gadget_body, gadget_pickle
 from tests.corpus.malicious import (
     cloudpickle_function_call,
-    os_system,
     os_system_pickle,
     sh,
+    with_gadget,
 )
 from tests.corpus.rawbytes import (
     ZipMember,
@@ -62,20 +67,45 @@ BOMB_CHUNKS = 64  # x 16 MiB of zeros = 1 GiB decompressed
 
 
 class _Writer:
-    """Collects samples; each helper writes one file or directory and records its row."""
+    """Collects samples; each helper writes one file or directory and records its row.
 
-    def __init__(self, out_dir: Path, marker_dir: Path) -> None:
+    Container samples take their payload from the shared gadget `rotation` (`payload`,
+    `gadget`); the gadget a sample used is named in its description and payload fields.
+    """
+
+    def __init__(self, out_dir: Path, marker_dir: Path, rotation: Rotation) -> None:
         self.out_dir = out_dir
         self.marker_dir = marker_dir
+        self.rotation = rotation
         self.samples: list[Sample] = []
+        self._used: dict[str, Gadget] = {}
 
     def marker(self, name: str) -> str:
         return str(self.marker_dir / name.split(".")[0])
 
+    def gadget(self, name: str) -> Gadget:
+        """The next gadget of the rotation, recorded for sample `name`."""
+        g = self.rotation.next()
+        self._used[name.split(".")[0]] = g
+        return g
+
+    def payload(self, name: str, proto: int = 2) -> bytes:
+        """A complete pickle running the next gadget, creating sample `name`'s marker."""
+        return gadget_pickle(self.marker(name), self.gadget(name), proto)
+
+    def _row(self, name: str, technique: str, description: str, payload: str) -> Sample:
+        g = self._used.pop(name.split(".")[0], None)
+        if g is not None:
+            fixed = payload
+            description, payload = with_gadget(description, g)
+            if fixed != "creates marker":
+                payload = f"{fixed} (via {g.key})"
+        return Sample(name, technique, description, True, payload)
+
     def file(self, name: str, technique: str, description: str, data: bytes,
              payload: str = "creates marker") -> None:  # fmt: skip
         (self.out_dir / name).write_bytes(data)
-        self.samples.append(Sample(name, technique, description, True, payload))
+        self.samples.append(self._row(name, technique, description, payload))
 
     def directory(self, name: str, technique: str, description: str,
                   files: dict[str, bytes], payload: str = "creates marker") -> Path:  # fmt: skip
@@ -84,7 +114,7 @@ class _Writer:
             path = root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        self.samples.append(Sample(name, technique, description, True, payload))
+        self.samples.append(self._row(name, technique, description, payload))
         return root
 
 
@@ -131,59 +161,58 @@ def nested_zip(inner: bytes, levels: int, inner_name: str = "data.pkl") -> bytes
 
 def _zip_samples(w: _Writer) -> None:
     t = "container-zip"
-    bad = os_system_pickle
     good = benign_state_dict_pickle()
     w.file(
         "zip_torch_data_pkl_malicious.pt",
         t,
-        "PyTorch zip whose data.pkl runs os.system",
-        raw_zip(torch_members(bad(w.marker("zip_torch_data_pkl_malicious")))),
+        "PyTorch zip whose data.pkl is malicious",
+        raw_zip(torch_members(w.payload("zip_torch_data_pkl_malicious"))),
     )
-    m = w.marker("zip_torch_extra_member_no_extension")
+    m = "zip_torch_extra_member_no_extension"
     w.file(
         "zip_torch_extra_member_no_extension.pt",
         t,
         "benign data.pkl plus an extra pickle member named archive/extra/config",
-        raw_zip([*torch_members(good), ZipMember("archive/extra/config", bad(m))]),
+        raw_zip([*torch_members(good), ZipMember("archive/extra/config", w.payload(m))]),
     )
-    m = w.marker("zip_torch_extra_pkl_member")
+    m = "zip_torch_extra_pkl_member"
     w.file(
         "zip_torch_extra_pkl_member.pt",
         t,
         "extra member archive/tokenizer.pkl is malicious",
-        raw_zip([*torch_members(good), ZipMember("archive/tokenizer.pkl", bad(m))]),
+        raw_zip([*torch_members(good), ZipMember("archive/tokenizer.pkl", w.payload(m))]),
     )
-    m = w.marker("zip_data_pkl_odd_location")
+    m = "zip_data_pkl_odd_location"
     w.file(
         "zip_data_pkl_odd_location.pt",
         t,
         "data.pkl under a deep, non-torch root directory",
-        raw_zip(torch_members(bad(m), root="x/y/z/checkpoint")),
+        raw_zip(torch_members(w.payload(m), root="x/y/z/checkpoint")),
     )
-    m = w.marker("zip_pickle_member_named_bin")
+    m = "zip_pickle_member_named_bin"
     w.file(
         "zip_pickle_member_named_bin.pt",
         t,
         "pickle stored as archive/weights.bin",
-        raw_zip([*torch_members(good), ZipMember("archive/weights.bin", bad(m, 4))]),
+        raw_zip([*torch_members(good), ZipMember("archive/weights.bin", w.payload(m, 4))]),
     )
-    m = w.marker("zip_proto0_member_no_magic")
-    proto0 = glob("os", "system") + op.MARK + b"V" + sh(m).encode() + b"\n" + op.TUPLE + op.REDUCE
+    m = "zip_proto0_member_no_magic"
+    proto0 = gadget_body(w.marker(m), w.gadget(m), ENC0)  # text opcodes only
     w.file(
         "zip_proto0_member_no_magic.pt",
         t,
         "protocol-0 data.pkl: no 0x80 magic byte",
         raw_zip(torch_members(proto0 + op.STOP)),
     )
-    m = w.marker("zip_nested_3_levels")
+    m = "zip_nested_3_levels"
     w.file(
         "zip_nested_3_levels.zip",
         t,
         "zip in zip in zip, malicious data.pkl innermost",
-        nested_zip(bad(m), 3),
+        nested_zip(w.payload(m), 3),
     )
-    m = w.marker("zip_bad_crc")
-    members = torch_members(bad(m))
+    m = "zip_bad_crc"
+    members = torch_members(w.payload(m))
     members[0].crc = 0xDEADBEEF
     w.file(
         "zip_bad_crc.pt",
@@ -191,14 +220,14 @@ def _zip_samples(w: _Writer) -> None:
         "wrong CRC: zipfile raises, torch's reader ignores CRCs",
         raw_zip(members),
     )
-    m = w.marker("zip_encrypted_flag_bit")
-    members = torch_members(bad(m))
+    m = "zip_encrypted_flag_bit"
+    members = torch_members(w.payload(m))
     members[0].flags = 0x1
     w.file(
         "zip_encrypted_flag_bit.pt", t, "encryption flag set on a plain member", raw_zip(members)
     )
-    m = w.marker("zip_data_descriptor_flag_bit")
-    members = torch_members(bad(m))
+    m = "zip_data_descriptor_flag_bit"
+    members = torch_members(w.payload(m))
     members[0].flags = 0x8
     w.file(
         "zip_data_descriptor_flag_bit.pt",
@@ -206,36 +235,36 @@ def _zip_samples(w: _Writer) -> None:
         "data-descriptor flag without a descriptor",
         raw_zip(members),
     )
-    m = w.marker("zip_duplicate_name_malicious_last")
+    m = "zip_duplicate_name_malicious_last"
     w.file(
         "zip_duplicate_name_malicious_last.pt",
         t,
         "two archive/data.pkl, the 2nd malicious",
-        raw_zip([*torch_members(good), ZipMember("archive/data.pkl", bad(m))]),
+        raw_zip([*torch_members(good), ZipMember("archive/data.pkl", w.payload(m))]),
     )
-    m = w.marker("zip_duplicate_name_malicious_first")
+    m = "zip_duplicate_name_malicious_first"
     w.file(
         "zip_duplicate_name_malicious_first.pt",
         t,
         "two archive/data.pkl, the 1st malicious",
-        raw_zip([ZipMember("archive/data.pkl", bad(m)), *torch_members(good)]),
+        raw_zip([ZipMember("archive/data.pkl", w.payload(m)), *torch_members(good)]),
     )
-    m = w.marker("zip_prefix_bytes")
+    m = "zip_prefix_bytes"
     w.file(
         "zip_prefix_bytes.pt",
         t,
         "512 junk bytes before the zip (offsets count them)",
-        raw_zip(torch_members(bad(m)), prefix=os.urandom(512)),
+        raw_zip(torch_members(w.payload(m)), prefix=os.urandom(512)),
     )
-    m = w.marker("zip_polyglot_pickle_then_zip")
+    m = "zip_polyglot_pickle_then_zip"
     w.file(
         "zip_polyglot_pickle_then_zip.pt",
         t,
         "a malicious pickle at offset 0, a benign torch zip after it: pickle.load runs it",
-        raw_zip(torch_members(good), prefix=bad(m)),
+        raw_zip(torch_members(good), prefix=w.payload(m)),
     )
-    m = w.marker("zip_deflated_member")
-    members = torch_members(bad(m))
+    m = "zip_deflated_member"
+    members = torch_members(w.payload(m))
     members[0].deflate = True
     w.file(
         "zip_deflated_member.pt", t, "data.pkl deflate-compressed (torch stores)", raw_zip(members)
@@ -251,7 +280,7 @@ def _legacy_samples(w: _Writer) -> None:
         with tarfile.open(fileobj=buf, mode="w:", format=tarfile.PAX_FORMAT) as tar:
             contents = {"sys_info": wrap(dct([(uni("little_endian"), op.NEWTRUE)]), 2),
                         "pickle": zero, "storages": zero, "tensors": zero}  # fmt: skip
-            contents[member] = os_system_pickle(w.marker(name))
+            contents[member] = w.payload(name)
             for key, data in contents.items():
                 info = tarfile.TarInfo(key)
                 info.size = len(data)
@@ -267,14 +296,14 @@ def _legacy_samples(w: _Writer) -> None:
         f"{name}.pt",
         t,
         "legacy stream: magic, protocol, sys_info, then a malicious model",
-        magic + proto + sys_info + os_system_pickle(w.marker(name)) + keys,
+        magic + proto + sys_info + w.payload(name) + keys,
     )
     name = "legacy_stream_sys_info_pickle"
     w.file(
         f"{name}.pt",
         t,
         "legacy stream whose sys_info pickle is the malicious one",
-        magic + proto + os_system_pickle(w.marker(name)) + wrap(op.NONE, 2) + keys,
+        magic + proto + w.payload(name) + wrap(op.NONE, 2) + keys,
     )
 
 
@@ -292,14 +321,14 @@ def _compressed_samples(w: _Writer) -> None:
         ("compressed_bz2_named_npy.npy", "bz2 pickle named .npy", bz2.compress),
     ]  # fmt: skip
     for name, description, compress in rows:
-        w.file(name, t, description, compress(os_system_pickle(w.marker(name))))
+        w.file(name, t, description, compress(w.payload(name)))
     name = "joblib_uncompressed_numpy_wrapper.joblib"
     wrapper = call(glob("joblib.numpy_pickle", "NumpyArrayWrapper")) + op.POP
     w.file(
         name,
         t,
-        "uncompressed joblib file: NumpyArrayWrapper then os.system",
-        wrap(wrapper + os_system(w.marker(name)), 2),
+        "uncompressed joblib file: NumpyArrayWrapper then the payload",
+        wrap(wrapper + gadget_body(w.marker(name), w.gadget(name)), 2),
     )
 
 
@@ -310,7 +339,7 @@ def _numpy_samples(w: _Writer) -> None:
         name,
         t,
         ".npy with object dtype: the array body is a pickle",
-        npy_object_array(os_system_pickle(w.marker(name), 3)),
+        npy_object_array(w.payload(name, 3)),
     )
     name = "numpy_object_dtype_member.npz"
     buf = io.BytesIO()
@@ -319,14 +348,14 @@ def _numpy_samples(w: _Writer) -> None:
         floats += b" " * (64 - 10 - len(floats) - 1) + b"\n"
         zf.writestr("weights.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(floats)) + floats
                     + struct.pack("<2d", 1.0, 2.0))  # fmt: skip
-        zf.writestr("meta.npy", npy_object_array(os_system_pickle(w.marker(name), 3)))
+        zf.writestr("meta.npy", npy_object_array(w.payload(name, 3)))
     w.file(name, t, ".npz: a float array and an object-dtype member", buf.getvalue())
 
 
 def _bounds_samples(w: _Writer) -> None:
     t = "bounds"
     name = "bounds_zip_bomb_1gib.zip"
-    head = os_system_pickle(w.marker(name))
+    head = w.payload(name)
     crc = crc_with_zero_tail(head, BOMB_CHUNKS)
     size = len(head) + BOMB_CHUNKS * (1 << 24)
     deflated = deflate_with_zero_tail(head, BOMB_CHUNKS)
@@ -337,7 +366,7 @@ def _bounds_samples(w: _Writer) -> None:
         raw_zip([ZipMember("archive/data.pkl", head, crc=crc, compressed=deflated, size=size)]),
     )
     name = "bounds_gzip_bomb_1gib.pkl.gz"
-    head = os_system_pickle(w.marker(name))
+    head = w.payload(name)
     w.file(
         name,
         t,
@@ -349,17 +378,17 @@ def _bounds_samples(w: _Writer) -> None:
         ),
     )
     name = "bounds_nested_zip_10_levels.zip"
-    w.file(name, t, "10 levels of zip in zip", nested_zip(os_system_pickle(w.marker(name)), 10))
+    w.file(name, t, "10 levels of zip in zip", nested_zip(w.payload(name), 10))
     name = "bounds_zip_20000_members.zip"
     members = [ZipMember(f"m/{i}.txt", b"x") for i in range(20_000)]
-    members.append(ZipMember("m/data.pkl", os_system_pickle(w.marker(name))))
+    members.append(ZipMember("m/data.pkl", w.payload(name)))
     w.file(name, t, "20,000 members, the malicious pickle last", raw_zip(members))
     name = "bounds_safetensors_header_2gib.safetensors"
     w.file(
         name,
         t,
         "safetensors header length 2 GiB (file is tiny); pickle after it",
-        struct.pack("<Q", 2**31) + b'{"a":' + os_system_pickle(w.marker(name)),
+        struct.pack("<Q", 2**31) + b'{"a":' + w.payload(name),
         payload="header-size bomb; trailing pickle creates marker under a pickle fallback",
     )
 
@@ -878,7 +907,7 @@ def _safetensors_samples(w: _Writer) -> None:
     t = "safetensors"
     fallback = "pickle in the data region creates marker under a torch.load fallback"
     name = "safetensors_overlapping_offsets.safetensors"
-    blob = os_system_pickle(w.marker(name))
+    blob = w.payload(name)
     w.file(
         name,
         t,
@@ -887,7 +916,7 @@ def _safetensors_samples(w: _Writer) -> None:
         payload=fallback,
     )
     name = "safetensors_out_of_bounds_offsets.safetensors"
-    blob = os_system_pickle(w.marker(name))
+    blob = w.payload(name)
     w.file(
         name,
         t,
@@ -900,23 +929,29 @@ def _safetensors_samples(w: _Writer) -> None:
         name,
         t,
         "valid safetensors followed by a malicious pickle after the data",
-        safetensors_bytes({"a": (0, 16)}, bytes(16)) + os_system_pickle(w.marker(name)),
+        safetensors_bytes({"a": (0, 16)}, bytes(16)) + w.payload(name),
         payload=fallback,
     )
     name = "safetensors_is_a_pickle.safetensors"
-    w.file(name, t, "a .safetensors file that is a pickle", os_system_pickle(w.marker(name)))
+    w.file(name, t, "a .safetensors file that is a pickle", w.payload(name))
     name = "safetensors_header_is_zip_torch.safetensors"
     w.file(
         name,
         t,
         ".safetensors name on a PyTorch zip with a malicious data.pkl",
-        raw_zip(torch_members(os_system_pickle(w.marker(name)))),
+        raw_zip(torch_members(w.payload(name))),
     )
 
 
-def format_samples(out_dir: Path, marker_dir: Path) -> list[Sample]:
-    """Write every container and model-format sample; return their manifest rows."""
-    w = _Writer(out_dir, marker_dir)
+def format_samples(out_dir: Path, marker_dir: Path, rotation: Rotation | None = None
+                   ) -> list[Sample]:  # fmt: skip
+    """Write every container and model-format sample; return their manifest rows.
+
+    Container samples (container-*, pickle-carrying bounds, safetensors) take their payload
+    from `rotation` in build order; the MLflow, skops, Keras, TF and ONNX samples keep the
+    payloads of their formats.
+    """
+    w = _Writer(out_dir, marker_dir, rotation or Rotation())
     for build in (_zip_samples, _legacy_samples, _compressed_samples, _numpy_samples,
                   _bounds_samples, _mlflow_samples, _skops_samples, _keras_samples,
                   _tf_samples, _onnx_samples, _safetensors_samples):  # fmt: skip

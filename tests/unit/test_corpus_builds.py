@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import pickletools
+import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.corpus import read_manifest
+from tests.corpus import malicious, read_manifest
+from tests.corpus.gadgets import ROTATION
 from tests.corpus.malicious import build_malicious_corpus
 
 # Streams that are malformed on purpose: the technique is the malformation.
@@ -66,3 +68,32 @@ def test_pickle_samples_parse_without_loading(corpus: tuple[Path, Path]) -> None
         except ValueError as exc:
             broken.append(f"{sample.path}: {exc}")
     assert not broken
+
+
+def _gadget_key(payload: str) -> str | None:
+    match = re.search(r"via (\w+)\)?$", payload)
+    return match.group(1) if match else None
+
+
+def test_trick_and_container_samples_rotate_public_gadgets(corpus: tuple[Path, Path]) -> None:
+    """Trick and container samples carry gadgets from the rotation, not all `os.system`;
+    every gadget is used, evenly, and the module docstring lists the rotation."""
+    out, markers = corpus
+    samples = read_manifest(out)
+    rotated = {s.path: _gadget_key(s.payload) for s in samples if _gadget_key(s.payload)}
+    used = Counter(rotated.values())
+    assert set(used) == {g.key for g in ROTATION}
+    assert max(used.values()) - min(used.values()) <= 2, used
+    for technique in ("opcode-protocol", "opcode-stack-global-indirection", "stream-framing",
+                      "container-zip", "container-compressed", "safetensors"):  # fmt: skip
+        keys = {rotated.get(s.path) for s in samples if s.technique == technique}
+        assert len(keys - {None}) >= 3, (technique, keys)
+    assert all(f"- {g.key}:" in (malicious.__doc__ or "") for g in ROTATION)
+    # each rotated pickle names its own marker (plain or \\uXXXX-escaped), nobody else's
+    for path in rotated:
+        if not path.endswith(".pkl"):
+            continue
+        marker = str(markers / path.split(".")[0])
+        escaped = "".join(f"\\u{ord(c):04x}" for c in marker).encode()
+        data = (out / path).read_bytes()
+        assert marker.encode() in data or escaped in data, path
