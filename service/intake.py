@@ -35,7 +35,7 @@ def request_run(
         model_name=model_name,
         version=version,
         trigger=trigger,
-        policy_digest=policy_for(model_name).digest,
+        policy_digest=policy_for(model_name, settings.policy_path).digest,
         max_attempts=settings.max_attempts,
         automatic=trigger != "manual",
         requested_by=requested_by,

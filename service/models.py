@@ -91,6 +91,8 @@ class GateRun(Base):
     policy_digest: Mapped[str] = mapped_column(String(64))
     artifact_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     artifact_manifest: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    # the rows gates were judged on: name, source, sha256 of the bytes read, row count
+    datasets: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     decision: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     requested_by: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -1,29 +1,38 @@
-"""fetch -> security -> (model-loading gates, later) -> decision, for one claimed run.
+"""fetch -> datasets -> security -> sandboxed evaluation -> decision, for one claimed run.
 
 Pure orchestration: no SQL here. The worker records what this returns in one transaction.
+The model is loaded only in the sandbox, and only after the security gate passed; the
+champion (the version holding the alias) is loaded only if the gatekeeper passed it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
-from gates import security
+from gates import fairness, performance, security
 from gates.base import GateContext, GateResult, Status
+from gates.evaluation import EvaluationData, ModelOutputs, infer_task
+from service.datasets import DatasetError, LoadedDataset, load_dataset
+from service.errors import GatekeeperError
 from service.fetch import fetch_version
 from service.policy import Decision, ModelPolicy, decide
 from service.queue import ClaimedRun
-from service.registry import Registry
+from service.registry import Registry, VersionInfo
+from service.sandbox import Predictions, SandboxLimits, predict_in_sandbox
 
 log = logging.getLogger("gatekeeper.pipeline")
 
 # Gates that load the model; they never run unless the security gate passed.
 MODEL_LOADING_GATES = ("performance", "fairness", "robustness", "drift")
+EVALUATION_GATES = {"performance": performance.check, "fairness": fairness.check}
 
 
 @dataclass
@@ -32,10 +41,22 @@ class PipelineOutcome:
     results: list[dict[str, Any]] = field(default_factory=list)
     artifact_digest: str | None = None
     manifest: list[dict[str, Any]] | None = None
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Data:
+    loaded: dict[str, LoadedDataset] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
 
 
 def run_pipeline(
-    claimed: ClaimedRun, *, registry: Registry, policy: ModelPolicy, scratch_root: Path
+    claimed: ClaimedRun,
+    *,
+    registry: Registry,
+    policy: ModelPolicy,
+    scratch_root: Path,
+    alias: str = "production-ready",
 ) -> PipelineOutcome:
     name, version = claimed.model_name, claimed.model_version
     # The webhook payload was only a hint: this re-read is what we trust.
@@ -43,44 +64,181 @@ def run_pipeline(
     scratch = scratch_root / claimed.id
     shutil.rmtree(scratch, ignore_errors=True)
     try:
-        fetched = fetch_version(registry, info.name, info.version, scratch)
+        fetched = fetch_version(registry, info.name, info.version, scratch / "candidate")
+        data = _load_datasets(policy, registry, info, scratch / "data")
         ctx = GateContext(
             artifact_dir=fetched.root,
             model_name=name,
             model_version=str(version),
             mlmodel=_read_mlmodel(fetched.root),
+            datasets={n: d.frame for n, d in data.loaded.items()},
         )
-        results = _run_gates(ctx, policy, run_id=claimed.id)
+        security_cfg = {**policy.gates.get("security", {}), "columns": dict(policy.data.columns)}
+        results = [_guarded(security.GATE_NAME, security.check, ctx, security_cfg, claimed.id)]
+        if results[0].status != Status.PASS:
+            results += _skipped(
+                policy, "the security gate did not pass, so the model is never loaded"
+            )
+        else:
+            results += _evaluation_gates(
+                ctx, policy, data, fetched.root, registry, info, alias, scratch, claimed.id
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    dicts = [r.to_dict() for r in results]
+    dicts = [r if isinstance(r, dict) else r.to_dict() for r in results]
     return PipelineOutcome(
         decision=decide(dicts, policy),
         results=dicts,
         artifact_digest=fetched.digest,
         manifest=fetched.manifest,
+        datasets=[d.record() for d in data.loaded.values()]
+        + [{"name": n, "error": e} for n, e in data.errors.items()],
     )
 
 
+def _load_datasets(
+    policy: ModelPolicy, registry: Registry, info: VersionInfo, scratch: Path
+) -> _Data:
+    data = _Data()
+    for name in ("evaluation", "training"):
+        spec = getattr(policy.data, name)
+        if spec is None:
+            continue
+        try:
+            data.loaded[name] = load_dataset(
+                name, spec, registry=registry, run_id=info.run_id, scratch=scratch / name
+            )
+        except (DatasetError, GatekeeperError) as exc:
+            data.errors[name] = str(exc)
+    return data
+
+
+def _skipped(policy: ModelPolicy, why: str) -> list[GateResult]:
+    return [
+        GateResult(gate=g, status=Status.SKIPPED, message=f"not run: {why}")
+        for g in MODEL_LOADING_GATES
+        if policy.mode(g) != "off"
+    ]
+
+
+def _evaluation_gates(
+    ctx: GateContext,
+    policy: ModelPolicy,
+    data: _Data,
+    model_dir: Path,
+    registry: Registry,
+    info: VersionInfo,
+    alias: str,
+    scratch: Path,
+    run_id: str,
+) -> list[dict[str, Any]]:
+    enabled = [g for g in EVALUATION_GATES if policy.mode(g) != "off"]
+    if not enabled:
+        return []
+    evaluation = data.loaded.get("evaluation")
+    if evaluation is None:
+        why = data.errors.get("evaluation", "the policy names no evaluation data for this model")
+        return [_error(g, f"evaluation data: {why}") for g in enabled]
+    target = policy.data.evaluation.target if policy.data.evaluation else None
+    assert target is not None  # the policy validator requires it
+    features = evaluation.frame.drop(columns=[target])
+    limits = SandboxLimits(
+        memory_bytes=int(policy.sandbox.memory_gb * 1024**3),
+        cpu_seconds=policy.sandbox.cpu_seconds,
+        wall_seconds=policy.sandbox.wall_seconds,
+    )
+    try:
+        candidate = predict_in_sandbox(
+            model_dir, features, limits=limits, workdir=scratch / "sandbox", run_id=run_id
+        )
+    except GatekeeperError as exc:
+        return [_error(g, f"candidate model in the sandbox: {exc}") for g in enabled]
+    champion, champion_version, champion_note = _champion(
+        registry, info, alias, features, limits, scratch, run_id
+    )
+    training = data.loaded.get("training")
+    evaluation_data = EvaluationData(
+        frame=evaluation.frame,
+        target=target,
+        task=infer_task(evaluation.frame[target]),
+        candidate=_outputs(candidate),
+        champion=_outputs(champion) if champion else None,
+        champion_version=champion_version,
+        training_frame=training.frame if training else None,
+    )
+    gate_ctx = dataclasses.replace(ctx, datasets={**ctx.datasets, "evaluation": evaluation_data})
+    results = []
+    for gate in enabled:
+        cfg = policy.gates[gate]
+        if gate == "performance" and champion_note and cfg.get("max_regression"):
+            results.append(_error(gate, f"no-regression check impossible: {champion_note}"))
+            continue
+        result = _guarded(gate, EVALUATION_GATES[gate], gate_ctx, cfg, run_id).to_dict()
+        result["evidence"] = {
+            **result["evidence"],
+            "sandbox": candidate.evidence,
+            "champion": champion_note or (f"version {champion_version}" if champion else "none"),
+            "dataset": evaluation.record(),
+        }
+        results.append(result)
+    return results
+
+
+def _champion(
+    registry: Registry,
+    info: VersionInfo,
+    alias: str,
+    features: Any,
+    limits: SandboxLimits,
+    scratch: Path,
+    run_id: str,
+) -> tuple[Predictions | None, str | None, str | None]:
+    """The alias holder's predictions on the same rows, or why there are none."""
+    holder = registry.alias_version(info.name, alias)
+    if holder is None or holder == info.version:
+        return None, None, None
+    holder_info = registry.get_version(info.name, holder)
+    if holder_info.tags.get("gatekeeper.status") != "passed":
+        return None, None, f"alias holder v{holder} was not passed by the gatekeeper; not loaded"
+    try:
+        fetched = fetch_version(registry, info.name, holder, scratch / "champion")
+        predictions = predict_in_sandbox(
+            fetched.root, features, limits=limits, workdir=scratch / "sandbox-champion",
+            run_id=run_id,
+        )  # fmt: skip
+    except GatekeeperError as exc:
+        return None, str(holder), f"champion v{holder} could not be evaluated: {exc}"
+    return predictions, str(holder), None
+
+
+def _outputs(p: Predictions) -> ModelOutputs:
+    return ModelOutputs(
+        predictions=np.asarray(p.predictions),
+        scores=np.asarray(p.scores, dtype=float) if p.scores is not None else None,
+        classes=p.classes,
+    )
+
+
+def _error(gate: str, message: str) -> dict[str, Any]:
+    return GateResult(gate=gate, status=Status.ERROR, message=message).to_dict()
+
+
 def _run_gates(ctx: GateContext, policy: ModelPolicy, *, run_id: str) -> list[GateResult]:
-    results = [_guarded(security.GATE_NAME, security.check, ctx, policy, run_id)]
+    """The security gate and, when it fails, the skipped model-loading gates (no data)."""
+    results = [
+        _guarded(security.GATE_NAME, security.check, ctx, policy.gates.get("security", {}), run_id)
+    ]
     if results[0].status != Status.PASS:
-        for gate in MODEL_LOADING_GATES:
-            if policy.mode(gate) != "off":
-                results.append(
-                    GateResult(
-                        gate=gate, status=Status.SKIPPED, message="security gate did not pass"
-                    )
-                )
+        results += _skipped(policy, "the security gate did not pass, so the model is never loaded")
     return results
 
 
 def _guarded(
-    gate: str, check: Any, ctx: GateContext, policy: ModelPolicy, run_id: str
+    gate: str, check: Any, ctx: GateContext, cfg: dict[str, Any], run_id: str
 ) -> GateResult:
     """A gate that crashes is an `error` result that blocks, never an exception and a pass."""
     try:
-        return check(ctx, policy.gates.get(gate, {}))
+        return check(ctx, cfg)
     except Exception as exc:
         log.exception("run=%s gate=%s crashed", run_id, gate)
         return GateResult(gate=gate, status=Status.ERROR, message=f"gate crashed: {exc!r}")

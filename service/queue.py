@@ -184,6 +184,7 @@ def finish_run(
     artifact_digest: str | None,
     artifact_manifest: list[Any] | None,
     error_message: str | None = None,
+    datasets: list[Any] | None = None,
 ) -> None:
     """Results, decision and final status in the caller's one transaction (fenced by lease)."""
     run = _owned_run(session, run_id, worker_id)
@@ -207,6 +208,7 @@ def finish_run(
     run.decision = decision
     run.artifact_digest = artifact_digest
     run.artifact_manifest = artifact_manifest
+    run.datasets = datasets
     run.error_message = error_message
     run.finished_at = now
     run.lease_owner = None

@@ -78,6 +78,21 @@ class Registry:
             _raise_mapped(exc, f"artifacts of {name}/{version}")
         return Path(local)
 
+    def download_run_artifact(self, run_id: str, artifact_path: str, dst: Path) -> Path:
+        import mlflow.artifacts
+
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=artifact_path,
+                dst_path=str(dst),
+                tracking_uri=self.tracking_uri,
+            )
+        except Exception as exc:
+            _raise_mapped(exc, f"artifact {artifact_path} of run {run_id}")
+        return Path(local)
+
     def set_version_tags(self, name: str, version: int, tags: dict[str, str]) -> None:
         try:
             for key, value in tags.items():

@@ -31,6 +31,7 @@ class RunRead(BaseModel):
     max_attempts: int
     policy_digest: str
     artifact_digest: str | None
+    datasets: list[Any] | None
     decision: dict[str, Any] | None
     error_message: str | None
     requested_by: str | None
@@ -53,6 +54,7 @@ class RunRead(BaseModel):
             max_attempts=run.max_attempts,
             policy_digest=run.policy_digest,
             artifact_digest=run.artifact_digest,
+            datasets=run.datasets,
             decision=run.decision,
             error_message=run.error_message,
             requested_by=run.requested_by,

@@ -119,8 +119,9 @@ class Worker:
                 outcome = run_pipeline(
                     claimed,
                     registry=self.registry,
-                    policy=policy_for(claimed.model_name),
+                    policy=policy_for(claimed.model_name, self.settings.policy_path),
                     scratch_root=Path(self.settings.scratch_dir),
+                    alias=self.settings.alias,
                 )
             except Exception as exc:
                 self._handle_failure(claimed, exc)
@@ -145,6 +146,7 @@ class Worker:
                 decision=outcome.decision.to_dict(),
                 artifact_digest=outcome.artifact_digest,
                 artifact_manifest=outcome.manifest,
+                datasets=outcome.datasets,
             )
         RUNS_FINISHED.labels(status=outcome.decision.status).inc()
         log.info(

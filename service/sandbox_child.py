@@ -1,0 +1,270 @@
+"""The sandbox's child side: the only code in the product that loads a model.
+
+Run as `python -m service.sandbox_child` by `service.sandbox`, never imported by the service.
+The parent has already scrubbed the environment, applied resource limits and (where the OS
+allows) put this process in a network namespace of its own; what this module adds:
+
+- The protocol stream is private. File descriptor 1 is duplicated for the protocol and then
+  pointed at stderr (for Python and for native code alike), so a model that prints, or a C
+  library that writes to stdout, cannot corrupt the answer.
+- An audit hook (PEP 578) refuses socket connects, datagram sends and name lookups in this
+  interpreter and records each attempt. It is a second layer under the network namespace: it
+  holds when `unshare` is not available, and it catches a model that swallows the error.
+  Native code (ctypes, a subprocess) bypasses it; only the namespace stops those.
+- Progress is reported stage by stage (`rows`, `import`, `load`, `predict`), so a process that
+  dies without a word can still be blamed on the right stage by the parent.
+
+Protocol: the parent writes one JSON request on stdin, `{"model_dir", "rows_path", "columns"}`.
+The child writes JSON lines on the protocol stream: `{"event": "stage", ...}` as it goes, and
+exactly one final `{"event": "result", ...}` or `{"event": "error", ...}`. Only plain data
+(lists of numbers and strings) leaves this process; the model object never does.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import platform
+import resource
+import socket
+import sys
+import time
+import traceback
+from typing import IO, Any
+
+# Audit events that mean "this code is trying to talk to another machine or process".
+_NETWORK_EVENTS = frozenset(
+    {
+        "socket.connect",
+        "socket.sendto",
+        "socket.sendmsg",
+        "socket.getaddrinfo",
+        "socket.gethostbyname",
+        "socket.gethostbyaddr",
+    }
+)
+# Audit events that start another program: allowed, but named in the evidence for the report.
+_PROCESS_EVENTS = frozenset(
+    {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork"}
+)
+_NETWORK_ERRNOS = frozenset(
+    {
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.EHOSTUNREACH,
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.EADDRNOTAVAIL,
+        errno.ETIMEDOUT,
+    }
+)
+_MAX_ATTEMPTS_KEPT = 20
+
+# What a failure in each stage is called when the child reports it.
+_KIND_BY_STAGE = {
+    "start": "protocol",
+    "rows": "protocol",
+    "import": "load",
+    "load": "load",
+    "predict": "predict",
+}
+
+network_attempts: list[str] = []
+processes_started: list[str] = []
+current_stage = "start"
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event in _PROCESS_EVENTS:
+        if len(processes_started) < _MAX_ATTEMPTS_KEPT:
+            processes_started.append(f"{event} {args[:2]!r}"[:200])
+        return
+    if event not in _NETWORK_EVENTS:
+        return
+    if len(network_attempts) < _MAX_ATTEMPTS_KEPT:
+        network_attempts.append(_describe(event, args))
+    raise OSError(
+        errno.ENETUNREACH, f"network access is blocked in the gatekeeper sandbox ({event})"
+    )
+
+
+def _describe(event: str, args: tuple[Any, ...]) -> str:
+    """`socket.connect to ('127.0.0.1', 5432)`: what an operator needs to see."""
+    if event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
+        target = args[-1] if len(args) > 1 else None  # (socket, ..., address)
+    elif event == "socket.getaddrinfo":
+        target = args[:2]  # (host, port, family, type, proto)
+    else:
+        target = args[0] if args else None
+    return f"{event} to {target!r}"[:200]
+
+
+def _claim_protocol_stream() -> IO[str]:
+    """Keep fd 1 for the protocol; everything else that writes to stdout goes to stderr."""
+    protocol_fd = os.dup(1)  # non-inheritable: subprocesses of the model do not get it
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(protocol_fd, "w", encoding="utf-8")
+
+
+def _emit(stream: IO[str], event: dict[str, Any]) -> None:
+    stream.write(json.dumps(event, default=_plain, allow_nan=True) + "\n")
+    stream.flush()
+
+
+def _plain(value: Any) -> Any:
+    """json.dumps fallback: numpy scalars become Python numbers, anything else its str()."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return item()
+        except (TypeError, ValueError):
+            pass
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    return str(value)
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    if isinstance(exc, socket.gaierror | socket.herror | ConnectionError | TimeoutError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS
+
+
+def _as_rows_list(output: Any) -> list[Any]:
+    """Predictions as one plain value (or one list of values) per row."""
+    import pandas as pd
+
+    if isinstance(output, pd.DataFrame):
+        if output.shape[1] == 1:
+            return output.iloc[:, 0].tolist()
+        return output.to_numpy().tolist()
+    if isinstance(output, pd.Series):
+        return output.tolist()
+    tolist = getattr(output, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    return list(output)
+
+
+def _underlying_model(loaded: Any) -> Any:
+    """The flavor's own model object (sklearn estimator, PythonModel instance), or None."""
+    try:
+        return loaded.get_raw_model()
+    except Exception:
+        pass
+    try:
+        return loaded.unwrap_python_model()
+    except Exception:
+        return None
+
+
+def _scores(raw: Any, rows: Any, evidence: dict[str, Any]) -> list[list[float]] | None:
+    predict_proba = getattr(raw, "predict_proba", None)
+    if not callable(predict_proba):
+        return None
+    try:
+        return _as_rows_list(predict_proba(rows))
+    except (MemoryError, OSError):
+        raise  # out of memory or a network attempt: the parent fails the run, not just scores
+    except Exception as exc:  # scores are optional: record why there are none, keep predictions
+        evidence["scores_error"] = f"{type(exc).__name__}: {exc}"[:500]
+        return None
+
+
+def _classes(raw: Any) -> list[Any] | None:
+    classes = getattr(raw, "classes_", None)
+    if classes is None:
+        return None
+    try:
+        return _as_rows_list(classes)
+    except Exception:
+        return None
+
+
+def _enter(stream: IO[str], stage: str) -> None:
+    """Announce a stage; the parent times stages from these (CLOCK_MONOTONIC is system-wide)."""
+    global current_stage
+    current_stage = stage
+    _emit(stream, {"event": "stage", "stage": stage, "t": time.monotonic()})
+
+
+def _run(request: dict[str, Any], stream: IO[str], evidence: dict[str, Any]) -> dict[str, Any]:
+    _enter(stream, "rows")
+    import pandas as pd
+
+    rows = pd.read_parquet(request["rows_path"])
+    rows.columns = request["columns"]
+
+    _enter(stream, "import")
+    import mlflow
+    import mlflow.pyfunc
+
+    evidence["mlflow_version"] = mlflow.__version__
+
+    _enter(stream, "load")
+    loaded = mlflow.pyfunc.load_model(request["model_dir"])
+    evidence["loader_module"] = loaded.metadata.flavors.get("python_function", {}).get(
+        "loader_module"
+    )
+
+    _enter(stream, "predict")
+    predictions = _as_rows_list(loaded.predict(rows))
+    raw = _underlying_model(loaded)
+    scores = _scores(raw, rows, evidence)
+    classes = _classes(raw) if scores is not None else None
+    return {"predictions": predictions, "scores": scores, "classes": classes}
+
+
+def main() -> int:
+    stream = _claim_protocol_stream()
+    sys.addaudithook(_audit)
+    evidence: dict[str, Any] = {
+        "python_version": platform.python_version(),
+        "pid": os.getpid(),
+        "processes_started": processes_started,
+    }
+    _enter(stream, "start")
+    try:
+        request = json.loads(sys.stdin.read())
+        result = _run(request, stream, evidence)
+        if network_attempts:
+            raise ConnectionRefusedError("the model caught the refusal and carried on")
+    except BaseException as exc:  # everything, SystemExit included, is reported to the parent
+        if isinstance(exc, MemoryError):
+            kind = "memory"
+        elif network_attempts or _is_network_error(exc):
+            kind = "network"
+        else:
+            kind = _KIND_BY_STAGE.get(current_stage, "crash")
+        try:  # the parent quotes the end of stderr in its message: make it the traceback
+            traceback.print_exc(file=sys.stderr)
+        except BaseException:
+            pass
+        _emit(
+            stream,
+            {
+                "event": "error",
+                "t": time.monotonic(),
+                "kind": kind,
+                "stage": current_stage,
+                "type": type(exc).__name__,
+                "message": str(exc)[:2000],
+                "network_attempts": network_attempts,
+                "evidence": evidence,
+            },
+        )
+        return 1
+    evidence["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    _emit(stream, {"event": "result", "t": time.monotonic(), **result, "evidence": evidence})
+    return 0
+
+
+if __name__ == "__main__":
+    exit_code = main()
+    sys.stderr.flush()
+    # Skip interpreter teardown: it costs a quarter second with mlflow imported, and it would
+    # run atexit hooks and finalizers the model registered, after the answer was sent.
+    os._exit(exit_code)

@@ -1,0 +1,245 @@
+"""Performance and fairness through the service, on a real MLflow server.
+
+One `gatekeeper serve` with a policy file; runs are started through the manual API so their
+order is the test's to choose. Models are real scikit-learn pipelines trained on the
+synthetic credit data in tests/synthetic_credit.py; the evaluation set is a CSV the
+gatekeeper controls.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import httpx
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from tests.e2e import sandbox_models
+from tests.helpers import GatekeeperProcess, MlflowServer, unique_name, wait_for
+from tests.synthetic_credit import TARGET, make_credit_data, train_model
+
+PREFIX = unique_name("eval")
+
+
+def _policy(eval_csv: Path, one_group_csv: Path) -> str:
+    evaluation = f'{{uri: "file://{eval_csv}", target: {TARGET}}}'
+    return f"""
+models:
+  - match: "{PREFIX}-sandbox-*"
+    data:
+      evaluation: {evaluation}
+    gates:
+      security: {{allow_code: true}}
+      performance: {{mode: enforce}}
+    sandbox: {{wall_seconds: 10, memory_gb: 2, cpu_seconds: 60}}
+  - match: "{PREFIX}-missing-*"
+    data:
+      evaluation: {{uri: "file://{eval_csv.parent / "no-such-file.csv"}", target: {TARGET}}}
+  - match: "{PREFIX}-notarget-*"
+    data:
+      evaluation: {{uri: "file://{eval_csv}", target: churned}}
+  - match: "{PREFIX}-onegroup-*"
+    data:
+      evaluation: {{uri: "file://{one_group_csv}", target: {TARGET}}}
+      sensitive_features: [country]
+  - match: "{PREFIX}-*"
+    data:
+      evaluation: {evaluation}
+      sensitive_features: [gender]
+    gates:
+      performance: {{mode: enforce, min: {{accuracy: 0.6}}, max_regression: {{accuracy: 0.02}}}}
+      fairness: {{mode: enforce, bootstrap: 50}}
+"""
+
+
+@pytest.fixture(scope="module")
+def service(
+    mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatekeeperProcess]:
+    root = tmp_path_factory.mktemp("evaluation")
+    evaluation = make_credit_data(n=3000, seed=11, biased=False)
+    eval_csv = root / "credit-eval.csv"
+    evaluation.to_csv(eval_csv, index=False)
+    one_group_csv = root / "credit-one-country.csv"
+    evaluation.assign(country="NL").to_csv(one_group_csv, index=False)
+    policy = root / "policy.yaml"
+    policy.write_text(_policy(eval_csv, one_group_csv))
+    gk = GatekeeperProcess(
+        data_dir=root / "gk",
+        database_url=f"sqlite:///{root / 'gk.db'}",
+        tracking_uri=mlflow_server.url,
+        models="none",  # only the manual API starts runs here
+        env={"GATEKEEPER_POLICY_PATH": str(policy)},
+    ).start()
+    yield gk
+    gk.stop()
+
+
+def _log_sklearn(tracking_uri: str, name: str, model: Any) -> int:
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=name, serialization_format="pickle"
+        )
+    return int(info.registered_model_version)
+
+
+def _log_pyfunc(tracking_uri: str, name: str, model: Any) -> int:
+    mlflow.set_tracking_uri(tracking_uri)
+    cloudpickle.register_pickle_by_value(sandbox_models)
+    try:
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=model, registered_model_name=name
+            )
+    finally:
+        cloudpickle.unregister_pickle_by_value(sandbox_models)
+    return int(info.registered_model_version)
+
+
+def _run(gk: GatekeeperProcess, name: str, version: int) -> dict[str, Any]:
+    run = gk.api("POST", f"/api/v1/models/{name}/versions/{version}/runs").json()
+
+    def finished() -> dict[str, Any] | None:
+        body = gk.api("GET", f"/api/v1/runs/{run['id']}").json()
+        return body if body["published_at"] else None
+
+    return wait_for(finished, 180, f"{name} v{version} decision", interval=0.5)
+
+
+def _gate(run: dict[str, Any], gate: str) -> dict[str, Any]:
+    return next(g for g in run["gates"] if g["gate"] == gate)
+
+
+def test_biased_model_fails_fairness_and_fair_model_passes(
+    service: GatekeeperProcess, mlflow_server: MlflowServer
+) -> None:
+    client = MlflowClient(mlflow_server.url)
+    biased_name, fair_name = f"{PREFIX}-biased", f"{PREFIX}-fair"
+    biased = train_model(make_credit_data(n=5000, seed=1, biased=True))
+    fair = train_model(make_credit_data(n=5000, seed=2, biased=False), include_gender=False)
+    biased_run = _run(service, biased_name, _log_sklearn(mlflow_server.url, biased_name, biased))
+    fair_run = _run(service, fair_name, _log_sklearn(mlflow_server.url, fair_name, fair))
+
+    assert biased_run["status"] == "failed"
+    fairness = _gate(biased_run, "fairness")
+    assert fairness["status"] == "fail"
+    ratio = fairness["evidence"]["features"]["gender"]["demographic_parity_ratio"]["value"]
+    assert 0.45 < ratio < 0.75, ratio
+    groups = {g["group"]: g for g in fairness["evidence"]["features"]["gender"]["groups"]}
+    assert groups["F"]["size"] > 1000
+    assert "F" in fairness["message"] and "gender" in fairness["message"]
+    tags = client.get_model_version(biased_name, "1").tags
+    assert tags["gatekeeper.gate.fairness"] == "fail"
+    assert "production-ready" not in client.get_registered_model(biased_name).aliases
+    assert biased_run["datasets"][0]["sha256"] and biased_run["datasets"][0]["rows"] == 3000
+
+    assert fair_run["status"] == "passed", fair_run["decision"]
+    assert client.get_model_version(fair_name, "1").tags["gatekeeper.gate.fairness"] == "pass"
+    assert client.get_registered_model(fair_name).aliases["production-ready"] == "1"
+
+
+def test_regression_against_the_alias_holder_blocks_and_improvement_promotes(
+    service: GatekeeperProcess, mlflow_server: MlflowServer
+) -> None:
+    client = MlflowClient(mlflow_server.url)
+    name = f"{PREFIX}-regress"
+    data = make_credit_data(n=5000, seed=3, biased=False)
+    good = train_model(data, include_gender=False)
+    noisy = data.assign(**{TARGET: data[TARGET].sample(frac=1.0, random_state=0).to_numpy()})
+    worse = train_model(noisy.iloc[:300], include_gender=False)
+    better = train_model(make_credit_data(n=20_000, seed=4), include_gender=False)
+
+    v1 = _log_sklearn(mlflow_server.url, name, good)
+    assert _run(service, name, v1)["status"] == "passed"
+    v2 = _log_sklearn(mlflow_server.url, name, worse)
+    regressed = _run(service, name, v2)
+    assert regressed["status"] == "failed"
+    assert f"regressed against version {v1}" in _gate(regressed, "performance")["message"]
+    assert client.get_registered_model(name).aliases["production-ready"] == str(v1)
+
+    v3 = _log_sklearn(mlflow_server.url, name, better)
+    improved = _run(service, name, v3)
+    assert improved["status"] == "passed", improved["decision"]
+    table = _gate(improved, "performance")["evidence"]
+    assert any(row.get("champion") is not None for row in table["metrics"])
+    assert client.get_registered_model(name).aliases["production-ready"] == str(v3)
+
+
+def test_hostile_models_fail_closed_and_the_service_keeps_serving(
+    service: GatekeeperProcess, mlflow_server: MlflowServer
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    connections: list[bytes] = []
+
+    def accept() -> None:
+        listener.settimeout(60)
+        try:
+            conn, _ = listener.accept()
+            connections.append(conn.recv(100))
+        except OSError:
+            pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    cases = {
+        "loop": (sandbox_models.LoopsForever(), ("timeout", "did not finish")),
+        "hog": (sandbox_models.Allocates20GiB(), ("memory",)),
+        "net": (sandbox_models.PhonesHome(port), ("network",)),
+    }
+    try:
+        for label, (model, words) in cases.items():
+            name = f"{PREFIX}-sandbox-{label}"
+            run = _run(service, name, _log_pyfunc(mlflow_server.url, name, model))
+            performance = _gate(run, "performance")
+            assert run["status"] == "error", (label, run["decision"])
+            assert performance["status"] == "error"
+            assert any(w in performance["message"].lower() for w in words), performance["message"]
+            assert httpx.get(f"{service.url}/healthz", timeout=5).status_code == 200
+    finally:
+        listener.close()
+    assert connections == [], "a sandboxed model reached a socket on the host"
+
+
+def test_bad_data_configuration_errors_the_run_never_passes(
+    service: GatekeeperProcess, mlflow_server: MlflowServer
+) -> None:
+    model = train_model(make_credit_data(n=2000, seed=5), include_gender=False)
+    expected = {
+        "missing": ("performance", "does not exist"),
+        "notarget": ("performance", "churned"),
+        "onegroup": ("fairness", "only one group"),
+    }
+    for label, (gate, words) in expected.items():
+        name = f"{PREFIX}-{label}-model"
+        run = _run(service, name, _log_sklearn(mlflow_server.url, name, model))
+        assert run["status"] == "error", (label, run["decision"])
+        result = _gate(run, gate)
+        assert result["status"] == "error" and words in result["message"], result["message"]
+
+
+def test_malformed_policy_stops_serve_naming_key_and_line(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "models:\n"
+        "  - match: 'credit-*'\n"
+        "    gates:\n"
+        "      fairness: {demographic_parity_ratio: high}\n"
+    )
+    gk = GatekeeperProcess(
+        data_dir=tmp_path / "gk",
+        database_url=f"sqlite:///{tmp_path / 'gk.db'}",
+        tracking_uri="http://127.0.0.1:9",
+        models="*",
+        env={"GATEKEEPER_POLICY_PATH": str(policy)},
+    )
+    result = subprocess.run(gk.args, env=gk.env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"{policy}:4: models[0].gates.fairness.demographic_parity_ratio" in result.stderr

@@ -1,0 +1,422 @@
+"""The sandbox against real, hostile pyfunc models saved with mlflow in tmp_path.
+
+Each model below does one thing a malicious or broken model would do; each test asserts what
+an operator would see: an error of the right kind with a readable message, the service
+process unharmed, nothing left behind in the work dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import mlflow.pyfunc
+import mlflow.sklearn
+import pandas as pd
+import pytest
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+import service.sandbox
+from service.sandbox import (
+    SANDBOX_ENV_KEYS,
+    NetworkIsolation,
+    Predictions,
+    SandboxError,
+    SandboxLimits,
+    _interpret,
+    _Outcome,
+    network_isolation,
+    predict_in_sandbox,
+    scrubbed_env,
+)
+
+SECRETS = ("MLFLOW_TRACKING_TOKEN", "GATEKEEPER_DATABASE_URL", "AWS_SECRET_ACCESS_KEY")
+QUICK = SandboxLimits(wall_seconds=30)
+
+
+# --- models (pickled by value, so the child loads them like any user's model) ---------------
+
+
+class EnvReader(mlflow.pyfunc.PythonModel):
+    """Looks for credentials; also prints to stdout, which must not corrupt the protocol."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame) -> list[str]:
+        print("noise from print() on stdout")
+        os.write(1, b"noise written straight to fd 1\n")
+        found = [k for k in SECRETS if k in os.environ] or "none found"
+        report = {
+            "found": found,
+            "home": os.environ.get("HOME"),
+            "cwd": os.getcwd(),
+            "keys": sorted(os.environ),
+        }
+        return [json.dumps(report)] * len(model_input)
+
+
+class LoopsForever(mlflow.pyfunc.PythonModel):
+    def predict(self, context: Any, model_input: pd.DataFrame) -> list[int]:
+        while True:
+            pass
+
+
+class Allocates20GiB(mlflow.pyfunc.PythonModel):
+    def predict(self, context: Any, model_input: pd.DataFrame) -> list[int]:
+        hog = bytearray(20 * 1024**3)
+        return [len(hog)] * len(model_input)
+
+
+class CallsHome(mlflow.pyfunc.PythonModel):
+    """Connects to a port on 127.0.0.1; optionally hides the failure and predicts anyway."""
+
+    def __init__(self, port: int, swallow: bool) -> None:
+        self.port = port
+        self.swallow = swallow
+
+    def predict(self, context: Any, model_input: pd.DataFrame) -> list[int]:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=3) as conn:
+                conn.sendall(b"rows follow")
+        except OSError:
+            if not self.swallow:
+                raise
+        return [0] * len(model_input)
+
+
+class CallsHomeFromSubprocess(mlflow.pyfunc.PythonModel):
+    """A fresh interpreter has no audit hook: only the network namespace can stop this."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def predict(self, context: Any, model_input: pd.DataFrame) -> list[str]:
+        import subprocess
+
+        code = f"import socket; socket.create_connection(('127.0.0.1', {self.port}), timeout=3)"
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        )
+        outcome = done.stderr.strip().splitlines()[-1:] or ["connected"]
+        return outcome * len(model_input)
+
+
+class ExitsHard(mlflow.pyfunc.PythonModel):
+    def __init__(self, when: str) -> None:
+        self.when = when
+
+    def load_context(self, context: Any) -> None:
+        if self.when == "load":
+            os._exit(3)
+
+    def predict(self, context: Any, model_input: pd.DataFrame) -> list[int]:
+        os._exit(3)
+
+
+class FailsToLoad(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:
+        raise RuntimeError("weights file is corrupt")
+
+    def predict(self, context: Any, model_input: pd.DataFrame) -> list[int]:
+        return [0] * len(model_input)
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rows() -> pd.DataFrame:
+    X, _ = make_classification(n_samples=50, n_features=4, random_state=0)
+    return pd.DataFrame(X, columns=["a", "b", "c", "d"])
+
+
+@pytest.fixture(scope="module")
+def sklearn_model(tmp_path_factory: pytest.TempPathFactory, rows: pd.DataFrame) -> Path:
+    _, y = make_classification(n_samples=50, n_features=4, random_state=0)
+    path = tmp_path_factory.mktemp("models") / "logreg"
+    model = LogisticRegression().fit(rows, y)
+    mlflow.sklearn.save_model(model, path, serialization_format="pickle")
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "sandboxes"
+    yield path
+    assert not list(path.iterdir()), "the sandbox left files behind"
+
+
+def save_pyfunc(tmp_path: Path, python_model: mlflow.pyfunc.PythonModel) -> Path:
+    path = tmp_path / type(python_model).__name__
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        # Explicit requirements: inferring them would load the model in this process.
+        mlflow.pyfunc.save_model(path, python_model=python_model, pip_requirements=["mlflow"])
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    return path
+
+
+class Listener:
+    """A TCP server the tests own, counting the connections it accepts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    server = Listener()
+    # Prove the listener works from this process, so "no connection" below means something.
+    socket.create_connection(("127.0.0.1", server.port), timeout=3).close()
+    deadline = time.monotonic() + 3
+    while server.accepted < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.accepted == 1
+    server.accepted = 0
+    yield server
+    server.close()
+
+
+# --- what works ------------------------------------------------------------------------------
+
+
+def test_sklearn_model_predicts_with_scores(
+    sklearn_model: Path, rows: pd.DataFrame, workdir: Path
+) -> None:
+    result = predict_in_sandbox(sklearn_model, rows, limits=QUICK, workdir=workdir, run_id="t1")
+
+    assert isinstance(result, Predictions)
+    assert len(result.predictions) == len(rows)
+    assert set(result.predictions) <= {0, 1}
+    assert result.classes == [0, 1]
+    assert result.scores is not None and len(result.scores) == len(rows)
+    assert all(abs(sum(s) - 1) < 1e-9 for s in result.scores)
+    ev = result.evidence
+    assert {"start", "load", "predict", "total"} <= set(ev["timings_s"])
+    assert ev["mlflow_version"] == mlflow.__version__
+    assert ev["python_version"].startswith("3.11")
+    assert ev["limits_applied"]["RLIMIT_AS"] == QUICK.memory_bytes
+    assert ev["limits_applied"]["RLIMIT_CORE"] == 0
+    assert isinstance(ev["network_isolated"], bool) and ev["network_isolation"]
+
+
+def test_model_finds_no_credentials_and_lives_in_its_own_dir(
+    tmp_path: Path, rows: pd.DataFrame, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-should-not-leak")
+    monkeypatch.setenv("GATEKEEPER_DATABASE_URL", "postgresql://gk:pw@db/gk")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-should-not-leak")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    model = save_pyfunc(tmp_path, EnvReader())
+
+    result = predict_in_sandbox(model, rows.head(3), limits=QUICK, workdir=workdir)
+
+    report = json.loads(result.predictions[0])
+    assert report["found"] == "none found"
+    assert set(report["keys"]) <= SANDBOX_ENV_KEYS
+    assert "MLFLOW_TRACKING_URI" not in report["keys"]
+    sandbox_root = workdir.resolve()
+    assert Path(report["home"]).resolve().is_relative_to(sandbox_root), report["home"]
+    assert Path(report["cwd"]).resolve().is_relative_to(sandbox_root), report["cwd"]
+
+
+def test_scrubbed_env_holds_only_allowlisted_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in (*SECRETS, "MLFLOW_TRACKING_URI", "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_KEY"):
+        monkeypatch.setenv(key, "secret")
+    env = scrubbed_env(tmp_path)
+    assert set(env) <= SANDBOX_ENV_KEYS
+    assert not [k for k in env if k.startswith(("GATEKEEPER_", "AWS_", "GOOGLE_", "AZURE_"))]
+    assert "secret" not in env.values()
+    assert env["HOME"].startswith(str(tmp_path)) and env["TMPDIR"].startswith(str(tmp_path))
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true" and env["DO_NOT_TRACK"] == "true"
+
+
+# --- what must fail closed -------------------------------------------------------------------
+
+
+def test_endless_loop_is_killed_at_the_wall_timeout(
+    tmp_path: Path, rows: pd.DataFrame, workdir: Path
+) -> None:
+    model = save_pyfunc(tmp_path, LoopsForever())
+    started = time.monotonic()
+    with pytest.raises(SandboxError) as caught:
+        predict_in_sandbox(model, rows, limits=SandboxLimits(wall_seconds=5), workdir=workdir)
+    elapsed = time.monotonic() - started
+    assert caught.value.kind == "timeout"
+    assert "did not finish within 5 s" in caught.value.message
+    assert caught.value.stage == "predict"
+    assert elapsed < 5 + 3, elapsed
+
+
+def test_cpu_limit_ends_a_busy_model_as_timeout(
+    tmp_path: Path, rows: pd.DataFrame, workdir: Path
+) -> None:
+    model = save_pyfunc(tmp_path, LoopsForever())
+    limits = SandboxLimits(cpu_seconds=4, wall_seconds=30)
+    with pytest.raises(SandboxError) as caught:
+        predict_in_sandbox(model, rows, limits=limits, workdir=workdir)
+    assert caught.value.kind == "timeout"
+    assert "CPU" in caught.value.message
+
+
+def test_20_gib_allocation_is_a_memory_error_and_the_service_is_fine(
+    tmp_path: Path, rows: pd.DataFrame, workdir: Path, sklearn_model: Path
+) -> None:
+    model = save_pyfunc(tmp_path, Allocates20GiB())
+    own_limit = resource.getrlimit(resource.RLIMIT_AS)
+    own_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    with pytest.raises(SandboxError) as caught:
+        predict_in_sandbox(model, rows, limits=QUICK, workdir=workdir)
+
+    assert caught.value.kind == "memory"
+    assert "out of memory" in caught.value.message
+    assert resource.getrlimit(resource.RLIMIT_AS) == own_limit  # limits hit the child only
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - own_rss < 200 * 1024  # KiB
+    # and the service keeps serving
+    after = predict_in_sandbox(sklearn_model, rows, limits=QUICK, workdir=workdir)
+    assert len(after.predictions) == len(rows)
+
+
+@pytest.mark.parametrize("swallow", [False, True], ids=["raises", "hides-the-error"])
+def test_socket_to_localhost_is_a_network_error(
+    tmp_path: Path, rows: pd.DataFrame, workdir: Path, listener: Listener, swallow: bool
+) -> None:
+    model = save_pyfunc(tmp_path, CallsHome(listener.port, swallow))
+    with pytest.raises(SandboxError) as caught:
+        predict_in_sandbox(model, rows, limits=QUICK, workdir=workdir)
+    assert caught.value.kind == "network"
+    assert "model tried to reach the network" in caught.value.message
+    assert f"127.0.0.1', {listener.port}" in caught.value.message
+    assert listener.accepted == 0
+
+
+def test_without_a_namespace_the_audit_hook_still_catches_the_attempt(
+    tmp_path: Path,
+    rows: pd.DataFrame,
+    workdir: Path,
+    listener: Listener,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unavailable = NetworkIsolation((), False, "unshare not found on PATH; the child has network")
+    monkeypatch.setattr(service.sandbox, "network_isolation", lambda: unavailable)
+    model = save_pyfunc(tmp_path, CallsHome(listener.port, swallow=True))
+    with pytest.raises(SandboxError) as caught:
+        predict_in_sandbox(model, rows, limits=QUICK, workdir=workdir)
+    assert caught.value.kind == "network"
+    assert caught.value.evidence["network_isolated"] is False
+    assert "unshare not found" in caught.value.evidence["network_isolation"]
+    assert listener.accepted == 0
+
+
+def test_network_namespace_stops_what_the_audit_hook_cannot_see(
+    tmp_path: Path, rows: pd.DataFrame, workdir: Path, listener: Listener
+) -> None:
+    isolation = network_isolation()
+    assert isolation.isolated, f"this host should allow a network namespace: {isolation.how}"
+    model = save_pyfunc(tmp_path, CallsHomeFromSubprocess(listener.port))
+
+    result = predict_in_sandbox(model, rows.head(2), limits=QUICK, workdir=workdir)
+
+    assert "Network is unreachable" in result.predictions[0], result.predictions
+    assert listener.accepted == 0
+    assert result.evidence["network_isolated"] is True
+    assert "subprocess.Popen" in result.evidence["processes_started"][0]
+
+
+@pytest.mark.parametrize("when", ["load", "predict"])
+def test_hard_exit_is_a_crash_blamed_on_its_stage(
+    tmp_path: Path, rows: pd.DataFrame, workdir: Path, when: str
+) -> None:
+    model = save_pyfunc(tmp_path, ExitsHard(when))
+    with pytest.raises(SandboxError) as caught:
+        predict_in_sandbox(model, rows, limits=QUICK, workdir=workdir)
+    assert caught.value.kind == "crash"
+    assert caught.value.stage == when
+    assert f"exited with status 3 in {when}" in caught.value.message
+
+
+def test_load_error_names_the_stage_and_quotes_the_traceback(
+    tmp_path: Path, rows: pd.DataFrame, workdir: Path
+) -> None:
+    model = save_pyfunc(tmp_path, FailsToLoad())
+    with pytest.raises(SandboxError) as caught:
+        predict_in_sandbox(model, rows, limits=QUICK, workdir=workdir)
+    assert caught.value.kind == "load"
+    assert "model failed in load: RuntimeError: weights file is corrupt" in caught.value.message
+    assert "Traceback" in caught.value.message or "load_context" in caught.value.message
+
+
+# --- the parent's reading of what came back (no process needed) ------------------------------
+
+
+def _outcome(stdout: bytes, returncode: int = 0) -> _Outcome:
+    return _Outcome(
+        returncode=returncode,
+        timed_out=False,
+        started_at=0.0,
+        ended_at=1.0,
+        stdout=stdout,
+        stdout_overflowed=False,
+        stdout_complete=True,
+        stderr="Traceback ...\nsomething the model said\n",
+    )
+
+
+def _lines(*events: dict[str, Any]) -> bytes:
+    return b"".join(json.dumps(e).encode() + b"\n" for e in events)
+
+
+RESULT = {"event": "result", "predictions": [1, 0], "scores": None, "classes": None}
+
+
+@pytest.mark.parametrize(
+    ("stdout", "returncode", "kind", "words"),
+    [
+        (b"not json at all\n" + _lines(RESULT), 0, "protocol", "not the JSON"),
+        (_lines({"event": "stage", "stage": "load"}), 0, "protocol", "not the JSON"),
+        (_lines({"event": "stage", "stage": "predict"}), -24, "timeout", "CPU"),  # SIGXCPU
+        (_lines({"event": "stage", "stage": "predict"}), -9, "memory", "SIGKILL"),
+        (_lines({"event": "stage", "stage": "load"}), -11, "crash", "SIGSEGV during load"),
+        (_lines({**RESULT, "predictions": [1]}), 0, "predict", "1 predictions for 2 rows"),
+    ],
+)
+def test_answers_that_are_not_predictions_fail_closed(
+    stdout: bytes, returncode: int, kind: str, words: str
+) -> None:
+    with pytest.raises(SandboxError) as caught:
+        _interpret(_outcome(stdout, returncode), SandboxLimits(), 2, {})
+    assert caught.value.kind == kind
+    assert words in caught.value.message
+    assert "something the model said" in caught.value.message
