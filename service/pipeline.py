@@ -73,22 +73,17 @@ def run_pipeline(
             mlmodel=_read_mlmodel(fetched.root),
             datasets={n: d.frame for n, d in data.loaded.items()},
         )
-        security_cfg = {**policy.gates.get("security", {}), "columns": dict(policy.data.columns)}
-        results = [_guarded(security.GATE_NAME, security.check, ctx, security_cfg, claimed.id)]
-        if results[0].status != Status.PASS:
-            results += _skipped(
-                policy, "the security gate did not pass, so the model is never loaded"
-            )
-        else:
+        stage = _security_stage(ctx, policy, claimed.id)
+        results = [r.to_dict() for r in stage]
+        if stage[0].status == Status.PASS:
             results += _evaluation_gates(
                 ctx, policy, data, fetched.root, registry, info, alias, scratch, claimed.id
             )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    dicts = [r if isinstance(r, dict) else r.to_dict() for r in results]
     return PipelineOutcome(
-        decision=decide(dicts, policy),
-        results=dicts,
+        decision=decide(results, policy),
+        results=results,
         artifact_digest=fetched.digest,
         manifest=fetched.manifest,
         datasets=[d.record() for d in data.loaded.values()]
@@ -223,14 +218,14 @@ def _error(gate: str, message: str) -> dict[str, Any]:
     return GateResult(gate=gate, status=Status.ERROR, message=message).to_dict()
 
 
-def _run_gates(ctx: GateContext, policy: ModelPolicy, *, run_id: str) -> list[GateResult]:
-    """The security gate and, when it fails, the skipped model-loading gates (no data)."""
-    results = [
-        _guarded(security.GATE_NAME, security.check, ctx, policy.gates.get("security", {}), run_id)
-    ]
-    if results[0].status != Status.PASS:
-        results += _skipped(policy, "the security gate did not pass, so the model is never loaded")
-    return results
+def _security_stage(ctx: GateContext, policy: ModelPolicy, run_id: str) -> list[GateResult]:
+    """The security gate and, when it did not pass, every enabled model-loading gate as
+    `skipped`: a model that may be malicious is never loaded, not even in the sandbox."""
+    cfg = {**policy.gates.get("security", {}), "columns": dict(policy.data.columns)}
+    result = _guarded(security.GATE_NAME, security.check, ctx, cfg, run_id)
+    if result.status == Status.PASS:
+        return [result]
+    return [result, *_skipped(policy, "the security gate did not pass; the model is never loaded")]
 
 
 def _guarded(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gates.base import GateContext
 from service.demo_models import MLMODEL_SKLEARN_PICKLE, malicious_pickle
-from service.pipeline import MODEL_LOADING_GATES, _run_gates
+from service.pipeline import MODEL_LOADING_GATES, _security_stage
 from service.policy import ModelPolicy, decide
 
 
@@ -16,14 +16,10 @@ def test_security_failure_skips_model_loading_gates(tmp_path: Path) -> None:
     model_dir.mkdir()
     (model_dir / "MLmodel").write_text(MLMODEL_SKLEARN_PICKLE)
     (model_dir / "model.pkl").write_bytes(malicious_pickle(tmp_path / "MARKER"))
-    gates = {"security": {"mode": "enforce"}} | {
-        g: {"mode": "enforce"} for g in MODEL_LOADING_GATES
-    }
-    policy = ModelPolicy(gates=gates)
+    policy = ModelPolicy(gates={g: {"mode": "enforce"} for g in ("security", *MODEL_LOADING_GATES)})
 
-    results = [
-        r.to_dict() for r in _run_gates(GateContext(artifact_dir=model_dir), policy, run_id="t")
-    ]
+    stage = _security_stage(GateContext(artifact_dir=model_dir), policy, "test-run")
+    results = [r.to_dict() for r in stage]
 
     by_gate = {r["gate"]: r for r in results}
     assert by_gate["security"]["status"] == "fail"
