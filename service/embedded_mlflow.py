@@ -26,10 +26,21 @@ START_TIMEOUT_S = 120
 
 
 class EmbeddedMlflow:
-    def __init__(self, data_dir: Path, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        host: str = "127.0.0.1",
+        *,
+        workers: int = 1,
+        webhook_cache_ttl_s: int = 2,
+    ) -> None:
         self.root = (data_dir / "mlflow").resolve()
         self.host = host
         self.port = port
+        self.workers = workers
+        # a webhook made a moment ago should hear the next registration on a local install
+        self.webhook_cache_ttl_s = webhook_cache_ttl_s
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -49,15 +60,14 @@ class EmbeddedMlflow:
             MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
             MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
             MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=self._encryption_key(),
-            # A webhook made a moment ago should hear the next registration on a dev install.
-            MLFLOW_WEBHOOK_CACHE_TTL=env.get("MLFLOW_WEBHOOK_CACHE_TTL", "2"),
+            MLFLOW_WEBHOOK_CACHE_TTL=str(self.webhook_cache_ttl_s),
         )
         mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
         command = [
             mlflow_bin, "server",
             "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
             "--artifacts-destination", str(self.root / "artifacts"),
-            "--host", self.host, "--port", str(self.port), "--workers", "1",
+            "--host", self.host, "--port", str(self.port), "--workers", str(self.workers),
         ]  # fmt: skip
         log_file = (self.root / "server.log").open("ab")
         self.process = subprocess.Popen(

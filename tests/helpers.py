@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from service.embedded_mlflow import EmbeddedMlflow
+from service.errors import ConfigError
 from service.webhook_signature import sign
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,65 +56,22 @@ def tail(path: Path, lines: int = 40) -> str:
 
 
 class MlflowServer:
-    """One real `mlflow server` (SQLite backend, local artifacts) with webhooks to loopback."""
+    """One real `mlflow server` (SQLite backend, local artifacts) with webhooks to loopback,
+    started by the same code as `gatekeeper serve`'s embedded server."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = root / "mlflow.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.embedded = EmbeddedMlflow(root, free_port(), workers=2, webhook_cache_ttl_s=1)
+        self.url = self.embedded.url
+        self.log = self.embedded.root / "server.log"
 
     def start(self) -> None:
-        from cryptography.fernet import Fernet
-
-        env = dict(os.environ)
-        env.update(
-            MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
-            MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
-            MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode(),
-            MLFLOW_WEBHOOK_CACHE_TTL="1",
-        )
-        self.process = subprocess.Popen(
-            [
-                str(VENV_BIN / "mlflow"),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{self.root / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(self.root / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                "2",
-            ],
-            env=env,
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited early:\n{tail(self.log)}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).is_success:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server not healthy after 180s:\n{tail(self.log)}")
+        try:
+            self.embedded.start()
+        except ConfigError as exc:
+            raise RuntimeError(f"mlflow server did not start: {exc}\n{tail(self.log)}") from exc
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+        self.embedded.stop()
 
 
 class GatekeeperProcess:
