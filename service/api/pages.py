@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse
@@ -45,6 +45,54 @@ def index(session: SessionDep) -> HTMLResponse:
     )
 
 
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in columns) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _evidence_tables(evidence: dict[str, Any]) -> str:
+    """Per-metric table (performance) and per-group tables (fairness) from gate evidence."""
+    out = ""
+    metrics = evidence.get("metrics")
+    if isinstance(metrics, list):
+        out += _table(metrics, ["metric", "candidate", "champion", "threshold", "verdict"])
+    features = evidence.get("features")
+    if isinstance(features, dict):
+        for name, detail in features.items():
+            if not isinstance(detail, dict):
+                continue
+            out += (
+                f"<p><b>{html.escape(str(name))}</b>: {html.escape(str(detail.get('verdict', '')))}"
+            )
+            for key in ("demographic_parity_ratio", "equalized_odds_difference", "error_ratio"):
+                stat = detail.get(key)
+                if isinstance(stat, dict):
+                    out += (
+                        f" &middot; {key} {html.escape(_cell(stat.get('value')))}"
+                        f" (95% CI {html.escape(_cell(stat.get('ci95')))},"
+                        f" threshold {html.escape(_cell(stat.get('threshold')))})"
+                    )
+            out += "</p>"
+            groups = detail.get("groups")
+            if isinstance(groups, list) and groups:
+                columns = [c for c in ("group", "size", "selection_rate", "tpr", "fpr",
+                                       "accuracy", "mae", "judged") if c in groups[0]]  # fmt: skip
+                out += _table(groups, columns)
+    return out
+
+
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(run_id: Annotated[str, Path(max_length=36)], session: SessionDep) -> HTMLResponse:
     run = session.get(GateRun, run_id)
@@ -60,7 +108,8 @@ def run_page(run_id: Annotated[str, Path(max_length=36)], session: SessionDep) -
         )
         gates += (
             f"<tr><td>{esc(result.gate)}</td><td class='{esc(result.status)}'>{esc(result.status)}"
-            f"</td><td>{esc(result.message)}<ul>{findings}</ul></td></tr>"
+            f"</td><td>{esc(result.message)}<ul>{findings}</ul>"
+            f"{_evidence_tables(result.evidence or {})}</td></tr>"
         )
     deny = "".join(f"<li>{esc(d)}</li>" for d in (run.decision or {}).get("deny", []))
     body = (

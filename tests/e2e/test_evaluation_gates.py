@@ -140,6 +140,8 @@ def test_biased_model_fails_fairness_and_fair_model_passes(
     assert tags["gatekeeper.gate.fairness"] == "fail"
     assert "production-ready" not in client.get_registered_model(biased_name).aliases
     assert biased_run["datasets"][0]["sha256"] and biased_run["datasets"][0]["rows"] == 3000
+    report = service.api("GET", f"/runs/{biased_run['id']}").text
+    assert "selection_rate" in report and "demographic_parity_ratio" in report
 
     assert fair_run["status"] == "passed", fair_run["decision"]
     assert client.get_model_version(fair_name, "1").tags["gatekeeper.gate.fairness"] == "pass"
