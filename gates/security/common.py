@@ -7,7 +7,7 @@ imports, loads or executes what it inspects.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,3 +80,16 @@ def finding(
         confidence=confidence,
         evidence=dict(evidence or {}),
     )
+
+
+def json_children(obj: Any, path: str) -> Iterator[tuple[Any, str]]:
+    """The nested dicts and lists of a parsed JSON document, with their paths
+    (`config.layers[0]`), for walkers that must see every depth (Keras, skops)."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if isinstance(value, dict | list):
+                yield value, f"{path}.{key}"
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            if isinstance(value, dict | list):
+                yield value, f"{path}[{i}]"

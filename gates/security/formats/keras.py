@@ -41,14 +41,13 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from gates.base import Finding, Severity
 from gates.security.callables import CallablePolicy
-from gates.security.common import Limits, Location, ScanLimitExceeded, finding
+from gates.security.common import Limits, Location, ScanLimitExceeded, finding, json_children
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 KERAS_MODULES = ("keras", "tf_keras", "tensorflow")
@@ -229,17 +228,6 @@ def _check_function_strings(node: dict[str, Any], path: str, scan: _Scan) -> Non
             _check_function(mod, name, f"{path}.{key}", scan)
 
 
-def _children(obj: Any, path: str) -> Iterator[tuple[Any, str]]:
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            if isinstance(value, dict | list):
-                yield value, f"{path}.{key}"
-    elif isinstance(obj, list):
-        for i, value in enumerate(obj):
-            if isinstance(value, dict | list):
-                yield value, f"{path}[{i}]"
-
-
 def scan_keras_config(
     config: dict[str, Any], where: Location, policy: CallablePolicy
 ) -> list[Finding]:
@@ -266,7 +254,7 @@ def scan_keras_config(
             _check_reference(obj, path, scan)
             _check_function_strings(obj, path, scan)
         # push in reverse so findings come out in document order
-        stack.extend(reversed(list(_children(obj, path))))
+        stack.extend(reversed(list(json_children(obj, path))))
     return scan.findings
 
 

@@ -38,7 +38,6 @@ paths as evidence (``$.content.content.steps.content[1]`` style).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +45,7 @@ import numpy as np
 
 from gates.base import Finding, Severity
 from gates.security.callables import CallablePolicy, Verdict
-from gates.security.common import Location, finding
+from gates.security.common import Location, finding, json_children
 
 SCHEMA_MEMBER = "schema.json"
 
@@ -151,17 +150,6 @@ class _Audit:
             hit.paths.append(path)
 
 
-def _children(obj: Any, path: str) -> Iterator[tuple[Any, str]]:
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            if isinstance(value, dict | list):
-                yield value, f"{path}.{key}"
-    elif isinstance(obj, list):
-        for i, value in enumerate(obj):
-            if isinstance(value, dict | list):
-                yield value, f"{path}[{i}]"
-
-
 def _bit_generator_name(node: dict[str, Any]) -> Any:
     """The bit generator class name a RandomGeneratorNode makes skops call (any protocol)."""
     content = node.get("content")
@@ -238,7 +226,7 @@ def _walk(schema: Any, audit: _Audit) -> None:
             return
         if isinstance(obj, dict) and ("__loader__" in obj or "__module__" in obj):
             _audit_node(obj, path, audit)
-        stack.extend((child, cpath, depth + 1) for child, cpath in _children(obj, path))
+        stack.extend((child, cpath, depth + 1) for child, cpath in json_children(obj, path))
 
 
 def _findings(audit: _Audit, where: Location) -> list[Finding]:
