@@ -10,7 +10,10 @@ class GatekeeperError(Exception):
 
 
 class ConfigError(GatekeeperError):
-    """Settings or policy that cannot work; raised at start-up, before serving."""
+    """Settings or policy that cannot work; raised at start-up, before serving, or later if
+    the policy file is broken while running (503: the request was fine, we are not)."""
+
+    http_status = 503
 
 
 class NotFound(GatekeeperError):
