@@ -10,6 +10,7 @@ import logging
 
 from sqlalchemy import select
 
+from gates.base import Severity
 from service import audit
 from service.config import Settings
 from service.db import insert_stmt, transaction
@@ -56,15 +57,21 @@ def final_tags(settings: Settings, run: GateRun) -> dict[str, str]:
     return tags
 
 
+def _severity_rank(stored_finding: dict) -> int:
+    try:
+        return Severity(str(stored_finding.get("severity"))).rank
+    except ValueError:
+        return 0
+
+
 def _top_finding(run: GateRun) -> str | None:
     """The most severe finding of a failing gate, as one line for the registry UI."""
-    order = {"CRITICAL": 4, "HIGH": 3, "MEDIUM": 2, "LOW": 1}
     candidates = [
         f for r in run.results if r.status in ("fail", "error") for f in (r.findings or [])
     ]
     if not candidates:
         return None
-    worst = max(candidates, key=lambda f: order.get(str(f.get("severity")), 0))
+    worst = max(candidates, key=_severity_rank)
     where = (worst.get("file") or "") + (f"!/{worst['member']}" if worst.get("member") else "")
     return f"{worst.get('severity')} {worst.get('rule_id')} {where}: {worst.get('message')}"
 

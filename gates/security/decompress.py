@@ -11,7 +11,6 @@ from __future__ import annotations
 import bz2
 import lzma
 import zlib
-from collections.abc import Callable
 from typing import Any
 
 from gates.security.common import Limits, ScanLimitExceeded
@@ -106,6 +105,3 @@ def _grow(out: bytearray, chunk: bytes, consumed: int, cap: int, limits: Limits)
         raise ScanLimitExceeded(
             "compression_ratio", f"{len(out)} bytes from {consumed}: ratio over {MAX_RATIO}"
         )
-
-
-Inflater = Callable[[str, bytes, Limits], bytes]
