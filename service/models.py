@@ -94,6 +94,9 @@ class GateRun(Base):
     # the rows gates were judged on: name, source, sha256 of the bytes read, row count
     datasets: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     decision: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # How model code was contained when this run loaded a model: "bwrap" or "unconfined"
+    # (the operator's opt-out, shown on the run page); NULL when no model was loaded.
+    sandbox: Mapped[str | None] = mapped_column(String(16), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     requested_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -120,6 +123,9 @@ class GateResultRow(Base):
     thresholds: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     findings: Mapped[list[Any]] = mapped_column(JSON, default=list)
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What a sandboxed model itself wrote (stderr tail, exception), truncated: admin-only in
+    # the API, never on a page, a tag or in the decision.
+    diagnostics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     duration_s: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

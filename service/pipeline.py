@@ -1,8 +1,10 @@
 """fetch -> datasets -> security -> sandboxed evaluation -> decision, for one claimed run.
 
 Pure orchestration: no SQL here. The worker records what this returns in one transaction.
-The model is loaded only in the sandbox, and only after the security gate passed; the
-champion (the version holding the alias) is loaded only if the gatekeeper passed it.
+The model is loaded only in the sandbox, and only after the security gate passed. The
+champion (the version holding the alias) is loaded only when the gatekeeper's own record holds
+a passing run for exactly the files just downloaded (never on a tag, which any registry user
+can set), and only after its own security scan passed in this run.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +29,17 @@ from service.fetch import fetch_version
 from service.policy import Decision, ModelPolicy, decide
 from service.queue import ClaimedRun
 from service.registry import Registry, VersionInfo
-from service.sandbox import Predictions, SandboxLimits, predict_in_sandbox
+from service.sandbox import Predictions, SandboxError, SandboxLimits, predict_in_sandbox
+from service.sandbox_isolation import IsolationConfig
 
 log = logging.getLogger("gatekeeper.pipeline")
 
 # Gates that load the model; they never run unless the security gate passed.
 MODEL_LOADING_GATES = ("performance", "fairness", "robustness", "drift")
 EVALUATION_GATES = {"performance": performance.check, "fairness": fairness.check}
+
+# (model name, version) -> artifact digests of the runs the gatekeeper recorded as passed.
+PassingDigests = Callable[[str, int], Collection[str]]
 
 
 @dataclass
@@ -42,6 +49,7 @@ class PipelineOutcome:
     artifact_digest: str | None = None
     manifest: list[dict[str, Any]] | None = None
     datasets: list[dict[str, Any]] = field(default_factory=list)
+    sandbox: str | None = None  # how model code was contained, when a model was loaded
 
 
 @dataclass
@@ -56,6 +64,8 @@ def run_pipeline(
     registry: Registry,
     policy: ModelPolicy,
     scratch_root: Path,
+    passing_digests: PassingDigests,
+    isolation: IsolationConfig,
     alias: str = "production-ready",
 ) -> PipelineOutcome:
     name, version = claimed.model_name, claimed.model_version
@@ -75,10 +85,13 @@ def run_pipeline(
         )
         stage = _security_stage(ctx, policy, claimed.id)
         results = [r.to_dict() for r in stage]
+        sandbox = None
         if stage[0].status == Status.PASS:
-            results += _evaluation_gates(
-                ctx, policy, data, fetched.root, registry, info, alias, scratch, claimed.id
+            env = _Evaluation(
+                registry, info, alias, scratch, claimed.id, isolation, passing_digests
             )
+            results += _evaluation_gates(ctx, policy, data, fetched.root, env)
+            sandbox = env.sandbox_used
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return PipelineOutcome(
@@ -88,7 +101,22 @@ def run_pipeline(
         manifest=fetched.manifest,
         datasets=[d.record() for d in data.loaded.values()]
         + [{"name": n, "error": e} for n, e in data.errors.items()],
+        sandbox=sandbox,
     )
+
+
+@dataclass
+class _Evaluation:
+    """What the evaluation stage needs besides the policy and the data."""
+
+    registry: Registry
+    info: VersionInfo
+    alias: str
+    scratch: Path
+    run_id: str
+    isolation: IsolationConfig
+    passing_digests: PassingDigests
+    sandbox_used: str | None = None
 
 
 def _load_datasets(
@@ -117,15 +145,7 @@ def _skipped(policy: ModelPolicy, why: str) -> list[GateResult]:
 
 
 def _evaluation_gates(
-    ctx: GateContext,
-    policy: ModelPolicy,
-    data: _Data,
-    model_dir: Path,
-    registry: Registry,
-    info: VersionInfo,
-    alias: str,
-    scratch: Path,
-    run_id: str,
+    ctx: GateContext, policy: ModelPolicy, data: _Data, model_dir: Path, env: _Evaluation
 ) -> list[dict[str, Any]]:
     enabled = [g for g in EVALUATION_GATES if policy.mode(g) != "off"]
     if not enabled:
@@ -142,15 +162,21 @@ def _evaluation_gates(
         cpu_seconds=policy.sandbox.cpu_seconds,
         wall_seconds=policy.sandbox.wall_seconds,
     )
+    env.sandbox_used = env.isolation.mode
     try:
         candidate = predict_in_sandbox(
-            model_dir, features, limits=limits, workdir=scratch / "sandbox", run_id=run_id
+            model_dir,
+            features,
+            limits=limits,
+            workdir=env.scratch / "sandbox",
+            isolation=env.isolation,
+            run_id=env.run_id,
         )
+    except SandboxError as exc:
+        return [_sandbox_error(g, "candidate model", exc) for g in enabled]
     except GatekeeperError as exc:
         return [_error(g, f"candidate model in the sandbox: {exc}") for g in enabled]
-    champion, champion_version, champion_note = _champion(
-        registry, info, alias, features, limits, scratch, run_id
-    )
+    champion, champion_version, champion_note = _champion(ctx, policy, env, features, limits)
     training = data.loaded.get("training")
     evaluation_data = EvaluationData(
         frame=evaluation.frame,
@@ -168,7 +194,7 @@ def _evaluation_gates(
         if gate == "performance" and champion_note and cfg.get("max_regression"):
             results.append(_error(gate, f"no-regression check impossible: {champion_note}"))
             continue
-        result = _guarded(gate, EVALUATION_GATES[gate], gate_ctx, cfg, run_id).to_dict()
+        result = _guarded(gate, EVALUATION_GATES[gate], gate_ctx, cfg, env.run_id).to_dict()
         result["evidence"] = {
             **result["evidence"],
             "sandbox": candidate.evidence,
@@ -180,27 +206,65 @@ def _evaluation_gates(
 
 
 def _champion(
-    registry: Registry,
-    info: VersionInfo,
-    alias: str,
+    ctx: GateContext,
+    policy: ModelPolicy,
+    env: _Evaluation,
     features: Any,
     limits: SandboxLimits,
-    scratch: Path,
-    run_id: str,
 ) -> tuple[Predictions | None, str | None, str | None]:
-    """The alias holder's predictions on the same rows, or why there are none."""
-    holder = registry.alias_version(info.name, alias)
+    """The alias holder's predictions on the same rows, or why there are none.
+
+    Loaded only if (1) the gatekeeper's database holds a passing run of that version whose
+    artifact digest equals the digest of the files downloaded now, and (2) those files pass
+    the security gate under this policy now. A `gatekeeper.status` tag proves nothing.
+    """
+    info = env.info
+    holder = env.registry.alias_version(info.name, env.alias)
     if holder is None or holder == info.version:
         return None, None, None
-    holder_info = registry.get_version(info.name, holder)
-    if holder_info.tags.get("gatekeeper.status") != "passed":
-        return None, None, f"alias holder v{holder} was not passed by the gatekeeper; not loaded"
     try:
-        fetched = fetch_version(registry, info.name, holder, scratch / "champion")
+        fetched = fetch_version(env.registry, info.name, holder, env.scratch / "champion")
+    except GatekeeperError as exc:
+        return None, str(holder), f"champion v{holder} could not be downloaded: {exc}"
+    trusted = env.passing_digests(info.name, int(holder))
+    if fetched.digest not in trusted:
+        log.warning(
+            "run=%s champion v%s not loaded: no passing run on record for digest %s",
+            env.run_id,
+            holder,
+            fetched.digest,
+        )
+        return (
+            None,
+            str(holder),
+            (
+                f"champion v{holder} was not loaded: the gatekeeper has no passing run on record "
+                f"for its artifact (sha256 {fetched.digest[:16]}...); tags are not trusted"
+            ),
+        )
+    champion_ctx = dataclasses.replace(
+        ctx,
+        artifact_dir=fetched.root,
+        model_version=str(holder),
+        mlmodel=_read_mlmodel(fetched.root),
+    )
+    scan = _guarded(security.GATE_NAME, security.check, champion_ctx,
+                    _security_config(policy), env.run_id)  # fmt: skip
+    if scan.status != Status.PASS:
+        return (
+            None,
+            str(holder),
+            (f"champion v{holder} was not loaded: its security scan did not pass ({scan.message})"),
+        )
+    try:
         predictions = predict_in_sandbox(
-            fetched.root, features, limits=limits, workdir=scratch / "sandbox-champion",
-            run_id=run_id,
-        )  # fmt: skip
+            fetched.root,
+            features,
+            limits=limits,
+            workdir=env.scratch / "sandbox-champion",
+            isolation=env.isolation,
+            run_id=env.run_id,
+        )
     except GatekeeperError as exc:
         return None, str(holder), f"champion v{holder} could not be evaluated: {exc}"
     return predictions, str(holder), None
@@ -218,11 +282,22 @@ def _error(gate: str, message: str) -> dict[str, Any]:
     return GateResult(gate=gate, status=Status.ERROR, message=message).to_dict()
 
 
+def _sandbox_error(gate: str, who: str, exc: SandboxError) -> dict[str, Any]:
+    """A fixed kind and stage for everyone; what the model wrote for admins only."""
+    result = _error(gate, f"{who}: {exc.message}")
+    result["evidence"] = {"sandbox": exc.evidence, "sandbox_error": exc.kind, "stage": exc.stage}
+    result["diagnostics"] = exc.diagnostics
+    return result
+
+
+def _security_config(policy: ModelPolicy) -> dict[str, Any]:
+    return {**policy.gates.get("security", {}), "columns": dict(policy.data.columns)}
+
+
 def _security_stage(ctx: GateContext, policy: ModelPolicy, run_id: str) -> list[GateResult]:
     """The security gate and, when it did not pass, every enabled model-loading gate as
     `skipped`: a model that may be malicious is never loaded, not even in the sandbox."""
-    cfg = {**policy.gates.get("security", {}), "columns": dict(policy.data.columns)}
-    result = _guarded(security.GATE_NAME, security.check, ctx, cfg, run_id)
+    result = _guarded(security.GATE_NAME, security.check, ctx, _security_config(policy), run_id)
     if result.status == Status.PASS:
         return [result]
     return [result, *_skipped(policy, "the security gate did not pass; the model is never loaded")]

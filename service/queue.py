@@ -185,6 +185,7 @@ def finish_run(
     artifact_manifest: list[Any] | None,
     error_message: str | None = None,
     datasets: list[Any] | None = None,
+    sandbox: str | None = None,
 ) -> None:
     """Results, decision and final status in the caller's one transaction (fenced by lease)."""
     run = _owned_run(session, run_id, worker_id)
@@ -200,6 +201,7 @@ def finish_run(
                 thresholds=result.get("thresholds", {}),
                 findings=result.get("findings", []),
                 evidence=result.get("evidence", {}),
+                diagnostics=result.get("diagnostics"),
                 duration_s=result.get("duration_s", 0.0),
                 created_at=now,
             )
@@ -209,6 +211,7 @@ def finish_run(
     run.artifact_digest = artifact_digest
     run.artifact_manifest = artifact_manifest
     run.datasets = datasets
+    run.sandbox = sandbox
     run.error_message = error_message
     run.finished_at = now
     run.lease_owner = None
@@ -234,3 +237,21 @@ def unpublished_runs(session: Session, *, older_than_s: float, limit: int = 50) 
 
 def mark_published(session: Session, run_id: str) -> None:
     session.execute(update(GateRun).where(GateRun.id == run_id).values(published_at=utcnow()))
+
+
+def passing_artifact_digests(session: Session, model_name: str, version: int) -> set[str]:
+    """Artifact digests the gatekeeper itself recorded as passed for this version.
+
+    The only evidence that a version is trustworthy: a tag can be set by any registry user,
+    this table only by the gatekeeper.
+    """
+    return set(
+        session.scalars(
+            select(GateRun.artifact_digest).where(
+                GateRun.model_name == model_name,
+                GateRun.model_version == version,
+                GateRun.status == RunStatus.PASSED,
+                GateRun.artifact_digest.is_not(None),
+            )
+        )
+    )

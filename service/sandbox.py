@@ -1,50 +1,32 @@
-"""Run a candidate model in a locked-down child process and bring back only its predictions.
+"""Run a model in a contained child process and bring back only its predictions.
 
 Loading an MLflow model runs code the model's author chose (cloudpickle, a python_model, a
 flavor's loader). Even after the security gate passed, the gatekeeper treats that code as
-hostile, so it runs in `python -m service.sandbox_child` under these restrictions, each for a
-reason:
+hostile: it runs `service/sandbox_child.py` inside bubblewrap (service/sandbox_isolation.py
+says how and why), so the model finds no secret in its environment, no file of the host
+except its own directory, its rows and the Python installation (all read-only), no network,
+no other process, and limits on memory, CPU, processes, files and disk it cannot raise.
 
-- Scrubbed environment. The child starts from an empty environment plus an allowlist
-  (`SANDBOX_ENV_KEYS`): no MLflow token or tracking URI, no `GATEKEEPER_*` (the database URL,
-  the signing key path), no cloud keys. A model that reads its environment finds nothing to
-  steal. Telemetry opt-outs are set so that nothing phones home either.
-- Its own directory. HOME, TMPDIR and the working directory are a fresh temp dir under the
-  caller's `workdir`, removed afterwards; nothing the model writes survives the call.
-- No network where the OS allows it. The child runs under `unshare --net`: a new network
-  namespace with only a loopback that is down, so every connect fails, to the internet, to
-  the MLflow server and to the database alike. Whether that worked is in the evidence (the
-  caller records it on the run). Inside the child an audit hook also refuses connects and name
-  lookups and reports any attempt, so a model that tries is an error even when it hides it.
-- Resource limits (applied with prlimit before the child is sent any work, so no model code
-  runs unlimited): address space (a model cannot take the worker's memory), CPU seconds, no
-  core files (they would hold the rows), few open files, a cap on file size (the disk).
-- Wall timeout. The child leads its own process group (`start_new_session`); when the wall
-  time is up the whole group is killed, so a model that sleeps, blocks or forks cannot hold
-  the worker.
-- A narrow pipe. Rows go in as a parquet file, a JSON request comes in on stdin, JSON lines
-  come back on stdout (bounded); stderr is kept only as its last 64 KiB, for the message.
-
-Any failure is a `SandboxError` whose `kind` says what happened (timeout, memory, crash,
-network, load, predict, protocol) and whose message ends with the child's last stderr lines:
-the calling gate records an `error`, and the run fails closed.
-
-What this does not stop (documented, not pretended): native code reading files the worker's
-user can read, or a process that escapes the group with setsid and keeps running after the
-call. A container or a dedicated unprivileged user is the next layer for those.
+- A narrow pipe. Rows go in as a read-only parquet file, a JSON request comes in on stdin,
+  JSON lines come back on stdout (bounded); the parent takes from them only predictions,
+  scores, classes, the stage names and the child's timings, each validated. Everything else
+  about the sandbox (namespaces, uid, capabilities, limits) is measured by the parent.
+- Wall timeout. The child is killed with every descendant when its time is up: its process
+  group, its PID namespace (its init dies with bwrap) and, for a root worker, its cgroup.
+- Nothing the model printed is published. A failure is a `SandboxError` whose message is made
+  of a fixed kind and stage and numbers the parent knows; the model's stderr tail, exception
+  text and network attempts go to `diagnostics` (the worker log and an admin-only field of the
+  run JSON), truncated.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import logging
+import math
 import os
-import resource
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -55,15 +37,31 @@ from typing import IO, Any
 
 import pandas as pd
 
-import service
 from service.errors import GatekeeperError
+from service.sandbox_isolation import (
+    MODEL_MOUNT,
+    ROWS_MOUNT,
+    IsolationConfig,
+    IsolationError,
+    Launched,
+    ResourceLimits,
+    bwrap_command,
+    launch_bwrap,
+    launch_unconfined,
+    resolve_bwrap,
+    write_etc,
+)
 
 log = logging.getLogger("gatekeeper.sandbox")
 
-SANDBOX_KINDS = frozenset({"timeout", "memory", "crash", "network", "load", "predict", "protocol"})
+SANDBOX_KINDS = frozenset(
+    {"isolation", "timeout", "memory", "crash", "network", "load", "predict", "protocol"}
+)
+STAGES = ("start", "rows", "import", "load", "predict")
+CHILD_SCRIPT = Path(__file__).with_name("sandbox_child.py")
 STDERR_TAIL_BYTES = 64 * 1024
+DIAGNOSTIC_CHARS = 4000  # what of the model's own output an admin gets to see
 STDOUT_MAX_BYTES = 256 * 1024**2
-_STDERR_LINES_IN_MESSAGE = 15
 _POLL_S = 0.02
 _DRAIN_S = 5.0
 _THREAD_VARS = (
@@ -76,10 +74,11 @@ _THREAD_VARS = (
 _FIXED_ENV = {
     "LANG": "C.UTF-8",
     "LC_ALL": "C.UTF-8",
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
     "PYTHONHASHSEED": "0",  # same rows, same predictions, also for models that hash
     "PYTHONDONTWRITEBYTECODE": "1",  # never write .pyc next to the model's code
-    "PYTHONNOUSERSITE": "1",  # no ~/.local site-packages: HOME is empty anyway
-    # One thread per library: the CPU limit is per process and predictable this way.
+    "PYTHONNOUSERSITE": "1",  # no ~/.local site-packages
+    # One thread per library: the CPU and process limits are predictable this way.
     **dict.fromkeys(_THREAD_VARS, "1"),
     # Opt-outs of every phone-home we know of in the libraries a model loads.
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -91,16 +90,25 @@ _FIXED_ENV = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
 }
 # Every key the child's environment may hold; `scrubbed_env` never adds another.
-SANDBOX_ENV_KEYS = frozenset({"PATH", "HOME", "TMPDIR", "PYTHONPATH", *_FIXED_ENV})
+# PWD: bwrap sets it to the working directory it enters (/tmp).
+SANDBOX_ENV_KEYS = frozenset({"HOME", "TMPDIR", "PWD", *_FIXED_ENV})
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    memory_bytes: int = 4 * 1024**3  # RLIMIT_AS
+    memory_bytes: int = 4 * 1024**3  # RLIMIT_AS, per process
     cpu_seconds: int = 300  # RLIMIT_CPU (soft; SIGKILL 5 s later)
-    wall_seconds: float = 600.0  # parent kills the process group after this
+    wall_seconds: float = 600.0  # the parent kills everything after this
     open_files: int = 256  # RLIMIT_NOFILE
     file_bytes: int = 1024**3  # RLIMIT_FSIZE
+
+    def resources(self) -> ResourceLimits:
+        return ResourceLimits(
+            memory_bytes=self.memory_bytes,
+            cpu_seconds=self.cpu_seconds,
+            file_bytes=self.file_bytes,
+            open_files=self.open_files,
+        )
 
 
 @dataclass
@@ -112,7 +120,11 @@ class Predictions:
 
 
 class SandboxError(GatekeeperError):
-    """The model could not be evaluated in the sandbox; the gate is an error, the run fails."""
+    """The model could not be evaluated in the sandbox; the gate is an error, the run fails.
+
+    `message` is safe to publish (kind, stage and the parent's own numbers); `diagnostics`
+    holds what the model itself wrote and is for the worker log and admins only.
+    """
 
     def __init__(
         self,
@@ -120,80 +132,27 @@ class SandboxError(GatekeeperError):
         message: str,
         *,
         stage: str | None = None,
-        stderr_tail: str = "",
+        diagnostics: dict[str, Any] | None = None,
         evidence: dict[str, Any] | None = None,
     ) -> None:
         if kind not in SANDBOX_KINDS:
             raise ValueError(f"unknown sandbox error kind {kind!r}")
         self.kind = kind
         self.stage = stage
-        self.stderr_tail = stderr_tail
+        self.diagnostics = diagnostics or {}
         self.evidence = evidence or {}
-        lines = stderr_tail.strip().splitlines()[-_STDERR_LINES_IN_MESSAGE:]
-        self.message = message + (
-            "\nlast lines of the model's stderr:\n" + "\n".join(lines) if lines else ""
-        )
+        self.message = f"sandbox {kind} error: {message}"
         super().__init__(self.message)
 
 
-@dataclass(frozen=True)
-class NetworkIsolation:
-    prefix: tuple[str, ...]
-    isolated: bool
-    how: str
-
-
-@functools.cache
-def network_isolation() -> NetworkIsolation:
-    """Find out once whether this host lets us give the child a network namespace."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return NetworkIsolation((), False, "unshare not found on PATH; the child has network")
-    reasons = []
-    # Root (or CAP_SYS_ADMIN) can make a network namespace directly; an unprivileged user
-    # needs a user namespace first, where the kernel allows that.
-    for extra in ((), ("--user", "--map-root-user")):
-        cmd = (unshare, *extra, "--net")
-        try:
-            probe = subprocess.run(
-                [*cmd, "true"], capture_output=True, text=True, timeout=10, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            reasons.append(f"{' '.join(cmd)}: {exc}")
-            continue
-        if probe.returncode == 0:
-            return NetworkIsolation(
-                cmd, True, f"{' '.join(cmd)}: own network namespace, loopback down"
-            )
-        reasons.append(f"{' '.join(cmd)}: {probe.stderr.strip() or probe.returncode}")
-    return NetworkIsolation((), False, "no network namespace: " + "; ".join(reasons))
-
-
-def scrubbed_env(sandbox_dir: Path) -> dict[str, str]:
+def scrubbed_env(home: str, tmp: str) -> dict[str, str]:
     """The child's whole environment: an allowlist, never a copy of ours minus secrets."""
     env = dict(_FIXED_ENV)
-    env["PATH"] = os.environ.get("PATH") or os.defpath
-    env["HOME"] = str(sandbox_dir / "home")
-    env["TMPDIR"] = str(sandbox_dir / "tmp")
-    # `service` must be importable from the child's cwd (the sandbox dir), installed or not.
-    env["PYTHONPATH"] = str(Path(service.__file__).resolve().parent.parent)
+    env["HOME"] = home
+    env["TMPDIR"] = tmp
     if extra := set(env) - SANDBOX_ENV_KEYS:  # an invariant, checked even under python -O
         raise RuntimeError(f"sandbox environment outside the allowlist: {sorted(extra)}")
     return env
-
-
-def _apply_limits(pid: int, limits: SandboxLimits) -> dict[str, Any]:
-    cpu = limits.cpu_seconds
-    applied = {
-        "RLIMIT_AS": (limits.memory_bytes, limits.memory_bytes),
-        "RLIMIT_CPU": (cpu, cpu + 5),  # soft: SIGXCPU; hard: SIGKILL if that is ignored
-        "RLIMIT_CORE": (0, 0),
-        "RLIMIT_NOFILE": (limits.open_files, limits.open_files),
-        "RLIMIT_FSIZE": (limits.file_bytes, limits.file_bytes),
-    }
-    for name, value in applied.items():
-        resource.prlimit(pid, getattr(resource, name), value)
-    return {name: soft for name, (soft, _hard) in applied.items()}
 
 
 class _Reader(threading.Thread):
@@ -240,10 +199,9 @@ def _wait_exited(pid: int, deadline: float) -> bool:
     return False
 
 
-def _converse(
-    proc: subprocess.Popen[bytes], request: bytes, started_at: float, wall_s: float
-) -> _Outcome:
-    """Send the request, wait until the wall time is up, kill the group, collect the output."""
+def _converse(launched: Launched, request: bytes, started_at: float, wall_s: float) -> _Outcome:
+    """Send the request, wait until the wall time is up, kill everything, collect the output."""
+    proc = launched.proc
     assert proc.stdin and proc.stdout and proc.stderr
     out = _Reader(proc.stdout, STDOUT_MAX_BYTES, keep_tail=False)
     err = _Reader(proc.stderr, STDERR_TAIL_BYTES, keep_tail=True)
@@ -255,11 +213,12 @@ def _converse(
     except BrokenPipeError:
         pass  # the child died before reading; its exit status says why
     exited = _wait_exited(proc.pid, started_at + wall_s)
-    # The leader is a zombie or still running, so its pid cannot have been reused: kill
-    # the whole group, including anything the model started in the background.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    # The leader is a zombie or still running, so its pid cannot have been reused: kill the
+    # group, the namespace and the cgroup, including anything the model left running.
+    launched.kill()
     returncode = proc.wait()
+    if launched.evidence.get("sandbox") == "bwrap" and 128 < returncode < 128 + 65:
+        returncode = 128 - returncode  # bwrap exits 128+N when its command died of signal N
     ended_at = time.monotonic()
     out.join(_DRAIN_S)
     err.join(_DRAIN_S)
@@ -291,6 +250,11 @@ def _parse_events(stdout: bytes) -> tuple[list[dict[str, Any]], bool]:
     return events, malformed
 
 
+def _stage(value: Any) -> str:
+    """A stage name from the child, accepted only from the fixed list."""
+    return value if isinstance(value, str) and value in STAGES else "unknown"
+
+
 def _signal_error(returncode: int, stage: str, limits: SandboxLimits) -> tuple[str, str]:
     sig = -returncode
     name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
@@ -307,20 +271,33 @@ def _signal_error(returncode: int, stage: str, limits: SandboxLimits) -> tuple[s
     return "crash", f"model process died of signal {name} during {stage}"
 
 
+def _diagnostics(outcome: _Outcome, final: dict[str, Any] | None) -> dict[str, Any]:
+    """What the model wrote, truncated: for the worker log and admins, never published."""
+    diagnostics: dict[str, Any] = {"stderr_tail": outcome.stderr[-DIAGNOSTIC_CHARS:]}
+    if final is not None and final.get("event") == "error":
+        diagnostics["exception"] = f"{final.get('type')}: {final.get('message')}"[:DIAGNOSTIC_CHARS]
+        attempts = final.get("network_attempts")
+        if isinstance(attempts, list):
+            diagnostics["network_attempts"] = [str(a)[:200] for a in attempts[:20]]
+    return diagnostics
+
+
 def _interpret(
     outcome: _Outcome, limits: SandboxLimits, n_rows: int, evidence: dict[str, Any]
 ) -> Predictions:
     events, malformed = _parse_events(outcome.stdout)
     stages = [e for e in events if e.get("event") == "stage"]
-    stage = str(stages[-1].get("stage")) if stages else "start"
+    stage = _stage(stages[-1].get("stage")) if stages else "start"
     final = events[-1] if events and events[-1].get("event") in ("result", "error") else None
-    if final is not None and isinstance(final.get("evidence"), dict):
-        evidence.update(final["evidence"])
     _add_stage_timings(evidence, stages, final, outcome)
 
     def fail(kind: str, message: str) -> SandboxError:
         return SandboxError(
-            kind, message, stage=stage, stderr_tail=outcome.stderr, evidence=evidence
+            kind,
+            message,
+            stage=stage,
+            diagnostics=_diagnostics(outcome, final),
+            evidence=evidence,
         )
 
     if outcome.timed_out:
@@ -332,7 +309,8 @@ def _interpret(
         raise fail(*_signal_error(outcome.returncode, stage, limits))
     if final is not None and final.get("event") == "error":
         kind = final.get("kind") if final.get("kind") in SANDBOX_KINDS else "crash"
-        raise fail(kind, _child_error_message(kind, final, limits))
+        kind = "crash" if kind == "isolation" else kind  # only the parent says "isolation"
+        raise fail(kind, _child_error_message(kind, _stage(final.get("stage")), limits))
     if outcome.returncode != 0:
         raise fail("crash", f"model process exited with status {outcome.returncode} in {stage}")
     if outcome.stdout_overflowed or not outcome.stdout_complete:
@@ -342,17 +320,27 @@ def _interpret(
     return _predictions(final, n_rows, evidence, fail)
 
 
-def _child_error_message(kind: str, final: dict[str, Any], limits: SandboxLimits) -> str:
-    detail = str(final.get("type"))
-    if final.get("message"):
-        detail += f": {final.get('message')}"
+def _child_error_message(kind: str, stage: str, limits: SandboxLimits) -> str:
     if kind == "network":
-        attempts = ", ".join(map(str, final.get("network_attempts") or [])) or "no detail"
-        return f"model tried to reach the network ({attempts}); {detail}"
+        return f"model tried to reach the network in {stage}; refused"
     if kind == "memory":
         limit = f"address-space limit {limits.memory_bytes / 1024**3:g} GiB"
-        return f"model ran out of memory in {final.get('stage')} ({limit}); {detail}"
-    return f"model failed in {final.get('stage')}: {detail}"
+        return f"model ran out of memory in {stage} ({limit})"
+    return f"model failed in {stage} (its exception is in the run's admin diagnostics)"
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _plain_values(values: list[Any]) -> bool:
+    """Predictions are numbers, strings or booleans (or short lists of them), nothing else."""
+    for value in values:
+        if isinstance(value, list):
+            if not all(isinstance(v, _SCALARS) for v in value):
+                return False
+        elif not isinstance(value, _SCALARS):
+            return False
+    return True
 
 
 def _predictions(
@@ -361,11 +349,18 @@ def _predictions(
     predictions = final.get("predictions")
     scores, classes = final.get("scores"), final.get("classes")
     if not isinstance(predictions, list) or len(predictions) != n_rows:
-        count = len(predictions) if isinstance(predictions, list) else type(predictions).__name__
+        count = len(predictions) if isinstance(predictions, list) else "no list of"
         raise fail("predict", f"model returned {count} predictions for {n_rows} rows")
-    if scores is not None and (not isinstance(scores, list) or len(scores) != n_rows):
+    if not _plain_values(predictions):
+        raise fail("predict", "model returned predictions that are not plain values")
+    if scores is not None and (
+        not isinstance(scores, list)
+        or len(scores) != n_rows
+        or not all(isinstance(row, list) for row in scores)
+        or not _plain_values(scores)
+    ):
         scores, evidence["scores_error"] = None, "predict_proba did not give one row per input"
-    if classes is not None and not isinstance(classes, list):
+    if classes is not None and (not isinstance(classes, list) or not _plain_values(classes)):
         classes = None
     return Predictions(predictions=predictions, scores=scores, classes=classes, evidence=evidence)
 
@@ -376,17 +371,23 @@ def _add_stage_timings(
     final: dict[str, Any] | None,
     outcome: _Outcome,
 ) -> None:
-    """Seconds per stage from the child's announcements, also when it never finished."""
+    """Seconds per stage from the child's announcements, clamped to what the parent saw."""
     spawned, ended = outcome.started_at, outcome.ended_at
-    marks = [(str(e.get("stage")), e.get("t")) for e in stages]
-    marks = [(name, t) for name, t in marks if isinstance(t, int | float)]
+
+    def clock(value: Any) -> float | None:
+        if isinstance(value, int | float) and math.isfinite(value):
+            return min(max(float(value), spawned), ended)
+        return None
+
+    marks = [(_stage(e.get("stage")), clock(e.get("t"))) for e in stages[: len(STAGES) + 1]]
+    marks = [(name, t) for name, t in marks if t is not None]
     timings: dict[str, float] = {"total": round(ended - spawned, 4)}
     if marks:
-        # "start": process creation, interpreter start-up and reading the request.
+        # "start": process creation, sandbox set-up, interpreter start-up, the request.
         marks[0] = ("start", spawned)
-        end_of_last = final.get("t") if final is not None else None
+        end_of_last = clock(final.get("t")) if final is not None else None
         ends = [t for _name, t in marks[1:]]
-        ends.append(end_of_last if isinstance(end_of_last, int | float) else ended)
+        ends.append(end_of_last if end_of_last is not None else ended)
         for (name, began), end in zip(marks, ends, strict=True):
             timings[name] = round(max(0.0, end - began), 4)
     evidence["timings_s"] = timings
@@ -401,74 +402,108 @@ def _write_rows(rows: pd.DataFrame, path: Path) -> list[Any]:
     return columns
 
 
+def _launch(
+    isolation: IsolationConfig,
+    limits: SandboxLimits,
+    sandbox_dir: Path,
+    model_dir: Path,
+    rows_path: Path,
+) -> tuple[Launched, dict[str, str]]:
+    """Start the child; returns it and the paths it must be told (inside its own view)."""
+    if isolation.mode == "unconfined":
+        home, tmp = sandbox_dir / "home", sandbox_dir / "tmp"
+        home.mkdir()
+        tmp.mkdir()
+        cmd = [sys.executable, "-I", str(CHILD_SCRIPT)]
+        env = scrubbed_env(str(home), str(tmp))
+        launched = launch_unconfined(cmd, env=env, cwd=sandbox_dir, limits=limits.resources())
+        paths = {"model_dir": str(model_dir), "rows_path": str(rows_path)}
+        return launched, paths
+    bwrap = resolve_bwrap(isolation.bwrap)
+    etc_dir = write_etc(sandbox_dir / "etc")
+    env = scrubbed_env("/tmp", "/tmp")
+
+    def command(info_fd: int, block_fd: int) -> list[str]:
+        return bwrap_command(
+            bwrap,
+            python=sys.executable,
+            child_script=CHILD_SCRIPT,
+            model_dir=model_dir,
+            rows_path=rows_path,
+            etc_dir=etc_dir,
+            env=env,
+            config=isolation,
+            info_fd=info_fd,
+            block_fd=block_fd,
+        )
+
+    launched = launch_bwrap(command, config=isolation, limits=limits.resources())
+    return launched, {"model_dir": MODEL_MOUNT, "rows_path": ROWS_MOUNT}
+
+
 def predict_in_sandbox(
     model_dir: Path,
     rows: pd.DataFrame,
     *,
     limits: SandboxLimits,
     workdir: Path,
+    isolation: IsolationConfig | None = None,
     run_id: str | None = None,
 ) -> Predictions:
-    """Load the model in a locked-down child process and return its predictions for `rows`.
+    """Load the model in a contained child process and return its predictions for `rows`.
 
-    Raises SandboxError (kind timeout, memory, crash, network, load, predict or protocol).
+    Raises SandboxError (kind isolation, timeout, memory, crash, network, load, predict or
+    protocol); an isolation that cannot be set up is an error, never a run without it.
     """
-    isolation = network_isolation()
+    isolation = isolation or IsolationConfig()
     workdir.mkdir(parents=True, exist_ok=True)
     sandbox_dir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=workdir))
-    evidence: dict[str, Any] = {
-        "network_isolated": isolation.isolated,
-        "network_isolation": isolation.how,
-        "network_guard": "audit hook refuses socket connect/send and DNS in the interpreter",
-        "limits": asdict(limits),
-    }
-    if not isolation.isolated:
-        log.warning("run=%s sandbox has network access: %s", run_id, isolation.how)
+    evidence: dict[str, Any] = {"sandbox": isolation.mode, "wall_limits": asdict(limits)}
+    if isolation.mode == "unconfined":
+        log.warning(
+            "run=%s sandbox is UNCONFINED (GATEKEEPER_SANDBOX=unconfined): model code can "
+            "read what the worker can read",
+            run_id,
+        )
     try:
-        (sandbox_dir / "home").mkdir()
-        (sandbox_dir / "tmp").mkdir()
         rows_path = sandbox_dir / "rows.parquet"
         columns = _write_rows(rows, rows_path)
-        request = json.dumps(
-            {
-                "model_dir": str(Path(model_dir).resolve()),
-                "rows_path": str(rows_path),
-                "columns": columns,
-            }
-        ).encode()
-        env = scrubbed_env(sandbox_dir)
-        evidence["env_keys"] = sorted(env)
-        cmd = [*isolation.prefix, sys.executable, "-m", "service.sandbox_child"]
         spawned_at = time.monotonic()
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=sandbox_dir,
-            start_new_session=True,
-            close_fds=True,
-        )
         try:
-            evidence["limits_applied"] = _apply_limits(proc.pid, limits)
-        except OSError as exc:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise SandboxError("crash", f"could not limit the sandbox process: {exc}") from exc
-        outcome = _converse(proc, request, spawned_at, limits.wall_seconds)
+            launched, paths = _launch(
+                isolation, limits, sandbox_dir, Path(model_dir).resolve(), rows_path
+            )
+        except IsolationError as exc:
+            log.error("run=%s sandbox isolation could not be set up: %s", run_id, exc)
+            raise SandboxError(
+                "isolation",
+                f"the sandbox could not be set up, so the model was not loaded: {exc}",
+                stage="start",
+                evidence=evidence,
+            ) from exc
+        evidence.update(launched.evidence)
+        request = json.dumps({**paths, "columns": columns}).encode()
+        try:
+            outcome = _converse(launched, request, spawned_at, limits.wall_seconds)
+        finally:
+            launched.close()
         try:
             result = _interpret(outcome, limits, len(rows), evidence)
         except SandboxError as exc:
-            log.warning("run=%s sandbox %s error: %s", run_id, exc.kind, exc.message)
+            log.warning(
+                "run=%s %s (stage %s); model diagnostics (truncated): %r",
+                run_id,
+                exc.message,
+                exc.stage,
+                exc.diagnostics,
+            )
             raise
         log.info(
-            "run=%s sandbox predicted %d rows in %.2f s (isolated=%s)",
+            "run=%s sandbox (%s) predicted %d rows in %.2f s",
             run_id,
+            isolation.mode,
             len(rows),
             outcome.ended_at - outcome.started_at,
-            isolation.isolated,
         )
         return result
     finally:

@@ -1,8 +1,9 @@
 """The sandbox's child side: the only code in the product that loads a model.
 
-Run as `python -m service.sandbox_child` by `service.sandbox`, never imported by the service.
-The parent has already scrubbed the environment, applied resource limits and (where the OS
-allows) put this process in a network namespace of its own; what this module adds:
+Run as `python -I sandbox_child.py` by `service.sandbox` inside bubblewrap, never imported by
+the service, and importing nothing of it (the source tree is not in the sandbox). The parent
+has already scrubbed the environment, set the limits and put this process in namespaces of its
+own; what this module adds:
 
 - The protocol stream is private. File descriptor 1 is duplicated for the protocol and then
   pointed at stderr (for Python and for native code alike), so a model that prints, or a C
@@ -17,7 +18,9 @@ allows) put this process in a network namespace of its own; what this module add
 Protocol: the parent writes one JSON request on stdin, `{"model_dir", "rows_path", "columns"}`.
 The child writes JSON lines on the protocol stream: `{"event": "stage", ...}` as it goes, and
 exactly one final `{"event": "result", ...}` or `{"event": "error", ...}`. Only plain data
-(lists of numbers and strings) leaves this process; the model object never does.
+(lists of numbers and strings) leaves this process; the model object never does. The parent
+trusts none of it beyond predictions, stage names and timings, which it validates: whatever
+the model does to this interpreter (this module is in its reach) cannot forge the evidence.
 """
 
 from __future__ import annotations
@@ -25,8 +28,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import platform
-import resource
 import socket
 import sys
 import time
@@ -43,10 +44,6 @@ _NETWORK_EVENTS = frozenset(
         "socket.gethostbyname",
         "socket.gethostbyaddr",
     }
-)
-# Audit events that start another program: allowed, but named in the evidence for the report.
-_PROCESS_EVENTS = frozenset(
-    {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork"}
 )
 _NETWORK_ERRNOS = frozenset(
     {
@@ -71,15 +68,10 @@ _KIND_BY_STAGE = {
 }
 
 network_attempts: list[str] = []
-processes_started: list[str] = []
 current_stage = "start"
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if event in _PROCESS_EVENTS:
-        if len(processes_started) < _MAX_ATTEMPTS_KEPT:
-            processes_started.append(f"{event} {args[:2]!r}"[:200])
-        return
     if event not in _NETWORK_EVENTS:
         return
     if len(network_attempts) < _MAX_ATTEMPTS_KEPT:
@@ -161,7 +153,7 @@ def _underlying_model(loaded: Any) -> Any:
         return None
 
 
-def _scores(raw: Any, rows: Any, evidence: dict[str, Any]) -> list[list[float]] | None:
+def _scores(raw: Any, rows: Any) -> list[list[float]] | None:
     predict_proba = getattr(raw, "predict_proba", None)
     if not callable(predict_proba):
         return None
@@ -169,8 +161,7 @@ def _scores(raw: Any, rows: Any, evidence: dict[str, Any]) -> list[list[float]] 
         return _as_rows_list(predict_proba(rows))
     except (MemoryError, OSError):
         raise  # out of memory or a network attempt: the parent fails the run, not just scores
-    except Exception as exc:  # scores are optional: record why there are none, keep predictions
-        evidence["scores_error"] = f"{type(exc).__name__}: {exc}"[:500]
+    except Exception:  # scores are optional: keep the predictions
         return None
 
 
@@ -191,7 +182,7 @@ def _enter(stream: IO[str], stage: str) -> None:
     _emit(stream, {"event": "stage", "stage": stage, "t": time.monotonic()})
 
 
-def _run(request: dict[str, Any], stream: IO[str], evidence: dict[str, Any]) -> dict[str, Any]:
+def _run(request: dict[str, Any], stream: IO[str]) -> dict[str, Any]:
     _enter(stream, "rows")
     import pandas as pd
 
@@ -199,21 +190,15 @@ def _run(request: dict[str, Any], stream: IO[str], evidence: dict[str, Any]) -> 
     rows.columns = request["columns"]
 
     _enter(stream, "import")
-    import mlflow
     import mlflow.pyfunc
-
-    evidence["mlflow_version"] = mlflow.__version__
 
     _enter(stream, "load")
     loaded = mlflow.pyfunc.load_model(request["model_dir"])
-    evidence["loader_module"] = loaded.metadata.flavors.get("python_function", {}).get(
-        "loader_module"
-    )
 
     _enter(stream, "predict")
     predictions = _as_rows_list(loaded.predict(rows))
     raw = _underlying_model(loaded)
-    scores = _scores(raw, rows, evidence)
+    scores = _scores(raw, rows)
     classes = _classes(raw) if scores is not None else None
     return {"predictions": predictions, "scores": scores, "classes": classes}
 
@@ -221,15 +206,10 @@ def _run(request: dict[str, Any], stream: IO[str], evidence: dict[str, Any]) -> 
 def main() -> int:
     stream = _claim_protocol_stream()
     sys.addaudithook(_audit)
-    evidence: dict[str, Any] = {
-        "python_version": platform.python_version(),
-        "pid": os.getpid(),
-        "processes_started": processes_started,
-    }
     _enter(stream, "start")
     try:
         request = json.loads(sys.stdin.read())
-        result = _run(request, stream, evidence)
+        result = _run(request, stream)
         if network_attempts:
             raise ConnectionRefusedError("the model caught the refusal and carried on")
     except BaseException as exc:  # everything, SystemExit included, is reported to the parent
@@ -253,12 +233,10 @@ def main() -> int:
                 "type": type(exc).__name__,
                 "message": str(exc)[:2000],
                 "network_attempts": network_attempts,
-                "evidence": evidence,
             },
         )
         return 1
-    evidence["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    _emit(stream, {"event": "result", "t": time.monotonic(), **result, "evidence": evidence})
+    _emit(stream, {"event": "result", "t": time.monotonic(), **result})
     return 0
 
 

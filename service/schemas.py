@@ -18,6 +18,8 @@ class GateResultRead(BaseModel):
     metrics: dict[str, Any]
     thresholds: dict[str, Any]
     evidence: dict[str, Any]
+    # admins only: what a sandboxed model wrote (stderr tail, exception); None for others
+    diagnostics: dict[str, Any] | None = None
     duration_s: float
 
 
@@ -32,6 +34,7 @@ class RunRead(BaseModel):
     policy_digest: str
     artifact_digest: str | None
     datasets: list[Any] | None
+    sandbox: str | None
     decision: dict[str, Any] | None
     error_message: str | None
     requested_by: str | None
@@ -43,7 +46,7 @@ class RunRead(BaseModel):
     gates: list[GateResultRead]
 
     @classmethod
-    def from_row(cls, run: GateRun, report_url: str) -> RunRead:
+    def from_row(cls, run: GateRun, report_url: str, *, admin: bool = False) -> RunRead:
         return cls(
             id=run.id,
             model_name=run.model_name,
@@ -55,6 +58,7 @@ class RunRead(BaseModel):
             policy_digest=run.policy_digest,
             artifact_digest=run.artifact_digest,
             datasets=run.datasets,
+            sandbox=run.sandbox,
             decision=run.decision,
             error_message=run.error_message,
             requested_by=run.requested_by,
@@ -72,6 +76,7 @@ class RunRead(BaseModel):
                     metrics=r.metrics,
                     thresholds=r.thresholds,
                     evidence=r.evidence,
+                    diagnostics=r.diagnostics if admin else None,
                     duration_s=r.duration_s,
                 )
                 for r in run.results

@@ -23,7 +23,14 @@ from service.models import RunStatus
 from service.pipeline import PipelineOutcome, run_pipeline
 from service.policy import policy_for
 from service.promotion import publish_run, running_tags
-from service.queue import ClaimedRun, claim_next_run, finish_run, heartbeat, retry_later
+from service.queue import (
+    ClaimedRun,
+    claim_next_run,
+    finish_run,
+    heartbeat,
+    passing_artifact_digests,
+    retry_later,
+)
 from service.registry import Registry
 from service.retry import retry_decision
 
@@ -121,6 +128,8 @@ class Worker:
                     registry=self.registry,
                     policy=policy_for(claimed.model_name, self.settings.policy_path),
                     scratch_root=Path(self.settings.scratch_dir),
+                    passing_digests=self._passing_digests,
+                    isolation=self.settings.isolation,
                     alias=self.settings.alias,
                 )
             except Exception as exc:
@@ -135,6 +144,10 @@ class Worker:
         self._publish(claimed.id)
         return True
 
+    def _passing_digests(self, model_name: str, version: int) -> set[str]:
+        with transaction(self.settings.resolved_database_url) as session:
+            return passing_artifact_digests(session, model_name, version)
+
     def _record(self, claimed: ClaimedRun, outcome: PipelineOutcome) -> None:
         with transaction(self.settings.resolved_database_url) as session:
             finish_run(
@@ -147,6 +160,7 @@ class Worker:
                 artifact_digest=outcome.artifact_digest,
                 artifact_manifest=outcome.manifest,
                 datasets=outcome.datasets,
+                sandbox=outcome.sandbox,
             )
         RUNS_FINISHED.labels(status=outcome.decision.status).inc()
         log.info(

@@ -116,9 +116,16 @@ def run_page(run_id: Annotated[str, Path(max_length=36)], session: SessionDep) -
         f"<h1>{esc(run.model_name)} v{run.model_version}: "
         f"<span class='{esc(run.status)}'>{esc(run.status)}</span></h1>"
         f"<p>run {run.id} &middot; trigger {esc(run.trigger)} &middot; attempt {run.attempt}"
-        f" &middot; artifact sha256 {esc(run.artifact_digest or '-')}</p>"
-        f"<h2>Gates</h2><table><tr><th>gate</th><th>status</th><th>detail</th></tr>{gates}</table>"
-        f"<h2>Decision</h2><ul>{deny or '<li>nothing denied</li>'}</ul>"
+        f" &middot; artifact sha256 {esc(run.artifact_digest or '-')}"
+        f" &middot; sandbox: {esc(run.sandbox or 'model not loaded')}</p>"
+        + (
+            "<p class='error'><b>sandbox: unconfined</b>: the operator ran model code without "
+            "isolation (GATEKEEPER_SANDBOX=unconfined)</p>"
+            if run.sandbox == "unconfined"
+            else ""
+        )
+        + "<h2>Gates</h2><table><tr><th>gate</th><th>status</th><th>detail</th></tr>"
+        f"{gates}</table><h2>Decision</h2><ul>{deny or '<li>nothing denied</li>'}</ul>"
         + (f"<p class='error'>{esc(run.error_message)}</p>" if run.error_message else "")
     )
     return _page(f"{run.model_name} v{run.model_version}", body)

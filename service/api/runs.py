@@ -69,7 +69,7 @@ def get_run(
     run = session.get(GateRun, run_id)
     if run is None:
         raise NotFound(f"no run {run_id}")
-    return RunRead.from_row(run, report_url(settings, run.id))
+    return RunRead.from_row(run, report_url(settings, run.id), admin=principal.has("admin"))
 
 
 @router.get("/models/{name}/versions/{version}/runs", response_model=RunList)
@@ -87,5 +87,9 @@ def list_runs(
     ).all()
     count = session.scalar(select(func.count()).select_from(GateRun).where(*where)) or 0
     return RunList(
-        data=[RunRead.from_row(r, report_url(settings, r.id)) for r in runs], count=count
+        data=[
+            RunRead.from_row(r, report_url(settings, r.id), admin=principal.has("admin"))
+            for r in runs
+        ],
+        count=count,
     )
