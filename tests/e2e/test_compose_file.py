@@ -8,6 +8,7 @@ docker-compose`), so its absence fails the test instead of skipping it.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shlex
 import shutil
@@ -160,3 +161,22 @@ def test_missing_secret_fails_with_a_clear_message(tmp_path: Path, missing: str)
     result = _run_config(tmp_path, _compose_env(**{missing: None}), "-q")
     assert result.returncode != 0, f"config validated without {missing}"
     assert f"set {missing} to" in result.stderr + result.stdout
+
+
+def test_worker_gets_what_the_sandbox_needs_and_never_runs_as_root() -> None:
+    services = _services()
+    for name in GATEKEEPER_SERVICES:
+        user = str(services[name].get("user", ""))
+        assert user and user.split(":")[0] not in ("0", "root"), (name, user)
+    worker = services["gatekeeper-worker"]
+    assert worker.get("cap_drop") == ["ALL"]
+    options = worker.get("security_opt") or []
+    # compose v1 prints `seccomp:FILE`, v2 keeps `seccomp=FILE`
+    seccomp = [o[len("seccomp") + 1 :] for o in options if o.startswith(("seccomp=", "seccomp:"))]
+    assert seccomp and seccomp[0] not in ("unconfined",), options
+    profile = json.loads((ROOT / seccomp[0]).read_text())
+    denied = {n for rule in profile["syscalls"] for n in rule["names"]}
+    # what bubblewrap needs stays allowed; what escapes containers is denied
+    assert not denied & {"unshare", "clone", "clone3", "mount", "pivot_root", "setns"}
+    assert {"kexec_load", "init_module", "bpf", "ptrace", "keyctl"} <= denied
+    assert "systempaths=unconfined" in options
