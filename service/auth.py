@@ -32,6 +32,10 @@ class Principal:
             )
 
 
+def _printable_ascii(value: str) -> bool:
+    return value.isascii() and value.isprintable()
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -40,6 +44,10 @@ def authenticate(session: Session, settings: Settings, authorization: str | None
     if not authorization or not authorization.startswith("Bearer "):
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
     token = authorization.removeprefix("Bearer ").strip()
+    # HTTP headers arrive decoded as latin-1; a token is printable ASCII, and
+    # hmac.compare_digest refuses non-ASCII strings (a TypeError, i.e. a 500) anyway.
+    if not _printable_ascii(token):
+        raise Unauthorized("the bearer token is not printable ASCII")
     if settings.admin_token and hmac.compare_digest(token, settings.admin_token):
         return Principal(name="bootstrap-admin", role="admin")
     row = session.scalar(

@@ -85,6 +85,17 @@ def _verify(request: Request, body: bytes, settings: Settings) -> tuple[str, int
         raise Unauthorized("missing X-MLflow-Delivery-Id, X-MLflow-Timestamp or X-MLflow-Signature")
     if len(delivery_id) > 128:
         raise Unauthorized("delivery id too long")
+    # Headers arrive decoded as latin-1: anything but printable ASCII is not what MLflow
+    # sends, and hmac.compare_digest would raise on it (a 500). Refuse it as unauthenticated.
+    for name, value in (
+        ("X-MLflow-Delivery-Id", delivery_id),
+        ("X-MLflow-Timestamp", timestamp),
+        ("X-MLflow-Signature", signature),
+    ):
+        if not (value.isascii() and value.isprintable()):
+            raise Unauthorized(f"{name} is not printable ASCII")
+    if not timestamp.isdigit():
+        raise Unauthorized("X-MLflow-Timestamp is not unix seconds")
     assert settings.webhook_secret is not None
     if not signature_matches(settings.webhook_secret, delivery_id, timestamp, body, signature):
         raise Unauthorized("signature does not match (wrong secret or altered body)")

@@ -187,3 +187,47 @@ def test_manual_runs_are_new_each_time_and_readable(
     assert missing.status_code == 404
     assert gatekeeper.api("POST", f"/api/v1/models/{name}/versions/0/runs").status_code == 422
     assert gatekeeper.api("GET", "/api/v1/runs/no-such-run").status_code == 404
+
+
+NON_ASCII_VALUES = [
+    b"Bearer \xff\xfe\xfd",  # latin-1 bytes that are not UTF-8
+    "Bearer tök€n".encode(),  # UTF-8 multi-byte
+    b"Bearer \x80\x81",  # C1 range (legal on the wire, not ASCII)
+    b"\xc3\xa9",  # no scheme at all
+]
+
+
+@pytest.mark.parametrize("value", NON_ASCII_VALUES)
+def test_non_ascii_authorization_is_401_never_500(
+    gatekeeper: GatekeeperProcess, value: bytes
+) -> None:
+    for method, path in (
+        ("GET", "/api/v1/runs/00000000-0000-0000-0000-000000000000"),
+        ("GET", "/api/v1/models/intake-x/versions/1/runs"),
+        ("POST", "/api/v1/models/intake-x/versions/1/runs"),
+    ):
+        response = httpx.request(
+            method, f"{gatekeeper.url}{path}", headers={"Authorization": value}, timeout=10
+        )
+        assert response.status_code == 401, (method, path, response.text)
+
+
+@pytest.mark.parametrize(
+    "header", ["X-MLflow-Signature", "X-MLflow-Delivery-Id", "X-MLflow-Timestamp"]
+)
+@pytest.mark.parametrize("value", [b"v1,\xff\xfe", "v1,ünïcödé".encode(), b"1700000000\xa0"])
+def test_non_ascii_webhook_headers_are_401_never_500(
+    gatekeeper: GatekeeperProcess, header: str, value: bytes
+) -> None:
+    body = version_created_body("intake-nonascii", 1)
+    headers: dict[str, str | bytes] = dict(signed_webhook_headers(body))
+    headers[header] = value
+    response = httpx.post(
+        f"{gatekeeper.url}/webhooks/mlflow", content=body, headers=headers, timeout=10
+    )
+    assert response.status_code == 401, (header, value, response.text)
+    with transaction(gatekeeper.database_url) as session:  # type: ignore[attr-defined]
+        made = session.scalar(
+            select(func.count()).select_from(GateRun).where(GateRun.model_name == "intake-nonascii")
+        )
+    assert made == 0
