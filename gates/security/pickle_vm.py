@@ -1227,10 +1227,13 @@ def _run_stream(stream: _Stream) -> str:
     try:
         stream.run()
     except _Broken as exc:
+        seen = list(stream.ctx.out.callables)[:20]
+        named = ", ".join(seen) if seen else "none"
         stream._emit(
             "SEC-PICKLE-004", Severity.HIGH,
-            f"pickle stream cannot be fully parsed: {exc.reason}", "<stream>",
-            reason=exc.reason,
+            f"pickle stream cannot be fully parsed: {exc.reason}; callables seen before the "
+            f"break: {named}", "<stream>",
+            reason=exc.reason, callables_seen=seen,
         )  # fmt: skip
         return "broken"
     except ScanLimitExceeded as exc:

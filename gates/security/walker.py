@@ -5,9 +5,13 @@ protocol-0 pickle member with no magic byte inside a PyTorch archive and a gzip 
 `model.joblib` are all recognised by their bytes. Containers are opened here, bounded
 (depth, member count, decompressed size, compression ratio, time): zip (members read from
 their local headers, so bad CRCs and flag-bit tricks change nothing), tar, gzip/zlib/bz2/
-xz/lzma/lz4 streams, and the legacy PyTorch stream of several pickles. Exceeding a bound is a
-SEC-LIMIT-001 finding; a container that cannot be opened is SEC-FILE-002; a file that claims
-a model format by its name but matches none by content is SEC-FILE-003.
+xz/lzma/lz4 streams, 7z (archives.py), and the legacy PyTorch stream of several pickles.
+Exceeding a bound is a SEC-LIMIT-001 finding; a container that cannot be opened is
+SEC-FILE-002; a file that claims a model format by its name but matches none by content is
+SEC-FILE-003; an archive format that is recognised but not opened is SEC-FILE-004. A file
+named like a pickle (`.pkl`, `.pickle`, `.joblib`, `.dill`, `.sav`) or starting with a
+protocol-0 `GLOBAL module\nname\n` goes to the pickle machine even when the content sniff
+says no, so a stream that breaks after naming `builtins.exec` is a finding, not text.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import io
 import json
 import os
 import pickle
+import re
 import struct
 import tarfile
 import tempfile
@@ -26,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from gates.base import Finding, Severity
-from gates.security import secrets
+from gates.security import archives, secrets
 from gates.security.callables import CallablePolicy
 from gates.security.common import Limits, Location, ScanLimitExceeded, finding
 from gates.security.decompress import inflate, stream_kind
@@ -45,6 +50,8 @@ MODEL_SUFFIXES = {
 }  # fmt: skip
 LEGACY_TORCH_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)[2:-1]
 ZIP_METHODS = {zipfile.ZIP_DEFLATED: "deflate-raw", zipfile.ZIP_BZIP2: "bz2"}
+PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".dill", ".sav"})
+_PROTOCOL0_GLOBAL = re.compile(rb"\Ac[A-Za-z_][\w.]*\n[A-Za-z_][\w.]*\n")
 
 
 @dataclass
@@ -148,6 +155,9 @@ class Walker:
             with zipfile.ZipFile(path) as zf:
                 self._walk_zip(zf, where, depth=1)
             return
+        if head.startswith(archives.SEVEN_ZIP_MAGIC):
+            self._walk_7z(path, where, depth=1)
+            return
         if safetensors.looks_like_safetensors(head):
             self._covered(where, "safetensors")
             self.result.findings.extend(safetensors.scan_safetensors(path, where, self.limits))
@@ -190,6 +200,9 @@ class Walker:
             with tarfile.open(fileobj=io.BytesIO(data)) as tf:
                 self._walk_tar(tf, where, depth + 1)
             return
+        if head.startswith(archives.SEVEN_ZIP_MAGIC):
+            self._walk_7z(data, where, depth + 1)
+            return
         kind = stream_kind(head)
         if kind and not looks_like_pickle(head):
             try:
@@ -206,7 +219,7 @@ class Walker:
                 numpy_files.scan_npy(data, where, self.limits, self._pickle_findings)
             )
             return
-        if looks_like_pickle(data):
+        if looks_like_pickle(data) or _claims_pickle(data, name):
             self._pickle(data, where)
             return
         if safetensors.looks_like_safetensors(head) or keras.looks_like_hdf5(head):
@@ -217,9 +230,28 @@ class Walker:
             self.result.findings.extend(tf_format.scan_saved_model_pb(data, where))
             return
         if _is_text(head):
-            self._text(data, where)
+            if not self._unopened(head, where, name):
+                self._text(data, where)
             return
         self._raw_data(head, where, name)
+
+    def _unopened(self, head: bytes, where: Location, name: str) -> bool:
+        """An archive format we recognise but do not open: a finding, never a pass."""
+        kind = archives.unopened_kind(head, name)
+        if kind is None:
+            return False
+        self._covered(where, f"unopened archive ({kind})")
+        self._add(
+            finding(
+                "SEC-FILE-004",
+                Severity.HIGH,
+                f"{kind} archive or compressed data that the scanner does not open; its "
+                "content cannot be checked",
+                where,
+                {"format": kind, "head_hex": head[:16].hex()},
+            )
+        )
+        return True
 
     def _pickle_findings(self, data: bytes, where: Location) -> list[Finding]:
         before = len(self.result.findings)
@@ -256,6 +288,8 @@ class Walker:
 
     def _raw_data(self, head: bytes, where: Location, name: str) -> None:
         """Bytes no loader interprets as code (tensor storage, weights): strings only."""
+        if self._unopened(head, where, name):
+            return
         self._covered(where, "raw data")
         strings = secrets.extract_strings(head[:STRINGS_WINDOW])
         self._queue_secrets(where, strings, "strings", sum(map(len, strings)))
@@ -350,6 +384,29 @@ class Walker:
         if isinstance(config, dict):
             self.result.findings.extend(keras.scan_keras_config(config, where, self.policy))
 
+    def _walk_7z(self, source: Path | bytes, where: Location, depth: int) -> None:
+        if depth > self.limits.max_depth:
+            raise ScanLimitExceeded(
+                "depth", f"containers nested deeper than {self.limits.max_depth}"
+            )
+        self._covered(where, "7z")
+        try:
+            members = archives.read_7z(source, self.limits)
+        except archives.EncryptedArchive:
+            self._add(
+                finding(
+                    "SEC-FILE-004",
+                    Severity.HIGH,
+                    "encrypted 7z archive; its content cannot be checked",
+                    where,
+                    {"format": "7z", "encrypted": True},
+                )
+            )
+            return
+        for name, data in members:
+            base = name.rsplit("/", 1)[-1]
+            self._guarded(self._scan_bytes, data, where.child(name), depth, base)
+
     def _walk_tar(self, tf: tarfile.TarFile, where: Location, depth: int) -> None:
         self._covered(where, "tar")
         count = 0
@@ -393,6 +450,14 @@ def _needs_whole(head: bytes, name: str) -> bool:
         or _is_text(head)
         or name.endswith(".pb")
     )
+
+
+def _claims_pickle(data: bytes, name: str) -> bool:
+    """Named like a pickle, or opening with a protocol-0 GLOBAL: parse it as one even when the
+    sniff says no (a stream that breaks after naming a callable is still a finding)."""
+    if Path(name).suffix.lower() in PICKLE_SUFFIXES:
+        return True
+    return bool(_PROTOCOL0_GLOBAL.match(data[:512]))
 
 
 def _is_tar(head: bytes) -> bool:

@@ -332,6 +332,46 @@ def _compressed_samples(w: _Writer) -> None:
     )
 
 
+def _seven_zip(members: dict[str, bytes], password: str | None = None) -> bytes:
+    import py7zr
+
+    buffer = io.BytesIO()
+    with py7zr.SevenZipFile(buffer, "w", password=password, header_encryption=bool(password)) as z:
+        for name, data in members.items():
+            z.writestr(data, name)
+    return buffer.getvalue()
+
+
+def _archive_samples(w: _Writer) -> None:
+    """Peers' own test files (picklescan's tests/data): 7z, and pickles that break mid-way."""
+    t = "container-archive"
+    name = "seven_zip_pickle.7z"
+    w.file(
+        name, t, "7z archive holding a malicious pickle", _seven_zip({"model.pkl": w.payload(name)})
+    )
+    name = "seven_zip_nested_in_zip.zip"
+    inner = _seven_zip({"weights/data.pkl": w.payload(name)})
+    w.file(name, t, "7z inside a zip", raw_zip([ZipMember("archive.7z", inner)]))
+    name = "seven_zip_encrypted.7z"
+    w.file(name, t, "password-protected 7z (headers encrypted): cannot be checked",
+           _seven_zip({"model.pkl": w.payload(name)}, password="infected"))  # fmt: skip
+    name = "zstd_stream.joblib.zst"
+    w.file(name, t, "zstd frame (joblib's optional compressor) that the scanner cannot open",
+           b"\x28\xb5\x2f\xfd" + bytes(range(64)), payload="unopenable container")  # fmt: skip
+    name = "rar_archive.rar"
+    w.file(name, t, "rar archive that the scanner cannot open",
+           b"Rar!\x1a\x07\x01\x00" + bytes(range(64)), payload="unopenable container")  # fmt: skip
+    t = "pickle-broken"
+    w.file("broken_protocol0_exec.pkl", t,
+           "protocol-0 stream: GLOBAL builtins.exec, then bytes that do not parse",
+           b"cbuiltins\nexec\n(Vimport os\\nos.system('id')\nt\x00garbage",
+           payload="breaks after naming builtins.exec")  # fmt: skip
+    w.file("broken_protocol0_eval.bin", t,
+           "protocol-0 GLOBAL builtins.eval under a .bin name, cut off mid-stream",
+           b"cbuiltins\neval\n(S'__import__(\"os\").system(\"id\")'\n",
+           payload="breaks after naming builtins.eval")  # fmt: skip
+
+
 def _numpy_samples(w: _Writer) -> None:
     t = "container-numpy"
     name = "numpy_object_dtype.npy"
@@ -952,7 +992,8 @@ def format_samples(out_dir: Path, marker_dir: Path, rotation: Rotation | None = 
     payloads of their formats.
     """
     w = _Writer(out_dir, marker_dir, rotation or Rotation())
-    for build in (_zip_samples, _legacy_samples, _compressed_samples, _numpy_samples,
+    for build in (_zip_samples, _legacy_samples, _compressed_samples, _archive_samples,
+                  _numpy_samples,
                   _bounds_samples, _mlflow_samples, _skops_samples, _keras_samples,
                   _tf_samples, _onnx_samples, _safetensors_samples):  # fmt: skip
         build(w)

@@ -20,7 +20,11 @@ from tests.corpus.gadgets import ROTATION
 from tests.corpus.malicious import build_malicious_corpus
 
 # Streams that are malformed on purpose: the technique is the malformation.
-MALFORMED_ON_PURPOSE = {"stream_trailing_garbage.pkl", "stream_truncated_after_reduce.pkl"}
+MALFORMED_ON_PURPOSE = {
+    "stream_trailing_garbage.pkl",
+    "stream_truncated_after_reduce.pkl",
+    "broken_protocol0_exec.pkl",
+}
 
 
 @pytest.fixture(scope="module")
