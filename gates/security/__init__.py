@@ -10,6 +10,8 @@ Runs first and never loads, imports or executes what it inspects. Engines:
   vulnerable pins);
 - secrets (secrets.py, detect-secrets offline) in text files, strings of binaries and string
   columns of the logged datasets; PII (pii.py, presidio pattern recognizers) in the datasets;
+  both also in the tables shipped inside the artifact (artifact_tables.py: input examples,
+  csv, parquet, jsonl), under the same column rules;
 - modelscan, kept as a second opinion: its findings count, its gaps do not.
 
 Verdict: a finding at or above `fail_at` (default HIGH) fails the gate. Code that runs at load
@@ -31,6 +33,7 @@ import yaml
 from gates.base import Finding, GateContext, GateResult, Severity, Status
 from gates.security import pii, requirements
 from gates.security import secrets as secret_scan
+from gates.security.artifact_tables import artifact_tables
 from gates.security.callables import CallablePolicy
 from gates.security.common import Limits, Location
 from gates.security.mlflow_format import check_mlflow_model
@@ -60,6 +63,7 @@ def check(ctx: GateContext, cfg: Mapping[str, Any]) -> GateResult:
     if cfg.get("modelscan", True):
         findings += _modelscan(root, evidence)
     findings += _data_findings(ctx, cfg, evidence)
+    findings += _artifact_table_findings(root, cfg, evidence)
 
     findings = _apply_code_policy(findings, allow_code=allow_code)
     # most severe first; at equal severity our own engines before modelscan's second opinion
@@ -132,6 +136,35 @@ def _data_findings(
         pii_evidence[name] = detail
     if pii_evidence:
         evidence["pii"] = pii_evidence
+    return findings
+
+
+def _artifact_table_findings(
+    root: Path, cfg: Mapping[str, Any], evidence: dict[str, Any]
+) -> list[Finding]:
+    """Rows shipped in the artifact (input examples, csv, parquet, jsonl) judged like data."""
+    findings: list[Finding] = []
+    columns = dict(cfg.get("columns", {}))
+    threshold = float(cfg.get("pii_threshold", 0.01))
+    tables: dict[str, Any] = {}
+    for table in artifact_tables(root):
+        if table.frame is None:
+            tables[table.path] = {"parsed": False, "error": table.error}
+            continue
+        where = Location(table.path)
+        findings += secret_scan.scan_dataframe(table.frame, where)
+        found, detail = pii.scan_dataframe_pii(
+            table.frame,
+            dataset=table.path,
+            column_classes=columns,
+            threshold=threshold,
+            where=where,
+            kind="artifact file",
+        )
+        findings += found
+        tables[table.path] = {"parsed": True, "rows": len(table.frame), "pii": detail["columns"]}
+    if tables:
+        evidence["artifact_tables"] = tables
     return findings
 
 

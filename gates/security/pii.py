@@ -89,11 +89,14 @@ def scan_dataframe_pii(
     seed: int = 0,
     min_score: float = DEFAULT_MIN_SCORE,
     exempt_classes: Collection[str] = ("pii",),
+    where: Location | None = None,
+    kind: str = "dataset",
 ) -> tuple[list[Finding], dict[str, Any]]:
-    """SEC-PII-001 findings and per-column PII evidence for one dataset."""
+    """SEC-PII-001 findings and per-column PII evidence for one dataset (or, with `where`
+    and `kind="artifact file"`, for a table shipped inside the artifact)."""
     sample = df.sample(n=sample_rows, random_state=seed) if len(df) > sample_rows else df
     sampled = len(sample)
-    where = Location(f"dataset:{dataset}")
+    where = where or Location(f"dataset:{dataset}")
     evidence: dict[str, Any] = {
         "dataset": dataset,
         "rows_total": len(df),
@@ -139,7 +142,7 @@ def scan_dataframe_pii(
                     finding(
                         RULE,
                         Severity.HIGH,
-                        f"dataset {dataset!r} column {name!r}: {entity} in "
+                        f"{kind} {dataset!r} column {name!r}: {entity} in "
                         f"{stats['count'] / sampled:.1%} of {sampled} sampled rows (threshold "
                         f"{threshold:.1%}); the column is not classified pii",
                         where,
