@@ -26,7 +26,7 @@ def _training_rows(n: int = 60) -> pd.DataFrame:
             "ssn": [
                 f"{rng.integers(100, 665)}-{rng.integers(10, 99)}-{rng.integers(1000, 9999)}"
                 for _ in range(n)
-            ],  # fmt: skip
+            ],
             "card": ["4111 1111 1111 1111", "5500 0000 0000 0004"] * (n // 2),
         }
     )
