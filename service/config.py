@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     lease_s: float = 60.0
     max_attempts: int = 3
     retry_backoff_s: float = 10.0
+    # A whole run (fetch, scan, sandbox, gates) must end within this; after it the run is
+    # `error` and its lease is no longer renewed.
+    run_deadline_s: float = Field(default=1800.0, ge=5)
     webhook_max_age_s: int = 300
     webhook_max_body_bytes: int = 1024 * 1024
     embedded_mlflow_port: int = 5000

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from service.errors import GatekeeperError
-from service.policy import DatasetSpec
+from service.policy import DatasetSpec, LimitsConfig
 from service.registry import Registry
 
 MAX_DATASET_BYTES = 2 * 1024**3
@@ -28,6 +28,18 @@ MAX_DATASET_BYTES = 2 * 1024**3
 
 class DatasetError(GatekeeperError):
     """A dataset the policy names could not be loaded; the gates that need it error."""
+
+
+@dataclass(frozen=True)
+class DatasetBounds:
+    """Checked before rows are materialised: a 237 KB parquet file can hold 30M rows."""
+
+    max_bytes: int = MAX_DATASET_BYTES  # bytes read, and parquet's uncompressed size
+    max_rows: int = 5_000_000
+
+    @classmethod
+    def from_policy(cls, limits: LimitsConfig) -> DatasetBounds:
+        return cls(int(limits.max_dataset_gb * 1024**3), limits.max_dataset_rows)
 
 
 @dataclass(frozen=True)
@@ -56,9 +68,13 @@ def load_dataset(
     registry: Registry | None = None,
     run_id: str | None = None,
     scratch: Path | None = None,
+    bounds: DatasetBounds | None = None,
 ) -> LoadedDataset:
+    bounds = bounds or DatasetBounds()
     source, data = _read_bytes(spec, registry=registry, run_id=run_id, scratch=scratch)
-    frame = _parse(data, spec, source)
+    if len(data) > bounds.max_bytes:
+        raise DatasetError(f"{name} data ({source}) is {len(data)} bytes, {_over(bounds)}")
+    frame = _parse(data, spec, source, bounds)
     if spec.target is not None and spec.target not in frame.columns:
         raise DatasetError(
             f"{name} data ({source}) has no target column {spec.target!r}; "
@@ -136,14 +152,51 @@ def _read_s3(bucket: str, key: str) -> bytes:
         raise DatasetError(f"cannot read s3://{bucket}/{key}: {exc}") from exc
 
 
-def _parse(data: bytes, spec: DatasetSpec, source: str) -> pd.DataFrame:
+def _over(bounds: DatasetBounds) -> str:
+    return (
+        f"over the policy's limits (max_dataset_gb {bounds.max_bytes / 1024**3:g}, "
+        f"max_dataset_rows {bounds.max_rows}); not loaded"
+    )
+
+
+def _parse(data: bytes, spec: DatasetSpec, source: str, bounds: DatasetBounds) -> pd.DataFrame:
     kind = spec.format or _guess_format(source, data)
     try:
         if kind == "parquet":
-            return pd.read_parquet(io.BytesIO(data))
-        return pd.read_csv(io.BytesIO(data))
+            _check_parquet_metadata(data, source, bounds)
+            frame = pd.read_parquet(io.BytesIO(data))
+        else:
+            frame = pd.read_csv(io.BytesIO(data), nrows=bounds.max_rows + 1)
+            if len(frame) > bounds.max_rows:
+                raise DatasetError(
+                    f"{source} has more than {bounds.max_rows} rows, {_over(bounds)}"
+                )
+    except DatasetError:
+        raise
     except Exception as exc:  # pandas/pyarrow raise many types for malformed input
         raise DatasetError(f"cannot parse {source} as {kind}: {exc}") from exc
+    in_memory = int(frame.memory_usage(deep=True).sum())
+    if in_memory > bounds.max_bytes:
+        raise DatasetError(f"{source} takes {in_memory} bytes in memory, {_over(bounds)}")
+    return frame
+
+
+def _check_parquet_metadata(data: bytes, source: str, bounds: DatasetBounds) -> None:
+    """Rows and uncompressed size from the footer, before a single row is decoded."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(io.BytesIO(data)).metadata
+    # Encoded sizes say little (run-length encoding makes 30M zeros a few KB); 8 bytes per
+    # cell is a floor on what the rows take once decoded.
+    uncompressed = max(
+        sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)),
+        metadata.num_rows * metadata.num_columns * 8,
+    )
+    if metadata.num_rows > bounds.max_rows or uncompressed > bounds.max_bytes:
+        raise DatasetError(
+            f"{source} declares {metadata.num_rows} rows (at least {uncompressed} bytes decoded) "
+            f"in {len(data)} bytes on disk, {_over(bounds)}"
+        )
 
 
 def _guess_format(source: str, data: bytes) -> str:

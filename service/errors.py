@@ -54,5 +54,12 @@ class RegistryRejected(GatekeeperError):
     http_status = 502
 
 
+class BoundExceeded(GatekeeperError):
+    """Input over a bound of the policy (artifact size, dataset rows or bytes) or the run's
+    deadline: permanent, the run is `error` with the bound named."""
+
+    http_status = 422
+
+
 class LeaseLost(GatekeeperError):
     """Another worker owns the run now (our lease expired); stop without writing."""

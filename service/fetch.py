@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.errors import BoundExceeded
 from service.registry import Registry
 
 _CHUNK = 1024 * 1024
@@ -51,8 +52,26 @@ def manifest_digest(manifest: list[dict[str, Any]]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def fetch_version(registry: Registry, name: str, version: int, scratch: Path) -> FetchedArtifact:
+def fetch_version(
+    registry: Registry, name: str, version: int, scratch: Path, *, max_bytes: int | None = None
+) -> FetchedArtifact:
+    """Download and fingerprint; over `max_bytes` (listed before, or found after, the
+    download: the store may change in between) is a BoundExceeded, never a scan of a part."""
+    if max_bytes is not None:
+        listed = registry.artifact_size(name, version)
+        if listed > max_bytes:
+            raise BoundExceeded(
+                f"the artifact of {name} v{version} is {listed} bytes, over the policy's "
+                f"limits.max_artifact_gb ({max_bytes / 1024**3:g} GiB); not downloaded"
+            )
     scratch.mkdir(parents=True, exist_ok=True)
     root = registry.download_artifacts(name, version, scratch)
     manifest = build_manifest(root)
+    if max_bytes is not None:
+        downloaded = sum(int(e.get("size", 0)) for e in manifest)
+        if downloaded > max_bytes:
+            raise BoundExceeded(
+                f"the artifact of {name} v{version} grew to {downloaded} bytes during the "
+                f"download, over limits.max_artifact_gb ({max_bytes / 1024**3:g} GiB)"
+            )
     return FetchedArtifact(root=root, manifest=manifest, digest=manifest_digest(manifest))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,17 +21,18 @@ from typing import Any
 import numpy as np
 import yaml
 
-from gates import fairness, performance, security
+from gates import fairness, performance
 from gates.base import GateContext, GateResult, Status
 from gates.evaluation import EvaluationData, ModelOutputs, infer_task
-from service.datasets import DatasetError, LoadedDataset, load_dataset
-from service.errors import GatekeeperError
+from service.datasets import DatasetBounds, DatasetError, LoadedDataset, load_dataset
+from service.errors import BoundExceeded, GatekeeperError
 from service.fetch import fetch_version
 from service.policy import Decision, ModelPolicy, decide
 from service.queue import ClaimedRun
 from service.registry import Registry, VersionInfo
 from service.sandbox import Predictions, SandboxError, SandboxLimits, predict_in_sandbox
 from service.sandbox_isolation import IsolationConfig
+from service.scan_runner import run_security_gate
 
 log = logging.getLogger("gatekeeper.pipeline")
 
@@ -67,14 +69,20 @@ def run_pipeline(
     passing_digests: PassingDigests,
     isolation: IsolationConfig,
     alias: str = "production-ready",
+    deadline_s: float = 1800.0,
 ) -> PipelineOutcome:
+    """Every stage runs within what is left of `deadline_s`; past it, BoundExceeded."""
+    deadline = Deadline(time.monotonic() + deadline_s, deadline_s)
     name, version = claimed.model_name, claimed.model_version
     # The webhook payload was only a hint: this re-read is what we trust.
     info = registry.get_version(name, version)
     scratch = scratch_root / claimed.id
     shutil.rmtree(scratch, ignore_errors=True)
     try:
-        fetched = fetch_version(registry, info.name, info.version, scratch / "candidate")
+        fetched = fetch_version(
+            registry, info.name, info.version, scratch / "candidate",
+            max_bytes=_max_artifact_bytes(policy),
+        )  # fmt: skip
         data = _load_datasets(policy, registry, info, scratch / "data")
         ctx = GateContext(
             artifact_dir=fetched.root,
@@ -83,12 +91,13 @@ def run_pipeline(
             mlmodel=_read_mlmodel(fetched.root),
             datasets={n: d.frame for n, d in data.loaded.items()},
         )
-        stage = _security_stage(ctx, policy, claimed.id)
+        stage = _security_stage(ctx, policy, claimed.id, deadline)
         results = [r.to_dict() for r in stage]
         sandbox = None
         if stage[0].status == Status.PASS:
+            deadline.remaining("the evaluation gates")
             env = _Evaluation(
-                registry, info, alias, scratch, claimed.id, isolation, passing_digests
+                registry, info, alias, scratch, claimed.id, isolation, passing_digests, deadline
             )
             results += _evaluation_gates(ctx, policy, data, fetched.root, env)
             sandbox = env.sandbox_used
@@ -105,6 +114,22 @@ def run_pipeline(
     )
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """The run's whole-run deadline (time.monotonic()); each stage gets what is left."""
+
+    at: float
+    total_s: float
+
+    def remaining(self, stage: str) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise BoundExceeded(
+                f"the run exceeded its deadline of {self.total_s:g} s before {stage}"
+            )
+        return left
+
+
 @dataclass
 class _Evaluation:
     """What the evaluation stage needs besides the policy and the data."""
@@ -116,6 +141,7 @@ class _Evaluation:
     run_id: str
     isolation: IsolationConfig
     passing_digests: PassingDigests
+    deadline: Deadline
     sandbox_used: str | None = None
 
 
@@ -129,11 +155,20 @@ def _load_datasets(
             continue
         try:
             data.loaded[name] = load_dataset(
-                name, spec, registry=registry, run_id=info.run_id, scratch=scratch / name
+                name,
+                spec,
+                registry=registry,
+                run_id=info.run_id,
+                scratch=scratch / name,
+                bounds=DatasetBounds.from_policy(policy.limits),
             )
         except (DatasetError, GatekeeperError) as exc:
             data.errors[name] = str(exc)
     return data
+
+
+def _max_artifact_bytes(policy: ModelPolicy) -> int:
+    return int(policy.limits.max_artifact_gb * 1024**3)
 
 
 def _skipped(policy: ModelPolicy, why: str) -> list[GateResult]:
@@ -160,7 +195,7 @@ def _evaluation_gates(
     limits = SandboxLimits(
         memory_bytes=int(policy.sandbox.memory_gb * 1024**3),
         cpu_seconds=policy.sandbox.cpu_seconds,
-        wall_seconds=policy.sandbox.wall_seconds,
+        wall_seconds=min(policy.sandbox.wall_seconds, env.deadline.remaining("the sandbox")),
     )
     env.sandbox_used = env.isolation.mode
     try:
@@ -223,7 +258,10 @@ def _champion(
     if holder is None or holder == info.version:
         return None, None, None
     try:
-        fetched = fetch_version(env.registry, info.name, holder, env.scratch / "champion")
+        fetched = fetch_version(
+            env.registry, info.name, holder, env.scratch / "champion",
+            max_bytes=_max_artifact_bytes(policy),
+        )  # fmt: skip
     except GatekeeperError as exc:
         return None, str(holder), f"champion v{holder} could not be downloaded: {exc}"
     trusted = env.passing_digests(info.name, int(holder))
@@ -248,8 +286,7 @@ def _champion(
         model_version=str(holder),
         mlmodel=_read_mlmodel(fetched.root),
     )
-    scan = _guarded(security.GATE_NAME, security.check, champion_ctx,
-                    _security_config(policy), env.run_id)  # fmt: skip
+    scan = _scan(champion_ctx, policy, env.deadline.remaining("the champion's scan"))
     if scan.status != Status.PASS:
         return (
             None,
@@ -257,6 +294,9 @@ def _champion(
             (f"champion v{holder} was not loaded: its security scan did not pass ({scan.message})"),
         )
     try:
+        limits = dataclasses.replace(
+            limits, wall_seconds=min(limits.wall_seconds, env.deadline.remaining("the champion"))
+        )
         predictions = predict_in_sandbox(
             fetched.root,
             features,
@@ -294,10 +334,21 @@ def _security_config(policy: ModelPolicy) -> dict[str, Any]:
     return {**policy.gates.get("security", {}), "columns": dict(policy.data.columns)}
 
 
-def _security_stage(ctx: GateContext, policy: ModelPolicy, run_id: str) -> list[GateResult]:
+def _scan(ctx: GateContext, policy: ModelPolicy, left_s: float) -> GateResult:
+    """The security gate in a child process killed at its budget (or the run's deadline)."""
+    cfg = _security_config(policy)
+    budget = min(float(cfg.get("time_budget_s", 300.0)), left_s)
+    return run_security_gate(ctx, {**cfg, "time_budget_s": budget}, budget_s=budget)
+
+
+def _security_stage(
+    ctx: GateContext, policy: ModelPolicy, run_id: str, deadline: Deadline
+) -> list[GateResult]:
     """The security gate and, when it did not pass, every enabled model-loading gate as
     `skipped`: a model that may be malicious is never loaded, not even in the sandbox."""
-    result = _guarded(security.GATE_NAME, security.check, ctx, _security_config(policy), run_id)
+    result = _scan(ctx, policy, deadline.remaining("the security scan"))
+    if result.status == Status.ERROR:
+        log.warning("run=%s security gate error: %s", run_id, result.message)
     if result.status == Status.PASS:
         return [result]
     return [result, *_skipped(policy, "the security gate did not pass; the model is never loaded")]

@@ -71,6 +71,17 @@ class SecurityGate(_Strict):
     allow_callables: list[str] = Field(default_factory=list)
     pii_threshold: float = Field(0.01, ge=0, le=1)
     modelscan: bool = True
+    # every engine (walker, modelscan, bandit, detect-secrets, presidio) runs within it: the
+    # scan is a child process killed when the budget is spent (service/scan_runner.py)
+    time_budget_s: float = Field(300.0, gt=0, le=24 * 3600)
+
+
+class LimitsConfig(_Strict):
+    """Bounds on what one run may fetch and hold, checked before the bytes are read."""
+
+    max_artifact_gb: float = Field(20.0, gt=0)  # sum of list_artifacts, before download
+    max_dataset_gb: float = Field(2.0, gt=0)  # bytes read, and uncompressed parquet size
+    max_dataset_rows: int = Field(5_000_000, ge=1)  # parquet metadata / CSV rows
 
 
 class PerformanceGate(_Strict):
@@ -117,6 +128,7 @@ class ModelEntry(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     rego: list[str] = Field(default_factory=list)
 
 
@@ -133,6 +145,7 @@ class ModelPolicy:
     )
     data: DataConfig = field(default_factory=DataConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     entry: str = "default"
 
     @property
@@ -142,6 +155,7 @@ class ModelPolicy:
                 "gates": self.gates,
                 "data": self.data.model_dump(),
                 "sandbox": self.sandbox.model_dump(),
+                "limits": self.limits.model_dump(),
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -171,7 +185,13 @@ class ModelPolicy:
             other = getattr(entry.gates, name)
             if other is not None:
                 gates[name] = other.model_dump()
-        return cls(gates=gates, data=entry.data, sandbox=entry.sandbox, entry=entry.match)
+        return cls(
+            gates=gates,
+            data=entry.data,
+            sandbox=entry.sandbox,
+            limits=entry.limits,
+            entry=entry.match,
+        )
 
 
 # -- loading ---------------------------------------------------------------------------------

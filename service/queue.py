@@ -13,8 +13,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from service.db import insert_stmt
 from service.errors import LeaseLost
@@ -85,8 +85,20 @@ def enqueue_run(
 def claim_next_run(
     session: Session, *, worker_id: str, lease_s: float, now: dt.datetime | None = None
 ) -> ClaimedRun | None:
-    """Take the oldest claimable run (queued and due, or running with an expired lease)."""
+    """Take the next claimable run (queued and due, or running with an expired lease).
+
+    Fair across models: the model served longest ago (or never) goes first, then the oldest
+    run. A flood of versions of one model therefore delays another model's run by at most
+    the one run already in hand, instead of by the whole flood.
+    """
     now = now or utcnow()
+    served = aliased(GateRun)
+    last_served = (
+        select(func.max(served.started_at))
+        .where(served.model_name == GateRun.model_name)
+        .correlate(GateRun)
+        .scalar_subquery()
+    )
     while True:
         stmt = (
             select(GateRun)
@@ -96,7 +108,7 @@ def claim_next_run(
                     (GateRun.status == RunStatus.RUNNING) & (GateRun.lease_expires_at < now),
                 )
             )
-            .order_by(GateRun.created_at, GateRun.id)
+            .order_by(last_served.asc().nulls_first(), GateRun.created_at, GateRun.id)
             .limit(1)
             .with_for_update(skip_locked=True)
         )

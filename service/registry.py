@@ -16,7 +16,12 @@ from typing import Any, NoReturn
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
-from service.errors import RegistryNotFound, RegistryRejected, RegistryUnavailable
+from service.errors import (
+    BoundExceeded,
+    RegistryNotFound,
+    RegistryRejected,
+    RegistryUnavailable,
+)
 
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
 
@@ -65,6 +70,34 @@ class Registry:
             token = page.token
             if not token:
                 return
+
+    def artifact_size(self, name: str, version: int, *, max_entries: int = 100_000) -> int:
+        """Total bytes of the version's artifacts from list_artifacts, before any download."""
+        import mlflow.artifacts
+
+        try:
+            uri = self._client.get_model_version_download_uri(name, str(version))
+            total, pending, entries = 0, [""], 0
+            while pending:
+                path = pending.pop()
+                listing = mlflow.artifacts.list_artifacts(
+                    artifact_uri=f"{uri.rstrip('/')}/{path}" if path else uri,
+                    tracking_uri=self.tracking_uri,
+                )
+                for info in listing:
+                    entries += 1
+                    if entries > max_entries:
+                        raise BoundExceeded(f"more than {max_entries} artifact files")
+                    if info.is_dir:
+                        pending.append(info.path.rsplit("/", 1)[-1] if not path else
+                                       f"{path}/{info.path.rsplit('/', 1)[-1]}")  # fmt: skip
+                    else:
+                        total += int(info.file_size or 0)
+        except BoundExceeded:
+            raise
+        except Exception as exc:
+            _raise_mapped(exc, f"artifact listing of {name}/{version}")
+        return total
 
     def download_artifacts(self, name: str, version: int, dst: Path) -> Path:
         import mlflow.artifacts

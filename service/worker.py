@@ -7,12 +7,14 @@ another claims the run when the lease expires.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from service.config import Settings
@@ -41,14 +43,31 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class _Heartbeat:
-    """Extends the lease every lease/3 seconds until stopped; notes when the lease is lost."""
+# After the run's deadline the pipeline gets this long to notice it (every stage is bounded by
+# what is left) before the heartbeat gives the run up as `error` on its own.
+DEADLINE_GRACE_S = 30.0
 
-    def __init__(self, settings: Settings, run_id: str, worker_id: str) -> None:
+
+class _Heartbeat:
+    """Extends the lease every lease/3 seconds until stopped; notes when the lease is lost.
+
+    Past the run's deadline (plus a grace) it stops renewing and calls `on_deadline`, which
+    records the run as `error`: a stage that never returns cannot hold a run forever.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        run_id: str,
+        worker_id: str,
+        on_deadline: Callable[[], None] | None = None,
+    ) -> None:
         self._settings = settings
         self._run_id = run_id
         self._worker_id = worker_id
         self._stop = threading.Event()
+        self._deadline = time.monotonic() + settings.run_deadline_s + DEADLINE_GRACE_S
+        self._on_deadline = on_deadline
         self.lost = False
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
 
@@ -63,6 +82,11 @@ class _Heartbeat:
     def _beat(self) -> None:
         interval = max(self._settings.lease_s / 3, 0.2)
         while not self._stop.wait(interval):
+            if time.monotonic() > self._deadline:
+                log.error("run=%s passed its deadline; giving it up as error", self._run_id)
+                if self._on_deadline is not None:
+                    self._on_deadline()
+                return
             try:
                 with transaction(self._settings.resolved_database_url) as session:
                     still_ours = heartbeat(
@@ -116,7 +140,8 @@ class Worker:
             claimed.max_attempts,
         )
         started = time.perf_counter()
-        with _Heartbeat(self.settings, claimed.id, self.worker_id):
+        on_deadline = functools.partial(self._abandon, claimed)
+        with _Heartbeat(self.settings, claimed.id, self.worker_id, on_deadline):
             try:
                 self.registry.set_version_tags(
                     claimed.model_name,
@@ -131,6 +156,7 @@ class Worker:
                     passing_digests=self._passing_digests,
                     isolation=self.settings.isolation,
                     alias=self.settings.alias,
+                    deadline_s=self.settings.run_deadline_s,
                 )
             except Exception as exc:
                 self._handle_failure(claimed, exc)
@@ -169,6 +195,33 @@ class Worker:
             outcome.decision.status,
             outcome.decision.deny,
         )
+
+    def _abandon(self, claimed: ClaimedRun) -> None:
+        """The run passed its deadline and a stage has not returned: record it as `error`."""
+        message = (
+            f"BoundExceeded: the run exceeded its deadline of {self.settings.run_deadline_s:g} s "
+            "(a stage did not return in time) and was stopped"
+        )
+        try:
+            with transaction(self.settings.resolved_database_url) as session:
+                finish_run(
+                    session,
+                    run_id=claimed.id,
+                    worker_id=self.worker_id,
+                    status=RunStatus.ERROR,
+                    results=[],
+                    decision={"status": RunStatus.ERROR, "deny": [message], "warn": []},
+                    artifact_digest=None,
+                    artifact_manifest=None,
+                    error_message=message,
+                )
+        except LeaseLost:
+            return
+        except Exception:
+            log.exception("run=%s could not be recorded as past its deadline", claimed.id)
+            return
+        RUNS_FINISHED.labels(status=RunStatus.ERROR).inc()
+        self._publish(claimed.id)
 
     def _handle_failure(self, claimed: ClaimedRun, exc: Exception) -> None:
         decision = retry_decision(

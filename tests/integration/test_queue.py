@@ -126,3 +126,35 @@ def test_attempts_are_capped_then_error(database_url: str) -> None:
         run = session.get(GateRun, run_id)
         assert run is not None and run.status == RunStatus.ERROR
         assert "gave up after 2 attempt(s)" in (run.error_message or "")
+
+
+def test_a_flood_of_one_model_delays_another_model_by_at_most_one_run(database_url: str) -> None:
+    """200 versions of one model queued first; a run of another model queued after them is
+    claimed within two claims, and the flood still drains in version order afterwards."""
+    with transaction(database_url) as session:
+        for version in range(1, 201):
+            enqueue_run(
+                session, model_name="flood", version=version, trigger="webhook",
+                policy_digest="p", max_attempts=3, automatic=True,
+            )  # fmt: skip
+    with transaction(database_url) as session:
+        first = claim_next_run(session, worker_id="w", lease_s=60)
+    assert first is not None and (first.model_name, first.model_version) == ("flood", 1)
+    with transaction(database_url) as session:
+        enqueue_run(
+            session, model_name="other", version=1, trigger="webhook",
+            policy_digest="p", max_attempts=3, automatic=True,
+        )  # fmt: skip
+    order = []
+    for _ in range(200):  # v1 stays in hand; 199 more of the flood and the other model
+        with transaction(database_url) as session:
+            claimed = claim_next_run(session, worker_id="w", lease_s=60)
+            assert claimed is not None
+            order.append((claimed.model_name, claimed.model_version))
+            finish_run(
+                session, run_id=claimed.id, worker_id="w", status=RunStatus.PASSED,
+                results=[], decision=None, artifact_digest=None, artifact_manifest=None,
+            )  # fmt: skip
+    assert order.index(("other", 1)) == 0, order[:5]  # the flood's run in hand was the one
+    flood = [v for m, v in order if m == "flood"]
+    assert flood == list(range(2, 201))
