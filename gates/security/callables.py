@@ -10,7 +10,18 @@ tiers:
   (`posix`/`nt`, `_posixsubprocess`, `_io`, `_operator`, `_pickle`).
 - ALLOWED: constructors that real models need (numpy, scipy, scikit-learn, torch rebuild
   helpers, xgboost/lightgbm wrappers, collections, copyreg's reconstructor, datetime, ...).
+- SAFE TO REFERENCE: a callable the pickle only stores (an estimator's `score_func`,
+  `pooling_func`, a FunctionTransformer's `func`) and never calls while loading is judged
+  against a wider tier: any function or class of the numerical libraries whose own objects we
+  accept (numpy, scipy, pandas, scikit-learn, xgboost, lightgbm, ...), minus the dangerous
+  tier, which still applies to references (model code may call a stored function later).
 - everything else (HIGH): not known to be needed by a model, so not trusted.
+
+The constructor allowlist is partly derived from the libraries: `data/library_factories.txt`
+lists the factories that the installed numpy, scipy, pandas, scikit-learn, xgboost and
+lightgbm emit from their own `__reduce__` methods, as found by pickling every estimator
+(`python -m tests.corpus.library_factories` rewrites it; a test fails when a library upgrade
+adds one that is not listed).
 
 A policy may extend the allowlist (`allow_callables: ["mypkg.MyEstimator", "mypkg.*"]`); it
 can never allow a DANGEROUS callable.
@@ -21,6 +32,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from importlib import resources
 
 # module -> names ("*" = every name in the module and its submodules).
 _DANGEROUS: dict[str, tuple[str, ...]] = {
@@ -40,7 +52,22 @@ _DANGEROUS: dict[str, tuple[str, ...]] = {
     "operator": ("*",), "_operator": ("*",), "functools": ("partial", "reduce", "partialmethod"),
     "_functools": ("*",), "itertools": ("starmap",), "types": ("*",), "marshal": ("*",),
     "pickle": ("*",), "_pickle": ("*",), "cPickle": ("*",), "dill": ("*",), "shelve": ("*",),
-    "joblib": ("load",), "numpy": ("load", "loads", "fromfile"), "numpy.lib.npyio": ("*",),
+    "joblib": ("load", "dump"),
+    "numpy": ("load", "loads", "fromfile", "save", "savez", "savez_compressed", "savetxt",
+              "loadtxt", "genfromtxt", "fromregex", "memmap", "DataSource", "lookfor", "info",
+              "source", "who", "ctypeslib", "tofile"),
+    "numpy.lib.npyio": ("*",), "numpy.lib.format": ("*",), "numpy.lib._npyio_impl": ("*",),
+    "numpy.lib.utils": ("*",), "numpy.ctypeslib": ("*",),
+    "pandas.io": ("*",), "pandas.core.computation": ("*",), "pandas.eval": ("*",),
+    "pandas": ("read_pickle", "to_pickle", "eval", "read_csv", "read_table", "read_fwf",
+               "read_json", "read_parquet", "read_orc", "read_feather", "read_excel",
+               "read_hdf", "read_html", "read_xml", "read_sql", "read_sql_query",
+               "read_sql_table", "read_stata", "read_sas", "read_spss", "read_clipboard",
+               "read_gbq", "ExcelWriter", "HDFStore"),
+    "scipy.io": ("*",), "scipy.weave": ("*",), "scipy._lib._testutils": ("*",),
+    "sklearn.datasets": ("*",), "sklearn.externals": ("*",), "sklearn.utils._testing": ("*",),
+    "sklearn.utils._show_versions": ("*",), "xgboost.tracker": ("*",),
+    "lightgbm.dask": ("*",), "xgboost.dask": ("*",), "xgboost.spark": ("*",),
     "numpy.testing": ("*",), "numpy.f2py": ("*",), "numpy.distutils": ("*",),
     "torch": ("load", "hub", "package", "jit", "classes", "_C", "ops"),
     "torch.serialization": ("load",), "torch.hub": ("*",), "torch.jit": ("*",),
@@ -120,6 +147,23 @@ _ALLOWED: tuple[str, ...] = (
     "torch.nn.modules.*", "torch.optim.*", "torch.distributions.*",
 )  # fmt: skip
 
+# Libraries whose functions and classes may be *stored* in a model (never called while
+# loading): the dangerous tier above still applies to them.
+_REFERENCE_SAFE_ROOTS: tuple[str, ...] = (
+    "numpy", "scipy", "pandas", "sklearn", "xgboost", "lightgbm", "catboost", "statsmodels",
+    "imblearn", "category_encoders", "math", "statistics",
+)  # fmt: skip
+
+
+def _library_factories() -> tuple[str, ...]:
+    text = resources.files("gates.security").joinpath("data/library_factories.txt").read_text()
+    return tuple(
+        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+    )
+
+
+_ALLOWED = (*_ALLOWED, *_library_factories())
+
 _NUMPY_SCALARS = (
     "bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "float32", "float64", "longdouble", "complex64", "complex128", "clongdouble",
@@ -187,9 +231,20 @@ class CallablePolicy:
         return cls(extra_allowed=tuple(str(a) for a in (allow or ())), allow_code=allow_code)
 
     def judge(self, module: str, name: str) -> Verdict:
+        """A callable the pickle calls while loading: the constructor allowlist."""
         if self.allow_code and _allowed(module, name, CODE_CALLABLES, class_rule=False):
             return Verdict("allowed", "code by value, allowed by the policy (allow_code)")
         return judge_callable(module, name, self.extra_allowed)
+
+    def judge_reference(self, module: str, name: str) -> Verdict:
+        """A callable the pickle only stores: the safe-to-reference tier."""
+        verdict = self.judge(module, name)
+        if verdict.tier != "unknown":
+            return verdict
+        root = module.split(".")[0]
+        if root in _REFERENCE_SAFE_ROOTS and "__" not in name:
+            return Verdict("allowed", f"a {root} function or class, stored and not called")
+        return verdict
 
 
 def _module_matches(module: str, key: str) -> bool:

@@ -11,7 +11,14 @@ What it catches
     SEC-PICKLE-001 CRITICAL  a reachable callable is dangerous (exec, shells, import machinery,
                              trampolines, nested deserializers, file and network effects...),
                              as judged by `gates.security.callables`.
-    SEC-PICKLE-002 HIGH      a reachable callable is not on the allowlist of model constructors.
+    SEC-PICKLE-002 HIGH      a callable the pickle *calls* while loading (REDUCE, NEWOBJ,
+                             INST/OBJ, or handed as an argument to a call, e.g. the class
+                             of copyreg._reconstructor) that is not on the allowlist of model
+                             constructors; or one it only *stores* (an attribute value, a
+                             list element: sklearn's score_func, pooling_func) that is not in
+                             the safe-to-reference tier (functions and classes of numpy,
+                             scipy, pandas, scikit-learn, xgboost, lightgbm...). The message
+                             says which, and the `allow_callables` entry that would accept it.
     SEC-PICKLE-003 CRITICAL  a callable that cannot be named offline: `STACK_GLOBAL` fed by a
                              value computed at load time (a call result, not a constant
                              string), `EXT1/2/4` extension-registry codes, or a call whose
@@ -182,6 +189,19 @@ class DictV:
         return default
 
 
+def _globals_in(value: Any, depth: int = 3) -> list[Global]:
+    """Globals inside a call's arguments (tuples, lists and dicts, a few levels deep)."""
+    if isinstance(value, Global):
+        return [value]
+    if depth <= 0:
+        return []
+    if isinstance(value, Seq):
+        return [g for item in value.items[:256] for g in _globals_in(item, depth - 1)]
+    if isinstance(value, DictV):
+        return [g for _k, v in value.items[:256] for g in _globals_in(v, depth - 1)]
+    return []
+
+
 def _size(value: Any) -> int:
     return value.size if isinstance(value, (Seq, DictV, Call)) else 1
 
@@ -239,6 +259,10 @@ class _Collected:
     code_objects: list[dict] = field(default_factory=list)
     built: dict[str, None] = field(default_factory=dict)
     persistent_ids: int = 0
+    # Callables not on the constructor allowlist, waiting to learn whether the stream calls
+    # them (judged as constructors) or only stores them (judged as references) at its end.
+    pending: dict[str, tuple[Global, int, str]] = field(default_factory=dict)
+    called: set[str] = field(default_factory=set)
     significant: bool = False  # a plausible callable name was referenced
     code_called: bool = False
     first_code_offset: int = -1
@@ -452,6 +476,8 @@ class _Stream:
         return ref
 
     def _judge(self, ref: Global, *, dangerous_only: bool = False) -> None:
+        """Dangerous: CRITICAL at once, called or not (model code may call it later).
+        Unknown: judged when we know whether the stream calls it (`_called`, `finish`)."""
         policy = self.ctx.policy
         if policy is None:
             return
@@ -460,14 +486,56 @@ class _Stream:
             message = f"pickle reaches dangerous callable {ref.qualified}: {verdict.reason}"
             self._emit("SEC-PICKLE-001", Severity.CRITICAL, message, ref.qualified)
         elif verdict.tier == "unknown" and not dangerous_only:
-            message = f"pickle reaches {ref.qualified}, not on the allowlist of model constructors"
-            self._emit("SEC-PICKLE-002", Severity.HIGH, message, ref.qualified)
+            at = self.op_start
+            opcode = OPCODE_NAMES.get(self.data[at], "?") if at < self.n else "?"
+            self.out.pending.setdefault(ref.qualified, (ref, self.op_start, opcode))
+            if ref.qualified in self.out.called:
+                self._called(ref)
+
+    def _called(self, ref: Global) -> None:
+        """The stream invokes `ref` while loading: it must be an allowed constructor."""
+        self.out.called.add(ref.qualified)
+        entry = self.out.pending.pop(ref.qualified, None)
+        if entry is not None:
+            self._unknown(entry, called=True)
+
+    def finish_references(self) -> None:
+        """At the end of the stream (or where it broke): what was only stored, never called,
+        is judged against the safe-to-reference tier."""
+        policy = self.ctx.policy
+        pending, self.out.pending = self.out.pending, {}
+        for entry in pending.values():
+            ref = entry[0]
+            if policy is None or policy.judge_reference(ref.module, ref.name).tier != "allowed":
+                self._unknown(entry, called=False)
+
+    def _unknown(self, entry: tuple[Global, int, str], *, called: bool) -> None:
+        ref, offset, opcode = entry
+        q = ref.qualified
+        how = (
+            "calls it while loading"
+            if called
+            else "stores a reference to it (not called while loading; model code may call it)"
+        )
+        message = (
+            f"pickle reaches {q}, not on the allowlist of model constructors: the pickle {how}; "
+            f'to accept it, add allow_callables: ["{q}"] to the policy'
+        )
+        self._emit(
+            "SEC-PICKLE-002", Severity.HIGH, message, q,
+            offset=offset, opcode=opcode, called=called, allow_callables_entry=q,
+        )  # fmt: skip
 
     # -- calls ----------------------------------------------------------------------------------
 
     def _call(self, func: Any, args: Any, opcode: str) -> Call:
         call = Call(func, args, opcode, self.op_start)
+        # A callable handed to a call may be invoked by it (copyreg._reconstructor instantiates
+        # its class argument; an ndarray subclass runs __array_finalize__): count it as called.
+        for passed in _globals_in(args):
+            self._called(passed)
         if isinstance(func, Global):
+            self._called(func)
             self._assign_role(call, _ROLES.get(_role_key(func.module, func.name)))
         elif isinstance(func, Call):
             self._call_result(call, func)
@@ -487,6 +555,8 @@ class _Stream:
         elif role == "function":
             self.out.code_called = True
         elif role in ("class", "typegetter", "getattr", "module"):
+            if isinstance(callee.symbol, Global):
+                self._called(callee.symbol)  # getattr(module, name)(...): the attribute is called
             return  # embedded class, judged types.X, judged attribute chain, module object
         else:
             self._computed(
@@ -651,6 +721,7 @@ class _Stream:
             clean = True
         except _Broken:
             clean = False
+        shadow.finish_references()
         if shadow.ops >= _SNIFF_OPS:
             self._emit(
                 "SEC-PICKLE-004", Severity.HIGH,
@@ -1224,6 +1295,13 @@ def analyze_pickle(
 
 def _run_stream(stream: _Stream) -> str:
     """Run to STOP; a failure becomes a finding in the stream's collection."""
+    try:
+        return _run_to_stop(stream)
+    finally:
+        stream.finish_references()
+
+
+def _run_to_stop(stream: _Stream) -> str:
     try:
         stream.run()
     except _Broken as exc:

@@ -372,6 +372,40 @@ def _archive_samples(w: _Writer) -> None:
            payload="breaks after naming builtins.eval")  # fmt: skip
 
 
+def _stored_estimator(cls_module: str, cls: str, state: list[tuple[str, bytes]]) -> bytes:
+    """An sklearn estimator as pickle writes it (NEWOBJ of the class, then BUILD of its
+    __dict__) whose state holds the given values."""
+    items = b"".join(uni(key) + value for key, value in state)
+    body = glob(cls_module, cls) + op.EMPTY_TUPLE + op.NEWOBJ
+    body += op.EMPTY_DICT + op.MARK + items + op.SETITEMS + op.BUILD
+    return wrap(body, 4)
+
+
+def _reference_samples(w: _Writer) -> None:
+    """A dangerous callable hidden as a stored function reference, where sklearn keeps its
+    score_func / pooling_func / func: stored, not called while loading, but called by the
+    estimator at transform time. Still CRITICAL."""
+    t = "stored-reference"
+    select = "sklearn.feature_selection._univariate_selection"
+    rows = [
+        ("stored_score_func_os_system.pkl", select, "SelectKBest",
+         [("score_func", glob("os", "system")), ("k", op.BININT1 + bytes([3]))],
+         "SelectKBest whose score_func is os.system"),
+        ("stored_pooling_func_eval.pkl", "sklearn.cluster._agglomerative",
+         "FeatureAgglomeration", [("pooling_func", glob("builtins", "eval"))],
+         "FeatureAgglomeration whose pooling_func is builtins.eval"),
+        ("stored_func_subprocess.pkl", "sklearn.preprocessing._function_transformer",
+         "FunctionTransformer", [("func", glob("subprocess", "check_output"))],
+         "FunctionTransformer whose func is subprocess.check_output"),
+        ("stored_score_func_read_pickle.pkl", select, "SelectPercentile",
+         [("score_func", glob("pandas.io.pickle", "read_pickle"))],
+         "SelectPercentile whose score_func is pandas' read_pickle (a nested deserializer)"),
+    ]  # fmt: skip
+    for name, module, cls, state, description in rows:
+        w.file(name, t, description, _stored_estimator(module, cls, state),
+               payload="called by the estimator later")  # fmt: skip
+
+
 def _numpy_samples(w: _Writer) -> None:
     t = "container-numpy"
     name = "numpy_object_dtype.npy"
@@ -993,7 +1027,7 @@ def format_samples(out_dir: Path, marker_dir: Path, rotation: Rotation | None = 
     """
     w = _Writer(out_dir, marker_dir, rotation or Rotation())
     for build in (_zip_samples, _legacy_samples, _compressed_samples, _archive_samples,
-                  _numpy_samples,
+                  _reference_samples, _numpy_samples,
                   _bounds_samples, _mlflow_samples, _skops_samples, _keras_samples,
                   _tf_samples, _onnx_samples, _safetensors_samples):  # fmt: skip
         build(w)
