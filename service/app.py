@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service.api import health, pages, runs, webhooks
 from service.config import Settings
@@ -68,8 +69,24 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(GatekeeperError)
     async def _domain_error(_request: Request, exc: GatekeeperError) -> JSONResponse:
+        headers = {"Retry-After": "5"} if exc.http_status == 503 else None
         return JSONResponse(
-            {"error": type(exc).__name__, "detail": str(exc)}, status_code=exc.http_status
+            {"error": type(exc).__name__, "detail": str(exc)},
+            status_code=exc.http_status,
+            headers=headers,
+        )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(DBAPIError)
+    async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
+        # Never a 500: MLflow retries webhooks on 5xx and 429 only, and an operator's client
+        # should know to come back. The delivery is not recorded; MLflow's retry or the poller
+        # brings the version in once the database is back.
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return JSONResponse(
+            {"error": "DatabaseUnavailable", "detail": "the gatekeeper's database is unavailable"},
+            status_code=503,
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(RequestValidationError)

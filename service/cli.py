@@ -23,6 +23,27 @@ app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 
 log = logging.getLogger("gatekeeper")
+_debug = False
+
+
+@app.callback()
+def _main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks of start-up errors.")
+    ] = False,
+) -> None:
+    global _debug
+    _debug = debug
+
+
+def _fail(message: str, exc: BaseException | None = None) -> typer.Exit:
+    """One readable paragraph and exit 2; the traceback only with --debug."""
+    import traceback
+
+    if _debug and exc is not None:
+        traceback.print_exception(exc, file=sys.stderr)
+    typer.echo(f"gatekeeper: {message}", err=True)
+    return typer.Exit(2)
 
 
 def _configure_logging() -> None:
@@ -34,11 +55,31 @@ def _configure_logging() -> None:
 
 
 def _load_settings() -> Settings:
+    from pydantic import ValidationError
+
+    from service.startup import settings_error
+
     try:
         return get_settings()
-    except Exception as exc:  # pydantic's ValidationError names the variable
-        typer.echo(f"gatekeeper: invalid settings: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    except ValidationError as exc:  # one line per variable, values never echoed
+        raise _fail(str(settings_error(exc)), exc) from exc
+
+
+def _check_dependencies(settings: Settings, tracking_uri: str | None) -> None:
+    """Database reachable and tracking URI plausible, before anything starts."""
+    from service.startup import StartupError, check_database, check_tracking_uri
+
+    try:
+        check_database(settings)
+        if tracking_uri is not None:
+            setting = (
+                "GATEKEEPER_MLFLOW_TRACKING_URI"
+                if settings.mlflow_tracking_uri
+                else "MLFLOW_TRACKING_URI"
+            )
+            check_tracking_uri(tracking_uri, setting)
+    except StartupError as exc:
+        raise _fail(str(exc), exc) from exc
 
 
 def _check_policy(settings: Settings) -> None:
@@ -76,10 +117,15 @@ def serve(
     _configure_logging()
     settings = _load_settings()
     _check_policy(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    tracking_uri = _configured_tracking_uri(settings)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        message = f"GATEKEEPER_DATA_DIR {settings.data_dir} cannot be created: {exc}"
+        raise _fail(message, exc) from exc
+    _check_dependencies(settings, tracking_uri)
     upgrade_to_head(settings.resolved_database_url)
     embedded: EmbeddedMlflow | None = None
-    tracking_uri = _configured_tracking_uri(settings)
     if tracking_uri is None:
         embedded = EmbeddedMlflow(settings.data_dir, settings.embedded_mlflow_port)
         typer.echo("No MLflow tracking URI configured: starting an embedded MLflow server...")
@@ -117,8 +163,8 @@ def worker_command() -> None:
     _check_policy(settings)
     tracking_uri = _configured_tracking_uri(settings)
     if tracking_uri is None:
-        typer.echo("gatekeeper worker needs GATEKEEPER_MLFLOW_TRACKING_URI", err=True)
-        raise typer.Exit(2)
+        raise _fail("gatekeeper worker needs GATEKEEPER_MLFLOW_TRACKING_URI (an MLflow server)")
+    _check_dependencies(settings, tracking_uri)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -15,7 +15,10 @@ _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "replace-
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEKEEPER_", extra="ignore")
+    # hide_input_in_errors: a rejected secret is never echoed back in the error
+    model_config = SettingsConfigDict(
+        env_prefix="GATEKEEPER_", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(default=Path(".gatekeeper"))
     database_url: str | None = None
@@ -32,9 +35,14 @@ class Settings(BaseSettings):
     lease_s: float = 60.0
     max_attempts: int = 3
     retry_backoff_s: float = 10.0
+    # MLflow or the database unreachable: retried for this long without spending attempts
+    transient_horizon_s: float = Field(default=900.0, ge=0)
+    retry_max_delay_s: float = Field(default=60.0, gt=0)
     # A whole run (fetch, scan, sandbox, gates) must end within this; after it the run is
     # `error` and its lease is no longer renewed.
     run_deadline_s: float = Field(default=1800.0, ge=5)
+    # readyz answers 503 below this much free space in the data dir (downloads land there)
+    min_free_disk_mb: int = Field(default=512, ge=0)
     webhook_max_age_s: int = 300
     webhook_max_body_bytes: int = 1024 * 1024
     embedded_mlflow_port: int = 5000

@@ -15,12 +15,21 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+CONNECT_TIMEOUT_S = 10  # a host that accepts TCP and never answers must not hang us
+
+
 def build_engine(url: str) -> Engine:
     if is_sqlite(url):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _make_sqlite_transactions_immediate(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+    )
 
 
 def _make_sqlite_transactions_immediate(engine: Engine) -> None:

@@ -61,5 +61,41 @@ class BoundExceeded(GatekeeperError):
     http_status = 422
 
 
+class DatabaseUnavailable(GatekeeperError):
+    """The gatekeeper's own database could not be reached: transient, answered 503."""
+
+    http_status = 503
+
+
+class LocalDiskError(GatekeeperError):
+    """The worker's own disk failed (full, read-only): permanent for this run, and named for
+    what it is, never retried as an MLflow outage."""
+
+    http_status = 507
+
+
+def disk_error_kind(exc: BaseException) -> str | None:
+    """ "disk full" / "read-only" when `exc` (or what caused it) is that OSError, else None."""
+    import errno
+
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 10:
+        if isinstance(current, OSError):
+            if current.errno in (errno.ENOSPC, errno.EDQUOT):
+                return "disk full"
+            if current.errno == errno.EROFS:
+                return "read-only"
+        # MLflow's artifact download gathers the per-file errors into one message, unchained
+        text = str(current)
+        if "[Errno 28]" in text or "No space left on device" in text:
+            return "disk full"
+        if "[Errno 30]" in text or "Read-only file system" in text:
+            return "read-only"
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
 class LeaseLost(GatekeeperError):
     """Another worker owns the run now (our lease expired); stop without writing."""

@@ -98,6 +98,13 @@ class GateRun(Base):
     # (the operator's opt-out, shown on the run page); NULL when no model was loaded.
     sandbox: Mapped[str | None] = mapped_column(String(16), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Transient failures (MLflow or the database unreachable) spend no attempt: they are
+    # retried with backoff until `transient_since` is older than the retry horizon. A run that
+    # still ends in error that way has error_kind "transient" and is re-queued by the poller
+    # once MLflow answers again.
+    transient_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    transient_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
     requested_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

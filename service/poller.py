@@ -12,12 +12,13 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from service import audit
 from service.config import Settings
 from service.db import transaction
 from service.intake import is_watched, request_run
 from service.models import PollerState, utcnow
 from service.promotion import publish_run
-from service.queue import unpublished_runs
+from service.queue import requeue_transient_errors, unpublished_runs
 from service.registry import Registry
 
 log = logging.getLogger("gatekeeper.poller")
@@ -40,6 +41,7 @@ class PollReport:
 
 def poll_once(settings: Settings, registry: Registry, skew_ms: int = SKEW_MS) -> PollReport:
     url = settings.resolved_database_url
+    requeue_after_outage(settings, registry)
     with transaction(url) as session:
         state = session.get(PollerState, STATE_KEY)
         watermark = state.watermark_ms if state else 0
@@ -82,9 +84,30 @@ def poll_once(settings: Settings, registry: Registry, skew_ms: int = SKEW_MS) ->
     return PollReport(examined, enqueued, republish_pending(settings, registry), new_watermark)
 
 
+def requeue_after_outage(settings: Settings, registry: Registry) -> int:
+    """Runs that gave up because MLflow or the database stayed down: queued again once MLflow
+    answers (a new attempt of the same run)."""
+    if not registry.is_healthy():
+        return 0
+    with transaction(settings.resolved_database_url) as session:
+        requeued = requeue_transient_errors(session)
+        for run_id in requeued:
+            audit.record(
+                session,
+                actor="gatekeeper",
+                action="run.requeued",
+                target=run_id,
+                details={"reason": "ended error on an outage; the dependency is back"},
+            )
+    for run_id in requeued:
+        log.info("run=%s re-queued: its dependency is back after an outage", run_id)
+    return len(requeued)
+
+
 def republish_pending(settings: Settings, registry: Registry) -> int:
     with transaction(settings.resolved_database_url) as session:
-        pending = unpublished_runs(session, older_than_s=max(settings.lease_s, 30))
+        # a live worker publishes right after recording: older than a lease means it did not
+        pending = unpublished_runs(session, older_than_s=settings.lease_s)
     done = 0
     for run_id in pending:
         try:

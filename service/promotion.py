@@ -1,12 +1,21 @@
 """Publish a recorded run to MLflow: version tags always, the alias only on pass, forward only.
 
-Runs after the decision is committed. If MLflow is down or the worker dies here, the run stays
-unpublished (`published_at` NULL) and the poller publishes it later: nothing is lost.
+An outbox: the decision is committed first (the tags are derived from it); the alias move is
+decided and recorded, with its `alias.set` audit row, in one transaction *before* MLflow is
+touched; then the publisher applies tags and alias idempotently and marks the run published.
+A crash anywhere leaves `published_at` NULL and the poller publishes again: a recorded move
+that MLflow does not show yet is applied without a second audit row, and an alias found
+already on the version (moved by a crash, or by hand) is completed in the record instead of
+skipped. Every path converges on one `alias.set` row per move.
+
+`GATEKEEPER_FAULT_INJECT=publish:after-intent|publish:after-alias` kills the process at that
+point; it exists for the crash tests (tests/e2e/test_outages.py) and does nothing else.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 from sqlalchemy import select
 
@@ -87,9 +96,16 @@ def publish_run(settings: Settings, registry: Registry, run_id: str) -> None:
     registry.set_version_tags(name, version, tags)
     if status == RunStatus.PASSED:
         promote_if_newest(settings, registry, name=name, version=version, run_id=run_id)
+        _fault_point("publish:after-alias")
     with transaction(url) as session:
         mark_published(session, run_id)
     log.info("run=%s published model=%s version=%s status=%s", run_id, name, version, status)
+
+
+def _fault_point(name: str) -> None:
+    if os.environ.get("GATEKEEPER_FAULT_INJECT") == name:
+        log.error("fault injected at %s: exiting now", name)
+        os._exit(137)
 
 
 def promote_if_newest(
@@ -97,8 +113,9 @@ def promote_if_newest(
 ) -> bool:
     """Point the alias at `version` unless a newer version holds or held it.
 
-    The model's promotion row is locked for the whole check-and-set, so two workers passing
-    v2 and v3 at once cannot interleave and leave the alias on v2.
+    The model's promotion row is locked for the check and the record, so two workers passing
+    v2 and v3 at once cannot interleave and leave the alias on v2. Returns True when this call
+    recorded a new move.
     """
     alias = settings.alias
     with transaction(settings.resolved_database_url) as session:
@@ -111,31 +128,44 @@ def promote_if_newest(
             select(ModelPromotion).where(ModelPromotion.model_name == name).with_for_update()
         ).one()
         holder = registry.alias_version(name, alias)
-        if holder == version:
-            return False
-        newest = max(row.version, holder or 0)
-        if version < newest:
+        recorded = row.version == version  # an earlier publish recorded this move already
+        if not recorded:
+            newest = max(row.version, holder or 0)
+            if version < newest:
+                audit.record(
+                    session,
+                    actor="gatekeeper",
+                    action="alias.kept",
+                    target=f"{name}/{version}",
+                    details={
+                        "alias": alias,
+                        "holder": holder,
+                        "newest_promoted": row.version,
+                        "reason": f"version {newest} is newer; the alias moves forward only",
+                    },
+                )
+                return False
+            row.version, row.run_id, row.updated_at = version, run_id, utcnow()
             audit.record(
                 session,
                 actor="gatekeeper",
-                action="alias.kept",
+                action="alias.set",
                 target=f"{name}/{version}",
                 details={
                     "alias": alias,
-                    "holder": holder,
-                    "newest_promoted": row.version,
-                    "reason": f"version {newest} is newer; the alias moves forward only",
+                    "previous": row_previous(holder, version),
+                    "run_id": run_id,
+                    "found_in_mlflow": holder == version,
                 },
             )
-            return False
-        registry.set_alias(name, alias, version)
-        row.version, row.run_id, row.updated_at = version, run_id, utcnow()
-        audit.record(
-            session,
-            actor="gatekeeper",
-            action="alias.set",
-            target=f"{name}/{version}",
-            details={"alias": alias, "previous": holder, "run_id": run_id},
-        )
-    ALIAS_MOVES.inc()
-    return True
+    _fault_point("publish:after-intent")
+    if holder != version:
+        registry.set_alias(name, alias, version)  # idempotent: the record says it should be
+    if not recorded:
+        ALIAS_MOVES.inc()
+    return not recorded
+
+
+def row_previous(holder: int | None, version: int) -> int | None:
+    """The version the alias moves from (None when it was already on `version` or nowhere)."""
+    return None if holder == version else holder

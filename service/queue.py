@@ -165,15 +165,61 @@ def _owned_run(session: Session, run_id: str, worker_id: str) -> GateRun:
     return run
 
 
+@dataclass(frozen=True)
+class TransientHistory:
+    failures: int
+    for_s: float  # since the first transient failure (0 when there was none)
+
+
+def transient_history(session: Session, *, run_id: str, worker_id: str) -> TransientHistory:
+    run = _owned_run(session, run_id, worker_id)
+    since = run.transient_since
+    for_s = (utcnow() - since).total_seconds() if since is not None else 0.0
+    return TransientHistory(run.transient_failures or 0, for_s)
+
+
 def retry_later(
-    session: Session, *, run_id: str, worker_id: str, delay_s: float, message: str
+    session: Session,
+    *,
+    run_id: str,
+    worker_id: str,
+    delay_s: float,
+    message: str,
+    transient: bool = False,
 ) -> None:
+    """Back to the queue after `delay_s`. A transient failure (a dependency was down) gives
+    back the attempt its claim took: attempts count failures of the run itself."""
     run = _owned_run(session, run_id, worker_id)
     run.status = RunStatus.QUEUED
     run.lease_owner = None
     run.lease_expires_at = None
     run.available_at = utcnow() + dt.timedelta(seconds=delay_s)
     run.error_message = message
+    if transient:
+        run.attempt = max(0, run.attempt - 1)
+        run.transient_failures = (run.transient_failures or 0) + 1
+        run.transient_since = run.transient_since or utcnow()
+
+
+def requeue_transient_errors(session: Session, *, limit: int = 100) -> list[str]:
+    """Runs that ended `error` only because a dependency stayed down: queued again (same run,
+    a new attempt) once it is back, so no version needs a person after an outage."""
+    runs = session.scalars(
+        select(GateRun)
+        .where(GateRun.status == RunStatus.ERROR, GateRun.error_kind == "transient")
+        .order_by(GateRun.finished_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for run in runs:
+        run.status = RunStatus.QUEUED
+        run.available_at = utcnow()
+        run.error_kind = None
+        run.transient_since = None
+        run.transient_failures = 0
+        run.finished_at = None
+        run.published_at = None
+    return [r.id for r in runs]
 
 
 def release(session: Session, *, run_id: str, worker_id: str) -> None:
@@ -198,6 +244,7 @@ def finish_run(
     error_message: str | None = None,
     datasets: list[Any] | None = None,
     sandbox: str | None = None,
+    error_kind: str | None = None,
 ) -> None:
     """Results, decision and final status in the caller's one transaction (fenced by lease)."""
     run = _owned_run(session, run_id, worker_id)
@@ -225,6 +272,7 @@ def finish_run(
     run.datasets = datasets
     run.sandbox = sandbox
     run.error_message = error_message
+    run.error_kind = error_kind
     run.finished_at = now
     run.lease_owner = None
     run.lease_expires_at = None

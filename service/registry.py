@@ -18,9 +18,11 @@ from mlflow.tracking import MlflowClient
 
 from service.errors import (
     BoundExceeded,
+    LocalDiskError,
     RegistryNotFound,
     RegistryRejected,
     RegistryUnavailable,
+    disk_error_kind,
 )
 
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
@@ -175,6 +177,9 @@ def _is_not_found(exc: Exception) -> bool:
 
 
 def _raise_mapped(exc: Exception, what: str) -> NoReturn:
+    disk = disk_error_kind(exc)
+    if disk is not None:  # our disk, not MLflow: never retried as an outage
+        raise LocalDiskError(f"{disk} on the gatekeeper's data dir while fetching {what}") from exc
     if _is_not_found(exc):
         raise RegistryNotFound(f"MLflow has no {what}") from exc
     if isinstance(exc, RestException) and exc.get_http_status_code() < 500:

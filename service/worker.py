@@ -17,9 +17,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy.exc import DBAPIError
+
 from service.config import Settings
 from service.db import transaction
-from service.errors import LeaseLost
+from service.errors import LeaseLost, LocalDiskError, disk_error_kind
 from service.metrics import RUN_DURATION, RUNS_FINISHED
 from service.models import RunStatus
 from service.pipeline import PipelineOutcome, run_pipeline
@@ -32,6 +34,7 @@ from service.queue import (
     heartbeat,
     passing_artifact_digests,
     retry_later,
+    transient_history,
 )
 from service.registry import Registry
 from service.retry import retry_decision
@@ -175,6 +178,26 @@ class Worker:
             return passing_artifact_digests(session, model_name, version)
 
     def _record(self, claimed: ClaimedRun, outcome: PipelineOutcome) -> None:
+        """Record the decision; a database outage is waited out (capped backoff, within the
+        transient horizon), never turned into a lost lease and a re-run."""
+        deadline = time.monotonic() + self.settings.transient_horizon_s
+        delay = 0.5
+        while True:
+            try:
+                self._record_once(claimed, outcome)
+                return
+            except DBAPIError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "run=%s database unavailable while recording; retrying in %.1f s",
+                    claimed.id,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _record_once(self, claimed: ClaimedRun, outcome: PipelineOutcome) -> None:
         with transaction(self.settings.resolved_database_url) as session:
             finish_run(
                 session,
@@ -224,12 +247,21 @@ class Worker:
         self._publish(claimed.id)
 
     def _handle_failure(self, claimed: ClaimedRun, exc: Exception) -> None:
-        decision = retry_decision(
-            exc, claimed.attempt, claimed.max_attempts, self.settings.retry_backoff_s
-        )
         message = f"{type(exc).__name__}: {exc}"
+        disk = disk_error_kind(exc)
+        if disk is not None and not isinstance(exc, LocalDiskError):
+            message = f"{disk} on the gatekeeper's data dir: {message}"
         try:
             with transaction(self.settings.resolved_database_url) as session:
+                history = transient_history(session, run_id=claimed.id, worker_id=self.worker_id)
+                decision = retry_decision(
+                    exc,
+                    transient_failures=history.failures,
+                    transient_for_s=history.for_s,
+                    horizon_s=self.settings.transient_horizon_s,
+                    backoff_s=self.settings.retry_backoff_s,
+                    max_delay_s=self.settings.retry_max_delay_s,
+                )
                 if decision.retry:
                     retry_later(
                         session,
@@ -237,6 +269,7 @@ class Worker:
                         worker_id=self.worker_id,
                         delay_s=decision.delay_s,
                         message=message,
+                        transient=decision.transient,
                     )
                 else:
                     finish_run(
@@ -249,14 +282,21 @@ class Worker:
                         artifact_digest=None,
                         artifact_manifest=None,
                         error_message=message,
+                        error_kind="transient" if decision.transient else None,
                     )
         except LeaseLost:
             log.warning("run=%s failed after its lease expired; nothing recorded", claimed.id)
             return
+        except DBAPIError:
+            log.exception("run=%s failure could not be recorded (database down)", claimed.id)
+            return
         if decision.retry:
             log.warning(
-                "run=%s transient failure, retry in %.0fs: %s",
+                "run=%s transient failure (%s for %.0f s), retry in %.0f s without spending an "
+                "attempt: %s",
                 claimed.id,
+                history.failures + 1,
+                history.for_s,
                 decision.delay_s,
                 message,
             )

@@ -87,12 +87,13 @@ class GatekeeperProcess:
         command: str = "serve",
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.command = command
-        self.log = data_dir / f"gatekeeper-{command}-{self.port}.log"
+        self.log = (log_dir or data_dir) / f"gatekeeper-{command}-{self.port}.log"
         self.env = dict(os.environ)
         self.env.update(
             GATEKEEPER_DATA_DIR=str(data_dir),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,8 +32,27 @@ def readyz(settings: SettingsDep, registry: RegistryDep) -> JSONResponse:
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
     checks["mlflow"] = "ok" if registry.is_healthy() else "unavailable"
+    checks["data_dir"] = _data_dir_check(settings.data_dir, settings.min_free_disk_mb)
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+def _data_dir_check(data_dir: os.PathLike[str], min_free_mb: int) -> str:
+    """Writable (a probe file written, synced and removed) and with free space to download."""
+    probe = os.path.join(data_dir, f".readyz-{uuid.uuid4().hex}")
+    try:
+        with open(probe, "wb") as handle:
+            handle.write(b"ok")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.unlink(probe)
+    except OSError as exc:
+        kind = "read-only" if exc.errno == 30 else "disk full" if exc.errno == 28 else "error"
+        return f"unavailable: data dir {kind} ({exc.strerror})"
+    free_mb = shutil.disk_usage(data_dir).free // 1024**2
+    if free_mb < min_free_mb:
+        return f"unavailable: disk full: {free_mb} MiB free in the data dir, below {min_free_mb}"
+    return "ok"
 
 
 @router.get("/metrics")

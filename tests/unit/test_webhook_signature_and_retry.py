@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from mlflow.webhooks.delivery import _generate_hmac_signature
 from sqlalchemy.exc import OperationalError
 
@@ -26,16 +28,33 @@ def test_signature_rejects_other_secret_body_or_id() -> None:
     assert not signature_matches("right-secret-123456", "d-1", "1700000001", BODY, header)
 
 
-def test_transient_errors_retry_with_backoff_until_cap() -> None:
-    first = retry_decision(RegistryUnavailable("down"), attempt=1, max_attempts=3, backoff_s=10)
-    second = retry_decision(RegistryUnavailable("down"), attempt=2, max_attempts=3, backoff_s=10)
-    assert first.retry and first.delay_s == 10
-    assert second.retry and second.delay_s == 20
-    assert not retry_decision(RegistryUnavailable("down"), 3, 3, 10).retry
+def _decide(exc: BaseException, failures: int = 0, for_s: float = 0.0):  # type: ignore[no-untyped-def]
+    return retry_decision(
+        exc,
+        transient_failures=failures,
+        transient_for_s=for_s,
+        horizon_s=900,
+        backoff_s=10,
+        rng=random.Random(0),
+    )
+
+
+def test_transient_errors_retry_with_capped_jittered_backoff_for_the_horizon() -> None:
+    first, second, late = (
+        _decide(RegistryUnavailable("down")),
+        _decide(RegistryUnavailable("down"), failures=1),
+        _decide(RegistryUnavailable("down"), failures=12),
+    )
+    assert first.retry and first.transient and 5 <= first.delay_s <= 10
+    assert second.retry and 10 <= second.delay_s <= 20
+    assert late.retry and late.delay_s <= 60  # capped
     db_lost = OperationalError("SELECT 1", {}, Exception("connection lost"))
-    assert retry_decision(db_lost, 1, 3, 1).retry
+    assert _decide(db_lost).retry
+    gave_up = _decide(RegistryUnavailable("down"), failures=30, for_s=901)
+    assert not gave_up.retry and gave_up.transient  # the poller re-queues it later
 
 
 def test_permanent_and_unknown_errors_do_not_retry() -> None:
-    assert not retry_decision(RegistryNotFound("gone"), 1, 3, 10).retry
-    assert not retry_decision(ValueError("bug"), 1, 3, 10).retry
+    assert not _decide(RegistryNotFound("gone")).retry
+    assert not _decide(ValueError("bug")).retry
+    assert not _decide(ValueError("bug")).transient
