@@ -101,17 +101,21 @@ def test_mlflow_down_for_120_s_with_five_versions_in_flight(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'gk.db'}"
     name = unique_name("outage-mlflow")
+    # Registered before the gatekeeper starts: its first poll queues all five at once, and
+    # MLflow goes down as soon as they are queued, so at most one run has started by then.
+    versions = [log_clean_model(own_mlflow.url, name) for _ in range(5)]
     gk = GatekeeperProcess(
         data_dir=tmp_path / "gk",
         database_url=url,
         tracking_uri=own_mlflow.url,
         models=f"{name}*",
         env=FAST_RETRIES,
-    ).start()
+    ).start(wait=False)
     try:
-        versions = [log_clean_model(own_mlflow.url, name) for _ in range(5)]
-        wait_for(lambda: len(_runs(url, name)) >= 1, 30, "the first run to be queued")
+        wait_for(lambda: len(_runs(url, name)) == 5, 90, "five runs queued", 0.05)
         own_mlflow.stop()
+        started_before_outage = [r.id for r in _runs(url, name) if r.finished_at is not None]
+        assert len(started_before_outage) <= 1, "the runs finished before MLflow went down"
         time.sleep(120)
         assert httpx.get(f"{gk.url}/healthz", timeout=5).status_code == 200
         own_mlflow.start()
