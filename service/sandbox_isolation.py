@@ -44,7 +44,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -477,9 +477,3 @@ def _remove_cgroup(cgroup: Path) -> None:
             return
         except OSError:
             time.sleep(0.02)  # members still exiting
-
-
-def survivors(cgroup: Path | None) -> Iterator[int]:
-    """Processes left in the child's cgroup (for tests and a last check)."""
-    if cgroup is not None:
-        yield from _cgroup_pids(cgroup)
