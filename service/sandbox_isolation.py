@@ -197,6 +197,9 @@ def bwrap_command(
         "--hostname", "sandbox",
         "--info-fd", str(info_fd),
         "--block-fd", str(block_fd),
+        # The tmpfs first: binds that follow may land under /tmp (a checkout and its venv in
+        # /tmp/...), and a tmpfs mounted after them would hide them.
+        "--size", size, "--tmpfs", "/tmp",
         *_root_fs_args(),
         "--ro-bind", str(etc_dir / "passwd"), "/etc/passwd",
         "--ro-bind", str(etc_dir / "group"), "/etc/group",
@@ -205,7 +208,6 @@ def bwrap_command(
         "--ro-bind", str(child_script), CHILD_MOUNT,
         "--proc", "/proc",
         "--dev", "/dev",
-        "--size", size, "--tmpfs", "/tmp",
         "--size", size, "--tmpfs", "/dev/shm",
         "--remount-ro", "/",
         "--clearenv",
