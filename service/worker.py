@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.db import transaction
@@ -219,6 +220,23 @@ class Worker:
             outcome.decision.deny,
         )
 
+    def _finish_as_error(
+        self, session: Session, claimed: ClaimedRun, message: str, error_kind: str | None = None
+    ) -> None:
+        """The run ends `error` with no gate results; `message` is its one reason to deny."""
+        finish_run(
+            session,
+            run_id=claimed.id,
+            worker_id=self.worker_id,
+            status=RunStatus.ERROR,
+            results=[],
+            decision={"status": RunStatus.ERROR, "deny": [message], "warn": []},
+            artifact_digest=None,
+            artifact_manifest=None,
+            error_message=message,
+            error_kind=error_kind,
+        )
+
     def _abandon(self, claimed: ClaimedRun) -> None:
         """The run passed its deadline and a stage has not returned: record it as `error`."""
         message = (
@@ -227,17 +245,7 @@ class Worker:
         )
         try:
             with transaction(self.settings.resolved_database_url) as session:
-                finish_run(
-                    session,
-                    run_id=claimed.id,
-                    worker_id=self.worker_id,
-                    status=RunStatus.ERROR,
-                    results=[],
-                    decision={"status": RunStatus.ERROR, "deny": [message], "warn": []},
-                    artifact_digest=None,
-                    artifact_manifest=None,
-                    error_message=message,
-                )
+                self._finish_as_error(session, claimed, message)
         except LeaseLost:
             return
         except Exception:
@@ -272,18 +280,8 @@ class Worker:
                         transient=decision.transient,
                     )
                 else:
-                    finish_run(
-                        session,
-                        run_id=claimed.id,
-                        worker_id=self.worker_id,
-                        status=RunStatus.ERROR,
-                        results=[],
-                        decision={"status": RunStatus.ERROR, "deny": [message], "warn": []},
-                        artifact_digest=None,
-                        artifact_manifest=None,
-                        error_message=message,
-                        error_kind="transient" if decision.transient else None,
-                    )
+                    kind = "transient" if decision.transient else None
+                    self._finish_as_error(session, claimed, message, error_kind=kind)
         except LeaseLost:
             log.warning("run=%s failed after its lease expired; nothing recorded", claimed.id)
             return

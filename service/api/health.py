@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from service.api.deps import RegistryDep, SettingsDep
 from service.db import engine_for
+from service.errors import disk_error_kind
 
 router = APIRouter(tags=["health"])
 
@@ -47,7 +48,7 @@ def _data_dir_check(data_dir: os.PathLike[str], min_free_mb: int) -> str:
             os.fsync(handle.fileno())
         os.unlink(probe)
     except OSError as exc:
-        kind = "read-only" if exc.errno == 30 else "disk full" if exc.errno == 28 else "error"
+        kind = disk_error_kind(exc) or "error"
         return f"unavailable: data dir {kind} ({exc.strerror})"
     free_mb = shutil.disk_usage(data_dir).free // 1024**2
     if free_mb < min_free_mb:
