@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -154,6 +155,47 @@ class GatekeeperProcess:
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", **kwargs.pop("headers", {})}
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
+
+    def run_version(self, name: str, version: int, timeout: float = 180) -> dict[str, Any]:
+        """A manual run of `name` v`version`, as the admin, waited for until it is published."""
+        run = self.api("POST", f"/api/v1/models/{name}/versions/{version}/runs").json()
+
+        def published() -> dict[str, Any] | None:
+            body = self.api("GET", f"/api/v1/runs/{run['id']}").json()
+            return body if body["published_at"] else None
+
+        return wait_for(published, timeout, f"{name} v{version} decision", interval=0.3)
+
+
+def gate_result(run: dict[str, Any], gate: str) -> dict[str, Any]:
+    return next(g for g in run["gates"] if g["gate"] == gate)
+
+
+class Listener:
+    """A TCP server on the host the tests own, counting the connections it accepts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
 
 
 def signed_webhook_headers(

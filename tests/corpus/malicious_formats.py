@@ -332,7 +332,7 @@ def _compressed_samples(w: _Writer) -> None:
     )
 
 
-def _seven_zip(members: dict[str, bytes], password: str | None = None) -> bytes:
+def seven_zip(members: dict[str, bytes], password: str | None = None) -> bytes:
     import py7zr
 
     buffer = io.BytesIO()
@@ -347,14 +347,14 @@ def _archive_samples(w: _Writer) -> None:
     t = "container-archive"
     name = "seven_zip_pickle.7z"
     w.file(
-        name, t, "7z archive holding a malicious pickle", _seven_zip({"model.pkl": w.payload(name)})
+        name, t, "7z archive holding a malicious pickle", seven_zip({"model.pkl": w.payload(name)})
     )
     name = "seven_zip_nested_in_zip.zip"
-    inner = _seven_zip({"weights/data.pkl": w.payload(name)})
+    inner = seven_zip({"weights/data.pkl": w.payload(name)})
     w.file(name, t, "7z inside a zip", raw_zip([ZipMember("archive.7z", inner)]))
     name = "seven_zip_encrypted.7z"
     w.file(name, t, "password-protected 7z (headers encrypted): cannot be checked",
-           _seven_zip({"model.pkl": w.payload(name)}, password="infected"))  # fmt: skip
+           seven_zip({"model.pkl": w.payload(name)}, password="infected"))  # fmt: skip
     name = "zstd_stream.joblib.zst"
     w.file(name, t, "zstd frame (joblib's optional compressor) that the scanner cannot open",
            b"\x28\xb5\x2f\xfd" + bytes(range(64)), payload="unopenable container")  # fmt: skip

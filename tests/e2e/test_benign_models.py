@@ -15,7 +15,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tests.helpers import GatekeeperProcess, MlflowServer, unique_name, wait_for
+from tests.helpers import GatekeeperProcess, MlflowServer, gate_result, unique_name
 from tests.synthetic_credit import TARGET, make_credit_data
 
 PREFIX = unique_name("benign")
@@ -63,14 +63,8 @@ def test_common_models_pass_security_and_are_promoted(
             model, name="model", registered_model_name=name, serialization_format="pickle"
         )
     version = int(info.registered_model_version)
-    run = service.api("POST", f"/api/v1/models/{name}/versions/{version}/runs").json()
-
-    def finished() -> dict[str, Any] | None:
-        body = service.api("GET", f"/api/v1/runs/{run['id']}").json()
-        return body if body["published_at"] else None
-
-    body = wait_for(finished, 120, f"{name} decision", interval=0.3)
-    security = next(g for g in body["gates"] if g["gate"] == "security")
+    body = service.run_version(name, version, timeout=120)
+    security = gate_result(body, "security")
     assert security["status"] == "pass", security["message"]
     assert body["status"] == "passed"
     client = MlflowClient(mlflow_server.url)

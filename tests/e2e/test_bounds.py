@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import GatekeeperProcess, MlflowServer, unique_name, wait_for
+from tests.helpers import GatekeeperProcess, MlflowServer, unique_name
 from tests.synthetic_credit import TARGET, make_credit_data, train_model
 
 PREFIX = unique_name("bounds")
@@ -82,14 +82,8 @@ def _log(tracking_uri: str, name: str, extra_files: dict[str, pd.DataFrame] | No
 
 def _run(gk: GatekeeperProcess, name: str, version: int) -> tuple[dict[str, Any], float]:
     started = time.monotonic()
-    run = gk.api("POST", f"/api/v1/models/{name}/versions/{version}/runs").json()
-
-    def finished() -> dict[str, Any] | None:
-        body = gk.api("GET", f"/api/v1/runs/{run['id']}").json()
-        return body if body["published_at"] else None
-
-    body = wait_for(finished, 180, f"{name} v{version} decision", interval=0.3)
-    return body, time.monotonic() - started
+    run = gk.run_version(name, version)
+    return run, time.monotonic() - started
 
 
 def _healthy(gk: GatekeeperProcess) -> None:

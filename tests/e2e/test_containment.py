@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,9 +33,10 @@ from tests.helpers import (
     ROOT,
     WEBHOOK_SECRET,
     GatekeeperProcess,
+    Listener,
     MlflowServer,
+    gate_result,
     unique_name,
-    wait_for,
 )
 from tests.synthetic_credit import TARGET, make_credit_data, train_model
 
@@ -63,33 +62,6 @@ models:
       performance: {{mode: enforce, min: {{accuracy: 0.6}}, max_regression: {{accuracy: 0.05}}}}
     {SANDBOX}
 """
-
-
-class Listener:
-    """A TCP server on the host that counts what reaches it."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
 
 
 @dataclass
@@ -154,20 +126,6 @@ def _log_pyfunc(tracking_uri: str, name: str, model: Any) -> int:
     return int(info.registered_model_version)
 
 
-def _run(gk: GatekeeperProcess, name: str, version: int) -> dict[str, Any]:
-    run = gk.api("POST", f"/api/v1/models/{name}/versions/{version}/runs").json()
-
-    def finished() -> dict[str, Any] | None:
-        body = gk.api("GET", f"/api/v1/runs/{run['id']}").json()
-        return body if body["published_at"] else None
-
-    return wait_for(finished, 180, f"{name} v{version} decision", interval=0.5)
-
-
-def _gate(run: dict[str, Any], gate: str) -> dict[str, Any]:
-    return next(g for g in run["gates"] if g["gate"] == gate)
-
-
 def _host_processes_with(text: str) -> list[str]:
     found = []
     for pid in os.listdir("/proc"):
@@ -200,9 +158,9 @@ def test_hostile_model_is_contained(setup: Setup, case: str) -> None:
     survivor_tag = f"7{uuid.uuid4().int % 10**6}.25"
     name = f"{PREFIX}-hostile-{case.replace('_', '-')}"
     model = hostile_models.Attacker(case, setup.params(survivor_tag))
-    run = _run(setup.gk, name, _log_pyfunc(setup.mlflow_url, name, model))
+    run = setup.gk.run_version(name, _log_pyfunc(setup.mlflow_url, name, model))
 
-    performance = _gate(run, "performance")
+    performance = gate_result(run, "performance")
     report = (performance.get("diagnostics") or {}).get("stderr_tail", "")
     assert "SUCCEEDED" not in report, report
     evidence = performance["evidence"].get("sandbox", {})
@@ -234,11 +192,11 @@ def test_model_that_prints_its_rows_publishes_none_of_them(
     name = f"{PREFIX}-hostile-print-rows"
     model = hostile_models.Attacker("print_rows", setup.params("0"))
     version = _log_pyfunc(setup.mlflow_url, name, model)
-    run = _run(setup.gk, name, version)
+    run = setup.gk.run_version(name, version)
 
     assert run["status"] == "error"
     # the admin sees the tail of what the model printed, truncated: rows of evaluation data
-    tail = _gate(run, "performance")["diagnostics"]["stderr_tail"]
+    tail = gate_result(run, "performance")["diagnostics"]["stderr_tail"]
     assert 1000 < len(tail) <= 4000
     rows = [line for line in tail.splitlines()[1:-1] if line.count(",") >= 4]
     assert len(rows) > 20, tail
@@ -285,10 +243,10 @@ def test_champion_tagged_passed_by_hand_is_never_loaded(
         info = mlflow.sklearn.log_model(
             clean, name="model", registered_model_name=name, serialization_format="pickle"
         )
-    run = _run(setup.gk, name, int(info.registered_model_version))
+    run = setup.gk.run_version(name, int(info.registered_model_version))
 
     assert not marker.exists(), "the forged champion's pickle was loaded"
-    performance = _gate(run, "performance")
+    performance = gate_result(run, "performance")
     assert performance["status"] == "error"
     assert f"champion v{evil} was not loaded" in performance["message"]
     assert "no passing run on record" in performance["message"]
@@ -327,11 +285,11 @@ def test_sandbox_setting_without_bubblewrap(
             info = mlflow.sklearn.log_model(
                 model, name="model", registered_model_name=name, serialization_format="pickle"
             )
-        run = _run(gk, name, int(info.registered_model_version))
+        run = gk.run_version(name, int(info.registered_model_version))
         page = gk.api("GET", f"/runs/{run['id']}").text
     finally:
         gk.stop()
-    performance = _gate(run, "performance")
+    performance = gate_result(run, "performance")
     if mode == "no-bubblewrap":
         assert run["status"] == "error"
         assert performance["status"] == "error"

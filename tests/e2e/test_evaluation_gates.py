@@ -22,7 +22,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.e2e import sandbox_models
-from tests.helpers import GatekeeperProcess, MlflowServer, unique_name, wait_for
+from tests.helpers import GatekeeperProcess, MlflowServer, gate_result, unique_name
 from tests.synthetic_credit import TARGET, make_credit_data, train_model
 
 PREFIX = unique_name("eval")
@@ -104,20 +104,6 @@ def _log_pyfunc(tracking_uri: str, name: str, model: Any) -> int:
     return int(info.registered_model_version)
 
 
-def _run(gk: GatekeeperProcess, name: str, version: int) -> dict[str, Any]:
-    run = gk.api("POST", f"/api/v1/models/{name}/versions/{version}/runs").json()
-
-    def finished() -> dict[str, Any] | None:
-        body = gk.api("GET", f"/api/v1/runs/{run['id']}").json()
-        return body if body["published_at"] else None
-
-    return wait_for(finished, 180, f"{name} v{version} decision", interval=0.5)
-
-
-def _gate(run: dict[str, Any], gate: str) -> dict[str, Any]:
-    return next(g for g in run["gates"] if g["gate"] == gate)
-
-
 def test_biased_model_fails_fairness_and_fair_model_passes(
     service: GatekeeperProcess, mlflow_server: MlflowServer
 ) -> None:
@@ -125,11 +111,13 @@ def test_biased_model_fails_fairness_and_fair_model_passes(
     biased_name, fair_name = f"{PREFIX}-biased", f"{PREFIX}-fair"
     biased = train_model(make_credit_data(n=5000, seed=1, biased=True))
     fair = train_model(make_credit_data(n=5000, seed=2, biased=False), include_gender=False)
-    biased_run = _run(service, biased_name, _log_sklearn(mlflow_server.url, biased_name, biased))
-    fair_run = _run(service, fair_name, _log_sklearn(mlflow_server.url, fair_name, fair))
+    biased_run = service.run_version(
+        biased_name, _log_sklearn(mlflow_server.url, biased_name, biased)
+    )
+    fair_run = service.run_version(fair_name, _log_sklearn(mlflow_server.url, fair_name, fair))
 
     assert biased_run["status"] == "failed"
-    fairness = _gate(biased_run, "fairness")
+    fairness = gate_result(biased_run, "fairness")
     assert fairness["status"] == "fail"
     ratio = fairness["evidence"]["features"]["gender"]["demographic_parity_ratio"]["value"]
     assert 0.45 < ratio < 0.75, ratio
@@ -160,17 +148,17 @@ def test_regression_against_the_alias_holder_blocks_and_improvement_promotes(
     better = train_model(make_credit_data(n=20_000, seed=4), include_gender=False)
 
     v1 = _log_sklearn(mlflow_server.url, name, good)
-    assert _run(service, name, v1)["status"] == "passed"
+    assert service.run_version(name, v1)["status"] == "passed"
     v2 = _log_sklearn(mlflow_server.url, name, worse)
-    regressed = _run(service, name, v2)
+    regressed = service.run_version(name, v2)
     assert regressed["status"] == "failed"
-    assert f"regressed against version {v1}" in _gate(regressed, "performance")["message"]
+    assert f"regressed against version {v1}" in gate_result(regressed, "performance")["message"]
     assert client.get_registered_model(name).aliases["production-ready"] == str(v1)
 
     v3 = _log_sklearn(mlflow_server.url, name, better)
-    improved = _run(service, name, v3)
+    improved = service.run_version(name, v3)
     assert improved["status"] == "passed", improved["decision"]
-    table = _gate(improved, "performance")["evidence"]
+    table = gate_result(improved, "performance")["evidence"]
     assert any(row.get("champion") is not None for row in table["metrics"])
     assert client.get_registered_model(name).aliases["production-ready"] == str(v3)
 
@@ -199,8 +187,8 @@ def test_hostile_models_fail_closed_and_the_service_keeps_serving(
     try:
         for label, (model, words) in cases.items():
             name = f"{PREFIX}-sandbox-{label}"
-            run = _run(service, name, _log_pyfunc(mlflow_server.url, name, model))
-            performance = _gate(run, "performance")
+            run = service.run_version(name, _log_pyfunc(mlflow_server.url, name, model))
+            performance = gate_result(run, "performance")
             assert run["status"] == "error", (label, run["decision"])
             assert performance["status"] == "error"
             assert any(w in performance["message"].lower() for w in words), performance["message"]
@@ -221,9 +209,9 @@ def test_bad_data_configuration_errors_the_run_never_passes(
     }
     for label, (gate, words) in expected.items():
         name = f"{PREFIX}-{label}-model"
-        run = _run(service, name, _log_sklearn(mlflow_server.url, name, model))
+        run = service.run_version(name, _log_sklearn(mlflow_server.url, name, model))
         assert run["status"] == "error", (label, run["decision"])
-        result = _gate(run, gate)
+        result = gate_result(run, gate)
         assert result["status"] == "error" and words in result["message"], result["message"]
 
 

@@ -6,14 +6,13 @@ after naming a callable; before this, the gate passed both. Run as a user runs i
 
 from __future__ import annotations
 
-import io
 import pickle
 import subprocess
 from pathlib import Path
 
-import py7zr
 import pytest
 
+from tests.corpus.malicious_formats import seven_zip
 from tests.helpers import VENV_BIN
 
 
@@ -25,14 +24,6 @@ class _System:
         import os
 
         return os.system, (f"touch {self.marker}",)
-
-
-def _seven_zip(members: dict[str, bytes], password: str | None = None) -> bytes:
-    buffer = io.BytesIO()
-    with py7zr.SevenZipFile(buffer, "w", password=password, header_encryption=bool(password)) as z:
-        for name, data in members.items():
-            z.writestr(data, name)
-    return buffer.getvalue()
 
 
 def _scan(path: Path) -> subprocess.CompletedProcess[str]:
@@ -59,8 +50,8 @@ def test_scan_blocks_archives_and_broken_pickles(tmp_path: Path, name: str, expe
     marker = tmp_path / "RAN"
     payload = pickle.dumps(_System(marker), protocol=4)
     contents = {
-        "evil.7z": _seven_zip({"model/model.pkl": payload}),
-        "encrypted.7z": _seven_zip({"model.pkl": payload}, password="infected"),
+        "evil.7z": seven_zip({"model/model.pkl": payload}),
+        "encrypted.7z": seven_zip({"model.pkl": payload}, password="infected"),
         "weights.zst": b"\x28\xb5\x2f\xfd\x04\x58" + bytes(200),
         "broken_exec.pkl": b"cbuiltins\nexec\n(Vimport os\\nos.system('id')\nt\x00garbage",
         "broken_eval.bin": b'cbuiltins\neval\n(S\'__import__("os").system("id")\'\n',
@@ -77,7 +68,7 @@ def test_scan_blocks_archives_and_broken_pickles(tmp_path: Path, name: str, expe
 
 def test_clean_7z_of_a_benign_pickle_passes(tmp_path: Path) -> None:
     path = tmp_path / "weights.7z"
-    path.write_bytes(_seven_zip({"state.pkl": pickle.dumps({"w": [1.0, 2.0]}, protocol=4)}))
+    path.write_bytes(seven_zip({"state.pkl": pickle.dumps({"w": [1.0, 2.0]}, protocol=4)}))
     result = _scan(path)
     assert result.returncode == 0, result.stdout
     assert "7z" in _scan_json_formats(path)

@@ -12,7 +12,6 @@ import os
 import resource
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from service.sandbox import (
     scrubbed_env,
 )
 from service.sandbox_isolation import IsolationConfig
+from tests.helpers import Listener
 
 SECRETS = ("MLFLOW_TRACKING_TOKEN", "GATEKEEPER_DATABASE_URL", "AWS_SECRET_ACCESS_KEY")
 QUICK = SandboxLimits(wall_seconds=30)
@@ -173,33 +173,6 @@ def save_pyfunc(tmp_path: Path, python_model: mlflow.pyfunc.PythonModel) -> Path
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     return path
-
-
-class Listener:
-    """A TCP server the tests own, counting the connections it accepts."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
 
 
 @pytest.fixture
