@@ -16,13 +16,14 @@ $(STAMP): pyproject.toml
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: install lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=10
 
 # A complete local installation: embedded MLflow + gatekeeper, two example versions decided.
 demo: install
-	$(BIN)/gatekeeper demo
+	$(BIN)/python -m demo
 
 # The gatekeeper in the foreground with embedded defaults (SQLite, local MLflow server).
 run: install

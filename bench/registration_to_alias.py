@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from service.demo_models import log_clean_model
+from demo.models import log_clean_model
 from tests.helpers import WEBHOOK_SECRET, GatekeeperProcess, MlflowServer, unique_name, wait_for
 
 

@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from service.config import get_settings
-from service.models import Base
+from service.store.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

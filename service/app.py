@@ -15,9 +15,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from service.api import health, pages, runs, webhooks
 from service.config import Settings
 from service.errors import GatekeeperError
-from service.poller import start_poller_thread
-from service.registry import Registry
-from service.worker import start_worker_thread
+from service.mlflow.registry import Registry
+from service.runs.poller import start_poller_thread
+from service.runs.worker import SHUTDOWN_GRACE_S, start_worker_thread
 
 log = logging.getLogger("gatekeeper.app")
 
@@ -35,17 +35,16 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
-        threads: list[threading.Thread] = []
-        if run_poller:
-            threads.append(start_poller_thread(settings, registry, stop))
-        if run_worker:
-            threads.append(start_worker_thread(settings, registry, stop))
+        poller = start_poller_thread(settings, registry, stop) if run_poller else None
+        worker = start_worker_thread(settings, registry, stop) if run_worker else None
         try:
             yield
         finally:
             stop.set()
-            for thread in threads:
-                thread.join(timeout=10)
+            if poller is not None:
+                poller.join(timeout=10)
+            if worker is not None:
+                worker.stop(grace_s=SHUTDOWN_GRACE_S)
             # Here, not after uvicorn.run returns: uvicorn re-raises SIGTERM once it has shut
             # down, which ends the process before any code after run() executes.
             if on_shutdown is not None:

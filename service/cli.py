@@ -19,8 +19,10 @@ from service.errors import ConfigError
 app = typer.Typer(help="mlflow-gatekeeper: vets MLflow model versions before production.")
 db_app = typer.Typer(help="Database schema.")
 token_app = typer.Typer(help="API tokens.")
+policy_app = typer.Typer(help="The policy file.")
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(policy_app, name="policy")
 
 log = logging.getLogger("gatekeeper")
 _debug = False
@@ -67,8 +69,10 @@ def _load_settings() -> Settings:
 
 def _check_dependencies(settings: Settings, tracking_uri: str | None) -> None:
     """Database reachable and tracking URI plausible, before anything starts."""
+    from service.mlflow.registry import configure_client_environment
     from service.startup import StartupError, check_database, check_tracking_uri
 
+    configure_client_environment()
     try:
         check_database(settings)
         if tracking_uri is not None:
@@ -111,8 +115,8 @@ def serve(
     import uvicorn
 
     from service.app import create_app
-    from service.embedded_mlflow import EmbeddedMlflow
-    from service.migrate import upgrade_to_head
+    from service.mlflow.embedded import EmbeddedMlflow
+    from service.store.migrate import upgrade_to_head
 
     _configure_logging()
     settings = _load_settings()
@@ -155,8 +159,8 @@ def serve(
 @app.command("worker")
 def worker_command() -> None:
     """Claim and drive runs from the shared database; no HTTP. Scale out with more of these."""
-    from service.registry import Registry
-    from service.worker import Worker
+    from service.mlflow.registry import Registry
+    from service.runs.worker import SHUTDOWN_GRACE_S, start_worker_thread
 
     _configure_logging()
     settings = _load_settings()
@@ -168,13 +172,18 @@ def worker_command() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    Worker(settings, Registry(tracking_uri)).run_forever(stop)
+    running = start_worker_thread(settings, Registry(tracking_uri), stop)
+    while not stop.wait(1.0):
+        if not running.thread.is_alive():
+            break
+    stop.set()
+    running.stop(grace_s=SHUTDOWN_GRACE_S)
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply Alembic migrations up to head."""
-    from service.migrate import upgrade_to_head
+    from service.store.migrate import upgrade_to_head
 
     settings = _load_settings()
     upgrade_to_head(settings.resolved_database_url)
@@ -187,11 +196,11 @@ def token_create(
     role: Annotated[str, typer.Option(help="viewer | operator | approver | admin")] = "viewer",
 ) -> None:
     """Create an API token and print it once (only its hash is stored)."""
-    from service import audit
-    from service.auth import create_token
-    from service.db import transaction
     from service.errors import BadRequest
-    from service.migrate import upgrade_to_head
+    from service.store import audit
+    from service.store.auth import create_token
+    from service.store.db import transaction
+    from service.store.migrate import upgrade_to_head
 
     settings = _load_settings()
     upgrade_to_head(settings.resolved_database_url)
@@ -205,6 +214,14 @@ def token_create(
         typer.echo(f"gatekeeper: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(token)
+
+
+@policy_app.command("reference")
+def policy_reference() -> None:
+    """Print the policy reference (every key, type, default) the README carries."""
+    from service.policy_reference import reference_markdown
+
+    typer.echo(reference_markdown())
 
 
 class ScanFormat(enum.StrEnum):
@@ -234,32 +251,18 @@ def scan(
     """
     from gates.base import Status
     from gates.security import scan_path
+    from gates.security.config import SecurityConfig
     from gates.security.report import FORMATTERS
 
     if not path.exists():
         typer.echo(f"gatekeeper scan: {path} does not exist", err=True)
         raise typer.Exit(2)
-    cfg = {
-        "allow_code": allow_code,
-        "modelscan": modelscan,
-        "allow_callables": allow_callable or [],
-    }
-    result = scan_path(path, cfg)
+    config = SecurityConfig(
+        allow_code=allow_code, modelscan=modelscan, allow_callables=allow_callable or []
+    )
+    result = scan_path(path, config)
     typer.echo(FORMATTERS[output_format.value](result, str(path)))
     raise typer.Exit({Status.PASS: 0, Status.FAIL: 1}.get(result.status, 2))
-
-
-@app.command()
-def demo(
-    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its state.")] = Path(
-        ".gatekeeper-demo"
-    ),
-    port: Annotated[int, typer.Option(help="Gatekeeper port (a free one if taken).")] = 8000,
-) -> None:
-    """Start a local installation, register two example versions and show the decisions."""
-    from service.demo import run_demo
-
-    run_demo(data_dir, port)
 
 
 def _redacted(settings: Settings) -> str:

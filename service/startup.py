@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from service.config import Settings
-from service.db import CONNECT_TIMEOUT_S, build_engine
+from service.store.db import CONNECT_TIMEOUT_S, build_engine
 
 
 class StartupError(Exception):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import service.models
+import service.store.tables
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -26,15 +26,15 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("role", sa.String(length=16), nullable=False),
-        sa.Column("created_at", service.models.UTCDateTime(), nullable=False),
-        sa.Column("revoked_at", service.models.UTCDateTime(), nullable=True),
+        sa.Column("created_at", service.store.tables.UTCDateTime(), nullable=False),
+        sa.Column("revoked_at", service.store.tables.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("token_hash"),
     )
     op.create_table(
         "audit_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("at", service.models.UTCDateTime(), nullable=False),
+        sa.Column("at", service.store.tables.UTCDateTime(), nullable=False),
         sa.Column("actor", sa.String(length=128), nullable=False),
         sa.Column("action", sa.String(length=64), nullable=False),
         sa.Column("target", sa.String(length=512), nullable=False),
@@ -56,18 +56,18 @@ def upgrade() -> None:
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("max_attempts", sa.Integer(), nullable=False),
         sa.Column("lease_owner", sa.String(length=128), nullable=True),
-        sa.Column("lease_expires_at", service.models.UTCDateTime(), nullable=True),
-        sa.Column("available_at", service.models.UTCDateTime(), nullable=False),
+        sa.Column("lease_expires_at", service.store.tables.UTCDateTime(), nullable=True),
+        sa.Column("available_at", service.store.tables.UTCDateTime(), nullable=False),
         sa.Column("policy_digest", sa.String(length=64), nullable=False),
         sa.Column("artifact_digest", sa.String(length=64), nullable=True),
         sa.Column("artifact_manifest", sa.JSON(), nullable=True),
         sa.Column("decision", sa.JSON(), nullable=True),
         sa.Column("error_message", sa.Text(), nullable=True),
         sa.Column("requested_by", sa.String(length=128), nullable=True),
-        sa.Column("created_at", service.models.UTCDateTime(), nullable=False),
-        sa.Column("started_at", service.models.UTCDateTime(), nullable=True),
-        sa.Column("finished_at", service.models.UTCDateTime(), nullable=True),
-        sa.Column("published_at", service.models.UTCDateTime(), nullable=True),
+        sa.Column("created_at", service.store.tables.UTCDateTime(), nullable=False),
+        sa.Column("started_at", service.store.tables.UTCDateTime(), nullable=True),
+        sa.Column("finished_at", service.store.tables.UTCDateTime(), nullable=True),
+        sa.Column("published_at", service.store.tables.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("dedup_key"),
     )
@@ -80,7 +80,7 @@ def upgrade() -> None:
         sa.Column("model_name", sa.String(length=256), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("run_id", sa.String(length=36), nullable=False),
-        sa.Column("updated_at", service.models.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", service.store.tables.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("model_name"),
     )
     op.create_table(
@@ -90,7 +90,7 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("discovered_via", sa.String(length=16), nullable=False),
         sa.Column("mlflow_created_ms", sa.BigInteger(), nullable=True),
-        sa.Column("first_seen_at", service.models.UTCDateTime(), nullable=False),
+        sa.Column("first_seen_at", service.store.tables.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name", "version", name="uq_model_versions_name_version"),
     )
@@ -98,13 +98,13 @@ def upgrade() -> None:
         "poller_state",
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("watermark_ms", sa.BigInteger(), nullable=False),
-        sa.Column("updated_at", service.models.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", service.store.tables.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name"),
     )
     op.create_table(
         "webhook_deliveries",
         sa.Column("delivery_id", sa.String(length=128), nullable=False),
-        sa.Column("received_at", service.models.UTCDateTime(), nullable=False),
+        sa.Column("received_at", service.store.tables.UTCDateTime(), nullable=False),
         sa.Column("signed_at", sa.BigInteger(), nullable=False),
         sa.Column("entity", sa.String(length=64), nullable=False),
         sa.Column("action", sa.String(length=64), nullable=False),
@@ -126,7 +126,7 @@ def upgrade() -> None:
         sa.Column("findings", sa.JSON(), nullable=False),
         sa.Column("evidence", sa.JSON(), nullable=False),
         sa.Column("duration_s", sa.Float(), nullable=False),
-        sa.Column("created_at", service.models.UTCDateTime(), nullable=False),
+        sa.Column("created_at", service.store.tables.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["run_id"],
             ["gate_runs.id"],

@@ -8,18 +8,20 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
-from service.auth import Principal, authenticate
 from service.config import Settings
-from service.db import session_factory
-from service.registry import Registry
+from service.mlflow.registry import Registry
+from service.store.auth import Principal, authenticate
+from service.store.db import session_factory
 
 
 def get_app_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def get_registry(request: Request) -> Registry:
-    return request.app.state.registry
+    registry: Registry = request.app.state.registry
+    return registry
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -12,8 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from service.api.deps import RegistryDep, SettingsDep
-from service.db import engine_for
 from service.errors import disk_error_kind
+from service.store.db import engine_for
 
 router = APIRouter(tags=["health"])
 

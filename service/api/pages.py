@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from service.api.deps import SessionDep
 from service.errors import NotFound
-from service.models import GateRun
+from service.store.tables import GateRun
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 

@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, status
 from sqlalchemy import func, select
 
-from service import audit
 from service.api.deps import CurrentPrincipal, RegistryDep, SessionDep, SettingsDep
+from service.api.schemas import RunList, RunRead
 from service.errors import NotFound
-from service.intake import request_run
-from service.models import GateRun
-from service.promotion import report_url
-from service.schemas import RunList, RunRead
+from service.runs.intake import request_run
+from service.runs.promotion import report_url
+from service.store import audit
+from service.store.auth import Role
+from service.store.tables import GateRun, Trigger
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 
@@ -35,14 +36,14 @@ def create_run(
     principal: CurrentPrincipal,
 ) -> RunRead:
     """Queue a new run for a version. A manual re-run always makes a new run."""
-    principal.require("operator")
+    principal.require(Role.OPERATOR)
     registry.get_version(name, version)  # 404 now, not an error run later, for a typo
     run_id, _ = request_run(
         session,
         settings,
         model_name=name,
         version=version,
-        trigger="manual",
+        trigger=Trigger.MANUAL,
         requested_by=principal.name,
     )
     audit.record(
@@ -65,11 +66,11 @@ def get_run(
     settings: SettingsDep,
     principal: CurrentPrincipal,
 ) -> RunRead:
-    principal.require("viewer")
+    principal.require(Role.VIEWER)
     run = session.get(GateRun, run_id)
     if run is None:
         raise NotFound(f"no run {run_id}")
-    return RunRead.from_row(run, report_url(settings, run.id), admin=principal.has("admin"))
+    return RunRead.from_row(run, report_url(settings, run.id), admin=principal.has(Role.ADMIN))
 
 
 @router.get("/models/{name}/versions/{version}/runs", response_model=RunList)
@@ -80,7 +81,7 @@ def list_runs(
     settings: SettingsDep,
     principal: CurrentPrincipal,
 ) -> RunList:
-    principal.require("viewer")
+    principal.require(Role.VIEWER)
     where = (GateRun.model_name == name, GateRun.model_version == version)
     runs = session.scalars(
         select(GateRun).where(*where).order_by(GateRun.created_at.desc()).limit(100)
@@ -88,7 +89,7 @@ def list_runs(
     count = session.scalar(select(func.count()).select_from(GateRun).where(*where)) or 0
     return RunList(
         data=[
-            RunRead.from_row(r, report_url(settings, r.id), admin=principal.has("admin"))
+            RunRead.from_row(r, report_url(settings, r.id), admin=principal.has(Role.ADMIN))
             for r in runs
         ],
         count=count,

@@ -6,24 +6,28 @@ Every rejection happens before anything is written, and none of them is a 500.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 from fastapi import APIRouter, Request, status
+from pydantic import BaseModel, StrictStr, ValidationError
 from sqlalchemy.orm import Session
 
 from service.api.deps import SettingsDep
+from service.api.schemas import WebhookAccepted
+from service.api.webhook_signature import signature_matches
 from service.config import Settings
-from service.db import insert_stmt, transaction
 from service.errors import BadRequest, GatekeeperError, PayloadTooLarge, Unauthorized
-from service.intake import is_watched, request_run
 from service.metrics import WEBHOOK_DELIVERIES
-from service.models import WebhookDelivery, utcnow
-from service.schemas import WebhookAccepted
-from service.webhook_signature import signature_matches
+from service.runs.intake import is_watched, request_run
+from service.store.db import insert_stmt, transaction
+from service.store.tables import Trigger, WebhookDelivery, utcnow
 
+P = ParamSpec("P")
+T = TypeVar("T")
 router = APIRouter(tags=["webhooks"])
 log = logging.getLogger("gatekeeper.webhooks")
 
@@ -55,8 +59,8 @@ async def mlflow_webhook(request: Request, settings: SettingsDep) -> WebhookAcce
     log.info(
         "webhook delivery=%s event=%s.%s outcome=%s run=%s",
         delivery_id,
-        event["entity"],
-        event["action"],
+        event.entity,
+        event.action,
         accepted.outcome,
         accepted.run_id,
     )
@@ -110,41 +114,59 @@ def _verify(request: Request, body: bytes, settings: Settings) -> tuple[str, int
     return delivery_id, signed_at
 
 
-def _parse(body: bytes) -> dict[str, Any]:
+class _EventData(BaseModel):
+    """`data` of an MLflow registry webhook: other keys (tags, alias, source) are ignored."""
+
+    # recorded events (tags, aliases) may carry other shapes: judged below, per event
+    name: object = None
+    version: object = None
+
+
+class _Event(BaseModel):
+    entity: StrictStr
+    action: StrictStr
+    data: _EventData
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """What the gatekeeper takes from a delivery: the event and which version it names."""
+
+    entity: str
+    action: str
+    name: str | None
+    version: int | None
+
+
+def _parse(body: bytes) -> WebhookEvent:
     try:
-        event = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"body is not JSON: {exc}") from exc
-    if not isinstance(event, dict):
-        raise BadRequest("body must be a JSON object")
-    entity, action, data = event.get("entity"), event.get("action"), event.get("data")
-    if not isinstance(entity, str) or not isinstance(action, str) or not isinstance(data, dict):
-        raise BadRequest("body needs string 'entity' and 'action' and an object 'data'")
-    name, version = data.get("name"), data.get("version")
-    if (entity, action) in RUN_EVENTS:
-        if not isinstance(name, str) or not name or len(name) > 256:
+        event = _Event.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise BadRequest(f"not an MLflow webhook event: {where}: {first['msg']}") from exc
+    name = event.data.name if isinstance(event.data.name, str) else None
+    version = event.data.version
+    number = int(version) if isinstance(version, int | str) and str(version).isdigit() else None
+    if (event.entity, event.action) in RUN_EVENTS:
+        if not name or len(name) > 256:
             raise BadRequest("data.name must be a model name")
-        if not str(version).isdigit():
+        if number is None:
             raise BadRequest("data.version must be a version number")
-    return {
-        "entity": entity,
-        "action": action,
-        "name": name if isinstance(name, str) else None,
-        "version": int(version) if str(version).isdigit() else None,
-    }
+    return WebhookEvent(event.entity, event.action, name, number)
 
 
-async def _in_thread(fn: Any, *args: Any) -> Any:
+async def _in_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     from starlette.concurrency import run_in_threadpool
 
-    return await run_in_threadpool(fn, *args)
+    return await run_in_threadpool(fn, *args, **kwargs)
 
 
 def _record(
-    settings: Settings, delivery_id: str, signed_at: int, event: dict[str, Any]
+    settings: Settings, delivery_id: str, signed_at: int, event: WebhookEvent
 ) -> WebhookAccepted:
     """Delivery row and run row in one transaction: a recorded delivery never lacks its run."""
-    key = (event["entity"], event["action"])
+    key = (event.entity, event.action)
     with transaction(settings.resolved_database_url) as session:
         if not _insert_delivery(session, delivery_id, signed_at, event):
             return WebhookAccepted(delivery_id=delivery_id, outcome="duplicate")
@@ -153,15 +175,17 @@ def _record(
         if key not in RUN_EVENTS:
             delivery.outcome = "recorded" if key in RECORDED_EVENTS else "ignored"
             return WebhookAccepted(delivery_id=delivery_id, outcome=delivery.outcome)
-        if not is_watched(settings, event["name"]):
+        # _parse refused a run event without a name and a version number
+        assert event.name is not None and event.version is not None
+        if not is_watched(settings, event.name):
             delivery.outcome = "not_watched"
             return WebhookAccepted(delivery_id=delivery_id, outcome=delivery.outcome)
         run_id, created = request_run(
             session,
             settings,
-            model_name=event["name"],
-            version=event["version"],
-            trigger="webhook",
+            model_name=event.name,
+            version=event.version,
+            trigger=Trigger.WEBHOOK,
         )
         delivery.outcome = "queued" if created else "already_queued"
         delivery.run_id = run_id
@@ -169,7 +193,7 @@ def _record(
 
 
 def _insert_delivery(
-    session: Session, delivery_id: str, signed_at: int, event: dict[str, Any]
+    session: Session, delivery_id: str, signed_at: int, event: WebhookEvent
 ) -> bool:
     inserted = session.scalar(
         insert_stmt(session, WebhookDelivery)
@@ -177,13 +201,13 @@ def _insert_delivery(
             delivery_id=delivery_id,
             received_at=utcnow(),
             signed_at=signed_at,
-            entity=event["entity"][:64],
-            action=event["action"][:64],
-            model_name=(event["name"] or "")[:256] or None,
-            model_version=event["version"],
+            entity=event.entity[:64],
+            action=event.action[:64],
+            model_name=(event.name or "")[:256] or None,
+            model_version=event.version,
             outcome="received",
         )
         .on_conflict_do_nothing(index_elements=["delivery_id"])
         .returning(WebhookDelivery.delivery_id)
     )
-    return inserted == delivery_id
+    return bool(inserted == delivery_id)

@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.processes import kill_process_group
+
 SANDBOX_MODES = ("bwrap", "unconfined")
 SANDBOX_UID = 65534  # nobody, inside the sandbox's own user namespace
 NAMESPACES = ("user", "pid", "mnt", "net", "ipc", "uts", "cgroup")
@@ -110,8 +112,7 @@ class Launched:
 
     def kill(self) -> None:
         """SIGKILL the child and every descendant (process group, PID namespace, cgroup)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        kill_process_group(self.proc.pid)
         if self.cgroup is not None:
             _kill_cgroup(self.cgroup)
 

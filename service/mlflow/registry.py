@@ -39,12 +39,21 @@ class VersionInfo:
     tags: dict[str, str]
 
 
+# MLflow's HTTP client retries a dead server for minutes by default, and reads these per
+# request; a worker should hear of an outage in seconds and let the queue's retry policy
+# decide. Set once by the process entry point (`gatekeeper serve` / `worker`), where a
+# process-wide setting belongs, not as a side effect of constructing a client.
+CLIENT_ENVIRONMENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+def configure_client_environment() -> None:
+    """Our defaults for MLflow's HTTP client; an operator's own values win."""
+    for name, value in CLIENT_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
 class Registry:
     def __init__(self, tracking_uri: str) -> None:
-        # MLflow's HTTP client retries a dead server for minutes by default (read per request);
-        # a worker should hear of it in seconds and let the queue's retry policy decide.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         self.tracking_uri = tracking_uri
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
@@ -182,7 +191,7 @@ def _raise_mapped(exc: Exception, what: str) -> NoReturn:
         raise LocalDiskError(f"{disk} on the gatekeeper's data dir while fetching {what}") from exc
     if _is_not_found(exc):
         raise RegistryNotFound(f"MLflow has no {what}") from exc
-    if isinstance(exc, RestException) and exc.get_http_status_code() < 500:
+    if isinstance(exc, RestException) and int(exc.get_http_status_code()) < 500:  # type: ignore[no-untyped-call]
         # A 4xx other than not-found is our bug or a permission problem: not worth retrying.
         raise RegistryRejected(f"MLflow refused {what}: {exc}") from exc
     raise RegistryUnavailable(f"MLflow unavailable for {what}: {exc}") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import secrets
@@ -12,20 +13,31 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.errors import BadRequest, Forbidden, Unauthorized
-from service.models import ApiToken
+from service.store.tables import ApiToken
 
-ROLES = ("viewer", "operator", "approver", "admin")
+
+class Role(enum.StrEnum):
+    """In increasing order of power: each role may do what the ones before it may."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    APPROVER = "approver"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
 
 
 @dataclass(frozen=True)
 class Principal:
     name: str
-    role: str
+    role: Role
 
-    def has(self, role: str) -> bool:
-        return ROLES.index(self.role) >= ROLES.index(role)
+    def has(self, role: Role) -> bool:
+        return self.role.rank >= role.rank
 
-    def require(self, role: str) -> None:
+    def require(self, role: Role) -> None:
         if not self.has(role):
             raise Forbidden(
                 f"this action needs the {role} role; token '{self.name}' is {self.role}"
@@ -49,7 +61,7 @@ def authenticate(session: Session, settings: Settings, authorization: str | None
     if not _printable_ascii(token):
         raise Unauthorized("the bearer token is not printable ASCII")
     if settings.admin_token and hmac.compare_digest(token, settings.admin_token):
-        return Principal(name="bootstrap-admin", role="admin")
+        return Principal(name="bootstrap-admin", role=Role.ADMIN)
     row = session.scalar(
         select(ApiToken).where(
             ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
@@ -57,12 +69,18 @@ def authenticate(session: Session, settings: Settings, authorization: str | None
     )
     if row is None:
         raise Unauthorized("unknown or revoked token")
-    return Principal(name=row.name, role=row.role)
+    try:
+        role = Role(row.role)
+    except ValueError as exc:  # a row written by hand: refuse it rather than guess
+        raise Unauthorized(f"token '{row.name}' has an unknown role") from exc
+    return Principal(name=row.name, role=role)
 
 
 def create_token(session: Session, *, name: str, role: str) -> str:
-    if role not in ROLES:
-        raise BadRequest(f"role must be one of {', '.join(ROLES)}")
+    try:
+        known = Role(role)
+    except ValueError as exc:
+        raise BadRequest(f"role must be one of {', '.join(Role)}") from exc
     token = "gk_" + secrets.token_urlsafe(32)
-    session.add(ApiToken(name=name, role=role, token_hash=hash_token(token)))
+    session.add(ApiToken(name=name, role=known.value, token_hash=hash_token(token)))
     return token

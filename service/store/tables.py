@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import uuid
 from typing import Any
 
@@ -50,13 +51,29 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}  # noqa: RUF012
 
 
-class RunStatus:
+class RunStatus(enum.StrEnum):
+    """A run's status; the last three are final and what the `gatekeeper.status` tag says."""
+
     QUEUED = "queued"
     RUNNING = "running"
     PASSED = "passed"
     FAILED = "failed"
     ERROR = "error"
-    FINISHED = (PASSED, FAILED, ERROR)
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATUSES
+
+
+class Trigger(enum.StrEnum):
+    """What asked for a run."""
+
+    WEBHOOK = "webhook"
+    POLLER = "poller"
+    MANUAL = "manual"
+
+
+FINISHED_STATUSES = frozenset({RunStatus.PASSED, RunStatus.FAILED, RunStatus.ERROR})
 
 
 class ModelVersion(Base):

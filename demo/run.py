@@ -1,4 +1,4 @@
-"""`gatekeeper demo`: a complete local installation, shown working, left running.
+"""`python -m demo` (what `make demo` runs): a local installation, shown working, left running.
 
 Starts `gatekeeper serve` in the background (embedded MLflow server, SQLite), registers the
 MLflow webhook with a secret, logs two versions of an example model (v-clean and one whose
@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import typer
 
-from service.demo_models import log_clean_model, log_malicious_model
+from demo.models import log_clean_model, log_malicious_model
 
 MODEL_NAME = "demo-churn-classifier"
 WEBHOOK_NAME = "gatekeeper-demo"

@@ -19,14 +19,14 @@ import os
 
 from sqlalchemy import select
 
-from gates.base import Severity
-from service import audit
+from gates.base import Finding, Status
 from service.config import Settings
-from service.db import insert_stmt, transaction
 from service.metrics import ALIAS_MOVES
-from service.models import GateRun, ModelPromotion, RunStatus, utcnow
-from service.queue import mark_published
-from service.registry import Registry
+from service.mlflow.registry import Registry
+from service.runs.queue import mark_published
+from service.store import audit
+from service.store.db import insert_stmt, transaction
+from service.store.tables import FINISHED_STATUSES, GateRun, ModelPromotion, RunStatus, utcnow
 
 log = logging.getLogger("gatekeeper.promotion")
 
@@ -66,30 +66,23 @@ def final_tags(settings: Settings, run: GateRun) -> dict[str, str]:
     return tags
 
 
-def _severity_rank(stored_finding: dict) -> int:
-    try:
-        return Severity(str(stored_finding.get("severity"))).rank
-    except ValueError:
-        return 0
-
-
 def _top_finding(run: GateRun) -> str | None:
     """The most severe finding of a failing gate, as one line for the registry UI."""
+    blocking = (Status.FAIL.value, Status.ERROR.value)
     candidates = [
-        f for r in run.results if r.status in ("fail", "error") for f in (r.findings or [])
+        Finding.from_dict(f) for r in run.results if r.status in blocking for f in r.findings or []
     ]
     if not candidates:
         return None
-    worst = max(candidates, key=_severity_rank)
-    where = (worst.get("file") or "") + (f"!/{worst['member']}" if worst.get("member") else "")
-    return f"{worst.get('severity')} {worst.get('rule_id')} {where}: {worst.get('message')}"
+    worst = max(candidates, key=lambda f: f.severity.rank)
+    return f"{worst.severity} {worst.rule_id} {worst.where}: {worst.message}"
 
 
 def publish_run(settings: Settings, registry: Registry, run_id: str) -> None:
     url = settings.resolved_database_url
     with transaction(url) as session:
         run = session.get(GateRun, run_id)
-        if run is None or run.status not in RunStatus.FINISHED:
+        if run is None or run.status not in FINISHED_STATUSES:
             return
         tags = final_tags(settings, run)
         name, version, status = run.model_name, run.model_version, run.status

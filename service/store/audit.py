@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from service.models import AuditEvent
+from service.store.tables import AuditEvent
 
 log = logging.getLogger("gatekeeper.audit")
 

@@ -2,7 +2,7 @@
 
 The only module that issues queue SQL. On PostgreSQL a claim is `SELECT ... FOR UPDATE SKIP
 LOCKED`, so many workers on many machines never take the same run; on SQLite every transaction
-is BEGIN IMMEDIATE (service/db.py), which serialises claims. A run whose lease expired (its
+is BEGIN IMMEDIATE (service/store/db.py), which serialises claims. A run whose lease expired (its
 worker died) is claimed again; after `max_attempts` claims it is given up as `error`.
 """
 
@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from service.db import insert_stmt
+from gates.base import GateResult
 from service.errors import LeaseLost
-from service.models import GateResultRow, GateRun, RunStatus, new_id, utcnow
+from service.policy import Decision
+from service.store.db import insert_stmt
+from service.store.tables import (
+    FINISHED_STATUSES,
+    GateResultRow,
+    GateRun,
+    RunStatus,
+    new_id,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,11 @@ def claim_next_run(
         )
 
 
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE matched (a CursorResult's; `Session.execute` is typed as plain Result)."""
+    return int(result.rowcount)
+
+
 def heartbeat(session: Session, *, run_id: str, worker_id: str, lease_s: float) -> bool:
     """Extend our lease; False means the run is no longer ours."""
     now = utcnow()
@@ -155,7 +170,7 @@ def heartbeat(session: Session, *, run_id: str, worker_id: str, lease_s: float) 
         )
         .values(lease_expires_at=now + dt.timedelta(seconds=lease_s))
     )
-    return result.rowcount == 1
+    return _rowcount(result) == 1
 
 
 def _owned_run(session: Session, run_id: str, worker_id: str) -> GateRun:
@@ -236,9 +251,8 @@ def finish_run(
     *,
     run_id: str,
     worker_id: str,
-    status: str,
-    results: list[dict[str, Any]],
-    decision: dict[str, Any] | None,
+    decision: Decision,
+    results: Sequence[GateResult],
     artifact_digest: str | None,
     artifact_manifest: list[Any] | None,
     error_message: str | None = None,
@@ -250,23 +264,24 @@ def finish_run(
     run = _owned_run(session, run_id, worker_id)
     now = utcnow()
     for result in results:
+        stored = result.to_dict()  # the one place gate results become JSON
         session.add(
             GateResultRow(
                 run_id=run_id,
-                gate=result["gate"],
-                status=result["status"],
-                message=result.get("message", ""),
-                metrics=result.get("metrics", {}),
-                thresholds=result.get("thresholds", {}),
-                findings=result.get("findings", []),
-                evidence=result.get("evidence", {}),
-                diagnostics=result.get("diagnostics"),
-                duration_s=result.get("duration_s", 0.0),
+                gate=result.gate,
+                status=result.status.value,
+                message=result.message,
+                metrics=stored["metrics"],
+                thresholds=stored["thresholds"],
+                findings=stored["findings"],
+                evidence=stored["evidence"],
+                diagnostics=dict(result.diagnostics) if result.diagnostics is not None else None,
+                duration_s=stored["duration_s"],
                 created_at=now,
             )
         )
-    run.status = status
-    run.decision = decision
+    run.status = decision.status.value
+    run.decision = decision.to_dict()
     run.artifact_digest = artifact_digest
     run.artifact_manifest = artifact_manifest
     run.datasets = datasets
@@ -285,7 +300,7 @@ def unpublished_runs(session: Session, *, older_than_s: float, limit: int = 50) 
         session.scalars(
             select(GateRun.id)
             .where(
-                GateRun.status.in_(RunStatus.FINISHED),
+                GateRun.status.in_(FINISHED_STATUSES),
                 GateRun.published_at.is_(None),
                 GateRun.finished_at < cutoff,
             )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from service.errors import ConfigError
+from service.processes import stop_process_group
 
 log = logging.getLogger("gatekeeper.embedded_mlflow")
 
@@ -79,13 +79,8 @@ class EmbeddedMlflow:
 
     def stop(self) -> None:
         """Stop the server and its workers (its own process group) together."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        if self.process is not None:
+            stop_process_group(self.process, grace_s=15)
 
     def _encryption_key(self) -> str:
         from cryptography.fernet import Fernet

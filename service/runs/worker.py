@@ -1,6 +1,6 @@
 """The loop that claims a run and drives it: pipeline, record, publish.
 
-The worker decides and carries out; queue SQL lives in service/queue.py. While a run is in
+The worker decides and carries out; queue SQL lives in service/runs/queue.py. While a run is in
 hand a heartbeat thread keeps the lease alive; a worker that dies simply stops heartbeating and
 another claims the run when the lease expires.
 """
@@ -15,30 +15,32 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from service.config import Settings
-from service.db import transaction
 from service.errors import LeaseLost, LocalDiskError, disk_error_kind
 from service.metrics import RUN_DURATION, RUNS_FINISHED
-from service.models import RunStatus
-from service.pipeline import PipelineOutcome, run_pipeline
-from service.policy import policy_for
-from service.promotion import publish_run, running_tags
-from service.queue import (
+from service.mlflow.registry import Registry
+from service.policy import Decision, policy_for
+from service.runs.pipeline import PipelineOutcome, run_pipeline
+from service.runs.promotion import publish_run, running_tags
+from service.runs.queue import (
     ClaimedRun,
     claim_next_run,
     finish_run,
     heartbeat,
     passing_artifact_digests,
+    release,
     retry_later,
     transient_history,
 )
-from service.registry import Registry
-from service.retry import retry_decision
+from service.runs.retry import retry_decision
+from service.store.db import transaction
+from service.store.tables import RunStatus
 
 log = logging.getLogger("gatekeeper.worker")
 
@@ -113,6 +115,33 @@ class Worker:
         self.settings = settings
         self.registry = registry
         self.worker_id = worker_id or new_worker_id()
+        self._in_flight: ClaimedRun | None = None
+        self._in_flight_lock = threading.Lock()
+
+    def give_back(self) -> str | None:
+        """On shutdown: return the run in hand to the queue at once, not counted as an
+        attempt, so another worker (or this one after a restart) takes it now instead of when
+        the lease expires. The pipeline still running here then loses its lease and its result
+        is dropped (`finish_run` is fenced by the lease). Returns the run's id, if any."""
+        with self._in_flight_lock:
+            claimed = self._in_flight
+        if claimed is None:
+            return None
+        try:
+            with transaction(self.settings.resolved_database_url) as session:
+                release(session, run_id=claimed.id, worker_id=self.worker_id)
+        except LeaseLost:
+            return None  # it finished (or was taken over) in the meantime
+        log.warning(
+            "run=%s given back to the queue: worker %s is shutting down",
+            claimed.id,
+            self.worker_id,
+        )
+        return claimed.id
+
+    def _holding(self, claimed: ClaimedRun | None) -> None:
+        with self._in_flight_lock:
+            self._in_flight = claimed
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("worker %s started", self.worker_id)
@@ -135,6 +164,13 @@ class Worker:
             )
         if claimed is None:
             return False
+        self._holding(claimed)
+        try:
+            return self._drive(claimed)
+        finally:
+            self._holding(None)
+
+    def _drive(self, claimed: ClaimedRun) -> bool:
         log.info(
             "run=%s claimed model=%s version=%s attempt=%s/%s",
             claimed.id,
@@ -204,9 +240,8 @@ class Worker:
                 session,
                 run_id=claimed.id,
                 worker_id=self.worker_id,
-                status=outcome.decision.status,
+                decision=outcome.decision,
                 results=outcome.results,
-                decision=outcome.decision.to_dict(),
                 artifact_digest=outcome.artifact_digest,
                 artifact_manifest=outcome.manifest,
                 datasets=outcome.datasets,
@@ -228,9 +263,8 @@ class Worker:
             session,
             run_id=claimed.id,
             worker_id=self.worker_id,
-            status=RunStatus.ERROR,
+            decision=Decision(RunStatus.ERROR, [message], []),
             results=[],
-            decision={"status": RunStatus.ERROR, "deny": [message], "warn": []},
             artifact_digest=None,
             artifact_manifest=None,
             error_message=message,
@@ -312,10 +346,26 @@ class Worker:
             )
 
 
+# How long a shutdown waits for the run in hand before giving it back to the queue.
+SHUTDOWN_GRACE_S = 10.0
+
+
+@dataclass
+class WorkerThread:
+    worker: Worker
+    thread: threading.Thread
+
+    def stop(self, grace_s: float) -> None:
+        """After `stop` is set: wait `grace_s` for the run in hand, then give it back."""
+        self.thread.join(timeout=grace_s)
+        if self.thread.is_alive():
+            self.worker.give_back()
+
+
 def start_worker_thread(
     settings: Settings, registry: Registry, stop: threading.Event
-) -> threading.Thread:
+) -> WorkerThread:
     worker = Worker(settings, registry)
     thread = threading.Thread(target=worker.run_forever, args=(stop,), name="worker", daemon=True)
     thread.start()
-    return thread
+    return WorkerThread(worker, thread)

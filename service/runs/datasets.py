@@ -20,8 +20,8 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from service.errors import GatekeeperError
+from service.mlflow.registry import Registry
 from service.policy import DatasetSpec, LimitsConfig
-from service.registry import Registry
 
 MAX_DATASET_BYTES = 2 * 1024**3
 
@@ -142,12 +142,12 @@ def _read_http(uri: str) -> bytes:
 
 def _read_s3(bucket: str, key: str) -> bytes:
     try:
-        import boto3  # the user's own AWS setup; not a dependency of ours
+        import boto3  # type: ignore[import-not-found]  # the user's AWS setup, not our dependency
     except ImportError as exc:
         raise DatasetError("s3:// datasets need boto3 installed beside the gatekeeper") from exc
     try:
         body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
-        return body.read(MAX_DATASET_BYTES + 1)
+        return bytes(body.read(MAX_DATASET_BYTES + 1))
     except Exception as exc:  # botocore's errors are many; all mean "could not read it"
         raise DatasetError(f"cannot read s3://{bucket}/{key}: {exc}") from exc
 

@@ -1,6 +1,6 @@
 """The sandbox's child side: the only code in the product that loads a model.
 
-Run as `python -I sandbox_child.py` by `service.sandbox` inside bubblewrap, never imported by
+Run as `python -I child.py` by `service.sandbox.runner` inside bubblewrap, never imported by
 the service, and importing nothing of it (the source tree is not in the sandbox). The parent
 has already scrubbed the environment, set the limits and put this process in namespaces of its
 own; what this module adds:
@@ -131,13 +131,13 @@ def _as_rows_list(output: Any) -> list[Any]:
 
     if isinstance(output, pd.DataFrame):
         if output.shape[1] == 1:
-            return output.iloc[:, 0].tolist()
-        return output.to_numpy().tolist()
+            return list(output.iloc[:, 0].tolist())
+        return list(output.to_numpy().tolist())
     if isinstance(output, pd.Series):
-        return output.tolist()
+        return list(output.tolist())
     tolist = getattr(output, "tolist", None)
     if callable(tolist):
-        return tolist()
+        return list(tolist())
     return list(output)
 
 

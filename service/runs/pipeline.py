@@ -19,26 +19,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from gates import fairness, performance
-from gates.base import GateContext, GateResult, Status
+from gates.base import GateContext, GateMode, GateResult, Status
 from gates.evaluation import EvaluationData, ModelOutputs, infer_task
-from service.datasets import DatasetBounds, DatasetError, LoadedDataset, load_dataset
+from gates.mlmodel import read_mlmodel
 from service.errors import BoundExceeded, GatekeeperError
-from service.fetch import fetch_version
+from service.mlflow.fetch import fetch_version
+from service.mlflow.registry import Registry, VersionInfo
 from service.policy import Decision, ModelPolicy, decide
-from service.queue import ClaimedRun
-from service.registry import Registry, VersionInfo
-from service.sandbox import Predictions, SandboxError, SandboxLimits, predict_in_sandbox
-from service.sandbox_isolation import IsolationConfig
-from service.scan_runner import run_security_gate
+from service.runs.datasets import DatasetBounds, DatasetError, LoadedDataset, load_dataset
+from service.runs.queue import ClaimedRun
+from service.runs.scan_runner import run_security_gate
+from service.sandbox.isolation import IsolationConfig
+from service.sandbox.runner import Predictions, SandboxError, SandboxLimits, predict_in_sandbox
 
 log = logging.getLogger("gatekeeper.pipeline")
 
 # Gates that load the model; they never run unless the security gate passed.
 MODEL_LOADING_GATES = ("performance", "fairness", "robustness", "drift")
-EVALUATION_GATES = {"performance": performance.check, "fairness": fairness.check}
+EVALUATION_GATES = ("performance", "fairness")
 
 # (model name, version) -> artifact digests of the runs the gatekeeper recorded as passed.
 PassingDigests = Callable[[str, int], Collection[str]]
@@ -47,7 +47,7 @@ PassingDigests = Callable[[str, int], Collection[str]]
 @dataclass
 class PipelineOutcome:
     decision: Decision
-    results: list[dict[str, Any]] = field(default_factory=list)
+    results: list[GateResult] = field(default_factory=list)
     artifact_digest: str | None = None
     manifest: list[dict[str, Any]] | None = None
     datasets: list[dict[str, Any]] = field(default_factory=list)
@@ -88,11 +88,12 @@ def run_pipeline(
             artifact_dir=fetched.root,
             model_name=name,
             model_version=str(version),
-            mlmodel=_read_mlmodel(fetched.root),
+            mlmodel=read_mlmodel(fetched.root),
             datasets={n: d.frame for n, d in data.loaded.items()},
+            column_classes=dict(policy.data.columns),
         )
         stage = _security_stage(ctx, policy, claimed.id, deadline)
-        results = [r.to_dict() for r in stage]
+        results = list(stage)
         sandbox = None
         if stage[0].status == Status.PASS:
             deadline.remaining("the evaluation gates")
@@ -175,14 +176,14 @@ def _skipped(policy: ModelPolicy, why: str) -> list[GateResult]:
     return [
         GateResult(gate=g, status=Status.SKIPPED, message=f"not run: {why}")
         for g in MODEL_LOADING_GATES
-        if policy.mode(g) != "off"
+        if policy.mode(g) != GateMode.OFF
     ]
 
 
 def _evaluation_gates(
     ctx: GateContext, policy: ModelPolicy, data: _Data, model_dir: Path, env: _Evaluation
-) -> list[dict[str, Any]]:
-    enabled = [g for g in EVALUATION_GATES if policy.mode(g) != "off"]
+) -> list[GateResult]:
+    enabled = [g for g in EVALUATION_GATES if policy.mode(g) != GateMode.OFF]
     if not enabled:
         return []
     evaluation = data.loaded.get("evaluation")
@@ -223,21 +224,30 @@ def _evaluation_gates(
         training_frame=training.frame if training else None,
     )
     gate_ctx = dataclasses.replace(ctx, datasets={**ctx.datasets, "evaluation": evaluation_data})
-    results = []
-    for gate in enabled:
-        cfg = policy.gates[gate]
-        if gate == "performance" and champion_note and cfg.get("max_regression"):
-            results.append(_error(gate, f"no-regression check impossible: {champion_note}"))
-            continue
-        result = _guarded(gate, EVALUATION_GATES[gate], gate_ctx, cfg, env.run_id).to_dict()
-        result["evidence"] = {
-            **result["evidence"],
-            "sandbox": candidate.evidence,
-            "champion": champion_note or (f"version {champion_version}" if champion else "none"),
-            "dataset": evaluation.record(),
-        }
-        results.append(result)
-    return results
+    results: list[GateResult] = []
+    if policy.performance is not None and policy.mode("performance") != GateMode.OFF:
+        if champion_note and policy.performance.max_regression:
+            results.append(
+                _error("performance", f"no-regression check impossible: {champion_note}")
+            )
+        else:
+            config = policy.performance
+            results.append(
+                _guarded(
+                    "performance", lambda c: performance.check(c, config), gate_ctx, env.run_id
+                )
+            )
+    if policy.fairness is not None and policy.mode("fairness") != GateMode.OFF:
+        fairness_config = policy.fairness
+        results.append(
+            _guarded("fairness", lambda c: fairness.check(c, fairness_config), gate_ctx, env.run_id)
+        )
+    shared = {
+        "sandbox": candidate.evidence,
+        "champion": champion_note or (f"version {champion_version}" if champion else "none"),
+        "dataset": evaluation.record(),
+    }
+    return [dataclasses.replace(r, evidence={**r.evidence, **shared}) for r in results]
 
 
 def _champion(
@@ -284,7 +294,7 @@ def _champion(
         ctx,
         artifact_dir=fetched.root,
         model_version=str(holder),
-        mlmodel=_read_mlmodel(fetched.root),
+        mlmodel=read_mlmodel(fetched.root),
     )
     scan = _scan(champion_ctx, policy, env.deadline.remaining("the champion's scan"))
     if scan.status != Status.PASS:
@@ -318,27 +328,26 @@ def _outputs(p: Predictions) -> ModelOutputs:
     )
 
 
-def _error(gate: str, message: str) -> dict[str, Any]:
-    return GateResult(gate=gate, status=Status.ERROR, message=message).to_dict()
+def _error(gate: str, message: str) -> GateResult:
+    return GateResult(gate=gate, status=Status.ERROR, message=message)
 
 
-def _sandbox_error(gate: str, who: str, exc: SandboxError) -> dict[str, Any]:
+def _sandbox_error(gate: str, who: str, exc: SandboxError) -> GateResult:
     """A fixed kind and stage for everyone; what the model wrote for admins only."""
-    result = _error(gate, f"{who}: {exc.message}")
-    result["evidence"] = {"sandbox": exc.evidence, "sandbox_error": exc.kind, "stage": exc.stage}
-    result["diagnostics"] = exc.diagnostics
-    return result
-
-
-def _security_config(policy: ModelPolicy) -> dict[str, Any]:
-    return {**policy.gates.get("security", {}), "columns": dict(policy.data.columns)}
+    return GateResult(
+        gate=gate,
+        status=Status.ERROR,
+        message=f"{who}: {exc.message}",
+        evidence={"sandbox": exc.evidence, "sandbox_error": exc.kind, "stage": exc.stage},
+        diagnostics=exc.diagnostics,
+    )
 
 
 def _scan(ctx: GateContext, policy: ModelPolicy, left_s: float) -> GateResult:
     """The security gate in a child process killed at its budget (or the run's deadline)."""
-    cfg = _security_config(policy)
-    budget = min(float(cfg.get("time_budget_s", 300.0)), left_s)
-    return run_security_gate(ctx, {**cfg, "time_budget_s": budget}, budget_s=budget)
+    budget = min(policy.security.time_budget_s, left_s)
+    config = policy.security.model_copy(update={"time_budget_s": budget})
+    return run_security_gate(ctx, config, budget_s=budget)
 
 
 def _security_stage(
@@ -355,22 +364,11 @@ def _security_stage(
 
 
 def _guarded(
-    gate: str, check: Any, ctx: GateContext, cfg: dict[str, Any], run_id: str
+    gate: str, check: Callable[[GateContext], GateResult], ctx: GateContext, run_id: str
 ) -> GateResult:
     """A gate that crashes is an `error` result that blocks, never an exception and a pass."""
     try:
-        return check(ctx, cfg)
+        return check(ctx)
     except Exception as exc:
         log.exception("run=%s gate=%s crashed", run_id, gate)
         return GateResult(gate=gate, status=Status.ERROR, message=f"gate crashed: {exc!r}")
-
-
-def _read_mlmodel(root: Path) -> dict[str, Any]:
-    path = root / "MLmodel"
-    if not path.is_file():
-        return {}
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
-    except yaml.YAMLError:
-        return {}
-    return loaded if isinstance(loaded, dict) else {}

@@ -2,7 +2,7 @@
 
 Loading an MLflow model runs code the model's author chose (cloudpickle, a python_model, a
 flavor's loader). Even after the security gate passed, the gatekeeper treats that code as
-hostile: it runs `service/sandbox_child.py` inside bubblewrap (service/sandbox_isolation.py
+hostile: it runs `service/sandbox/child.py` inside bubblewrap (service/sandbox/isolation.py
 says how and why), so the model finds no secret in its environment, no file of the host
 except its own directory, its rows and the Python installation (all read-only), no network,
 no other process, and limits on memory, CPU, processes, files and disk it cannot raise.
@@ -38,7 +38,7 @@ from typing import IO, Any
 import pandas as pd
 
 from service.errors import GatekeeperError
-from service.sandbox_isolation import (
+from service.sandbox.isolation import (
     MODEL_MOUNT,
     ROWS_MOUNT,
     IsolationConfig,
@@ -58,7 +58,7 @@ SANDBOX_KINDS = frozenset(
     {"isolation", "timeout", "memory", "crash", "network", "load", "predict", "protocol"}
 )
 STAGES = ("start", "rows", "import", "load", "predict")
-CHILD_SCRIPT = Path(__file__).with_name("sandbox_child.py")
+CHILD_SCRIPT = Path(__file__).with_name("child.py")
 STDERR_TAIL_BYTES = 64 * 1024
 DIAGNOSTIC_CHARS = 4000  # what of the model's own output an admin gets to see
 STDOUT_MAX_BYTES = 256 * 1024**2
@@ -168,7 +168,8 @@ class _Reader(threading.Thread):
 
     def run(self) -> None:
         with self._stream:
-            while chunk := self._stream.read1(65536):
+            # read1: whatever is there now, so a chatty child never waits on a full pipe
+            while chunk := self._stream.read1(65536):  # type: ignore[attr-defined]
                 if self._keep_tail:
                     self.data += chunk
                     del self.data[: max(0, len(self.data) - self._limit)]
@@ -308,7 +309,8 @@ def _interpret(
     if outcome.returncode < 0:
         raise fail(*_signal_error(outcome.returncode, stage, limits))
     if final is not None and final.get("event") == "error":
-        kind = final.get("kind") if final.get("kind") in SANDBOX_KINDS else "crash"
+        reported = final.get("kind")
+        kind = reported if isinstance(reported, str) and reported in SANDBOX_KINDS else "crash"
         kind = "crash" if kind == "isolation" else kind  # only the parent says "isolation"
         raise fail(kind, _child_error_message(kind, _stage(final.get("stage")), limits))
     if outcome.returncode != 0:
@@ -379,8 +381,8 @@ def _add_stage_timings(
             return min(max(float(value), spawned), ended)
         return None
 
-    marks = [(_stage(e.get("stage")), clock(e.get("t"))) for e in stages[: len(STAGES) + 1]]
-    marks = [(name, t) for name, t in marks if t is not None]
+    announced = [(_stage(e.get("stage")), clock(e.get("t"))) for e in stages[: len(STAGES) + 1]]
+    marks = [(name, t) for name, t in announced if t is not None]
     timings: dict[str, float] = {"total": round(ended - spawned, 4)}
     if marks:
         # "start": process creation, sandbox set-up, interpreter start-up, the request.

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import BoundExceeded
-from service.registry import Registry
+from service.mlflow.registry import Registry
 
 
 @dataclass(frozen=True)

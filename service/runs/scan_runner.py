@@ -16,10 +16,10 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from gates.base import Finding, GateContext, GateResult, Severity, Status
+from gates.security.config import SecurityConfig
 
 log = logging.getLogger("gatekeeper.scan")
 
@@ -37,22 +37,24 @@ def _forkserver() -> Any:
     return _context
 
 
-def _child(conn: multiprocessing.connection.Connection, ctx: GateContext, cfg: Any) -> None:
+def _child(
+    conn: multiprocessing.connection.Connection, ctx: GateContext, config: SecurityConfig
+) -> None:
     from gates import security
 
     try:
-        result: GateResult | BaseException = security.check(ctx, cfg)
+        result: GateResult | BaseException = security.check(ctx, config)
     except BaseException as exc:  # reported to the parent, which records an error
         result = RuntimeError(f"{type(exc).__name__}: {exc}")
     conn.send(result)
     conn.close()
 
 
-def run_security_gate(ctx: GateContext, cfg: Mapping[str, Any], *, budget_s: float) -> GateResult:
+def run_security_gate(ctx: GateContext, config: SecurityConfig, *, budget_s: float) -> GateResult:
     """`gates.security.check` in a child, killed after `budget_s` (+ a short grace)."""
     started = time.perf_counter()
     receive, send = multiprocessing.Pipe(duplex=False)
-    process = _forkserver().Process(target=_child, args=(send, ctx, dict(cfg)), daemon=True)
+    process = _forkserver().Process(target=_child, args=(send, ctx, config), daemon=True)
     process.start()
     send.close()
     try:

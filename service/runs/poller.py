@@ -12,14 +12,14 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from service import audit
 from service.config import Settings
-from service.db import transaction
-from service.intake import is_watched, request_run
-from service.models import PollerState, utcnow
-from service.promotion import publish_run
-from service.queue import requeue_transient_errors, unpublished_runs
-from service.registry import Registry
+from service.mlflow.registry import Registry
+from service.runs.intake import is_watched, request_run
+from service.runs.promotion import publish_run
+from service.runs.queue import requeue_transient_errors, unpublished_runs
+from service.store import audit
+from service.store.db import transaction
+from service.store.tables import PollerState, Trigger, utcnow
 
 log = logging.getLogger("gatekeeper.poller")
 
@@ -65,7 +65,7 @@ def poll_once(settings: Settings, registry: Registry, skew_ms: int = SKEW_MS) ->
                 settings,
                 model_name=info.name,
                 version=info.version,
-                trigger="poller",
+                trigger=Trigger.POLLER,
                 created_ms=info.created_ms,
             )
         if created:

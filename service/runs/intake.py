@@ -7,11 +7,11 @@ import fnmatch
 from sqlalchemy.orm import Session
 
 from service.config import Settings
-from service.db import insert_stmt
 from service.metrics import RUNS_ENQUEUED
-from service.models import ModelVersion, utcnow
 from service.policy import policy_for
-from service.queue import enqueue_run
+from service.runs.queue import enqueue_run
+from service.store.db import insert_stmt
+from service.store.tables import ModelVersion, Trigger, utcnow
 
 
 def is_watched(settings: Settings, model_name: str) -> bool:
@@ -24,7 +24,7 @@ def request_run(
     *,
     model_name: str,
     version: int,
-    trigger: str,
+    trigger: Trigger,
     requested_by: str | None = None,
     created_ms: int | None = None,
 ) -> tuple[str, bool]:
@@ -37,7 +37,7 @@ def request_run(
         trigger=trigger,
         policy_digest=policy_for(model_name, settings.policy_path).digest,
         max_attempts=settings.max_attempts,
-        automatic=trigger != "manual",
+        automatic=trigger != Trigger.MANUAL,
         requested_by=requested_by,
     )
     if created:
