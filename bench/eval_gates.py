@@ -1,9 +1,9 @@
 """Time of the evaluation gates on a 5,000-row evaluation set, stage by stage.
 
 A real scikit-learn pipeline (tests/synthetic_credit.py) saved as an MLflow model, loaded
-only in the sandbox (service/sandbox.py: bubblewrap), then the performance gate (candidate and
-champion on the same rows) and the fairness gate (fairlearn, 200 bootstrap resamples). Prints
-one table; the sandbox's own timings come from its evidence.
+only in the sandbox (service/sandbox/runner.py: bubblewrap), then the performance gate
+(candidate and champion on the same rows) and the fairness gate (fairlearn, 200 bootstrap
+resamples). Prints one table; the sandbox's own timings come from its evidence.
 
 A second table puts the sandbox start (spawn to the child's first word, which includes the
 parent's isolation checks and limits) with bubblewrap next to the previous sandbox's way of
@@ -30,8 +30,10 @@ import numpy as np
 from gates import fairness, performance
 from gates.base import GateContext
 from gates.evaluation import EvaluationData, ModelOutputs, infer_task
-from service.sandbox import Predictions, SandboxLimits, predict_in_sandbox
-from service.sandbox_isolation import IsolationConfig
+from gates.fairness import FairnessConfig
+from gates.performance import PerformanceConfig
+from service.sandbox.isolation import IsolationConfig
+from service.sandbox.runner import Predictions, SandboxLimits, predict_in_sandbox
 from tests.synthetic_credit import TARGET, make_credit_data, train_model
 
 
@@ -115,9 +117,9 @@ def main(rows: int = 5000, repeats: int = 5) -> None:
         champion_version="1",
     )
     ctx = GateContext(artifact_dir=candidate_dir, datasets={"evaluation": data})
-    perf = performance.check(ctx, {"mode": "enforce", "max_regression": {"accuracy": 0.02}})
+    perf = performance.check(ctx, PerformanceConfig(max_regression={"accuracy": 0.02}))
     fair = fairness.check(
-        ctx, {"mode": "enforce", "sensitive_features": ["gender", "age_band"], "bootstrap": 200}
+        ctx, FairnessConfig(sensitive_features=["gender", "age_band"], bootstrap=200)
     )
     timings = candidate.evidence["timings_s"]
     print(f"| stage ({rows} rows) | seconds |")

@@ -1,7 +1,9 @@
 """The contract every gate honours: a pure function of a GateContext returning a GateResult.
 
 Gates never import `service`, SQLAlchemy, FastAPI, httpx or the MLflow client, so each one is
-testable in milliseconds and usable from the CLI without a server.
+testable in milliseconds and usable from the CLI without a server. Each gate owns one pydantic
+model of its configuration (a `GateConfig`), with its defaults; the service's policy file
+composes them and hands each gate its typed object.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict
 
 
 class Status(enum.StrEnum):
@@ -23,11 +27,26 @@ class Status(enum.StrEnum):
     SKIPPED = "skipped"
 
 
+class GateMode(enum.StrEnum):
+    """How a gate's outcome counts: `enforce` blocks, `warn` reports, `off` does not run."""
+
+    ENFORCE = "enforce"
+    WARN = "warn"
+    OFF = "off"
+
+
 class Severity(enum.StrEnum):
     CRITICAL = "CRITICAL"
     HIGH = "HIGH"
     MEDIUM = "MEDIUM"
     LOW = "LOW"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Severity | None:
+        # policy files and the CLI accept `high` as well as `HIGH`
+        if isinstance(value, str) and value.upper() in cls.__members__:
+            return cls[value.upper()]
+        return None
 
     @property
     def rank(self) -> int:
@@ -52,6 +71,26 @@ class Finding:
     confidence: str = "high"
     evidence: Mapping[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, stored: Mapping[str, Any]) -> Finding:
+        """A finding read back from the JSON the worker stored."""
+        return cls(
+            rule_id=str(stored.get("rule_id", "")),
+            severity=Severity(str(stored.get("severity", Severity.LOW.value))),
+            message=str(stored.get("message", "")),
+            file=stored.get("file"),
+            member=stored.get("member"),
+            confidence=str(stored.get("confidence", "high")),
+            evidence=dict(stored.get("evidence") or {}),
+        )
+
+    @property
+    def where(self) -> str:
+        """`file!/member` (or the file alone, or empty)."""
+        if not self.file:
+            return ""
+        return self.file + (f"!/{self.member}" if self.member else "")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "rule_id": self.rule_id,
@@ -74,6 +113,13 @@ class GateResult:
     evidence: Mapping[str, Any] = field(default_factory=dict)
     message: str = ""
     duration_s: float = 0.0
+    # what a hostile model wrote (stderr, exception text): admin-only, never published
+    diagnostics: Mapping[str, Any] | None = None
+
+    @property
+    def blocks(self) -> bool:
+        """`fail` and `error` block an enforced gate alike: the gatekeeper fails closed."""
+        return self.status in (Status.FAIL, Status.ERROR)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +144,23 @@ class GateContext:
     mlmodel: Mapping[str, Any] = field(default_factory=dict)
     datasets: Mapping[str, Any] = field(default_factory=dict)
     predict: Callable[[Any], Any] | None = None
+    # the policy's data classification (`data.columns`: column -> pii | secret | public)
+    column_classes: Mapping[str, str] = field(default_factory=dict)
 
 
-Gate = Callable[[GateContext, Mapping[str, Any]], GateResult]
+class GateConfig(BaseModel):
+    """Base of every gate's configuration: its entry under `gates:` in the policy file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    mode: GateMode = GateMode.ENFORCE
+    """`enforce` blocks the version, `warn` only reports, `off` does not run the gate."""
+
+
+ConfigT_contra = TypeVar("ConfigT_contra", bound=GateConfig, contravariant=True)
+
+
+class Gate(Protocol[ConfigT_contra]):
+    """A gate: a pure function of the context and its own typed configuration."""
+
+    def __call__(self, ctx: GateContext, config: ConfigT_contra, /) -> GateResult: ...

@@ -14,19 +14,28 @@ which blocks promotion like a failure does: the gatekeeper fails closed.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from gates.base import GateContext
 
 EVALUATION_KEY = "evaluation"
-CLASSIFICATION = "classification"
-REGRESSION = "regression"
-TASKS = (CLASSIFICATION, REGRESSION)
+
+
+class Task(enum.StrEnum):
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+
+
+CLASSIFICATION = Task.CLASSIFICATION
+REGRESSION = Task.REGRESSION
+TASKS = tuple(Task)
 # an integer-valued target with at most this many distinct values is read as class labels
 MAX_INTEGER_CLASSES = 20
 
@@ -39,9 +48,9 @@ class EvaluationInputError(ValueError):
 class ModelOutputs:
     """One model's outputs on the evaluation rows, in row order."""
 
-    predictions: np.ndarray  # one label (classification) or value (regression) per row
-    scores: np.ndarray | None = None  # predict_proba: n_rows x n_classes, or None
-    classes: list | None = None  # column order of `scores` (the model's classes_)
+    predictions: NDArray[Any]  # one label (classification) or value (regression) per row
+    scores: NDArray[Any] | None = None  # predict_proba: n_rows x n_classes, or None
+    classes: list[Any] | None = None  # column order of `scores` (the model's classes_)
 
 
 @dataclass(frozen=True)
@@ -50,14 +59,14 @@ class EvaluationData:
 
     frame: pd.DataFrame  # the evaluation rows: features + target + sensitive columns
     target: str
-    task: str  # "classification" | "regression"; see `infer_task`
+    task: Task  # see `infer_task`
     candidate: ModelOutputs
     champion: ModelOutputs | None = None  # the alias holder, same rows, same run
     champion_version: str | None = None
     training_frame: pd.DataFrame | None = None
 
 
-def infer_task(y: pd.Series) -> str:
+def infer_task(y: pd.Series) -> Task:
     """`classification` for labels, `regression` for quantities.
 
     Booleans, strings and categoricals are labels. Numbers are labels when every value is an
@@ -103,7 +112,7 @@ def evaluation_from_context(ctx: GateContext) -> EvaluationData:
     return data
 
 
-def target_array(data: EvaluationData) -> np.ndarray:
+def target_array(data: EvaluationData) -> NDArray[Any]:
     """The target column as an array: present, non-empty and without missing values."""
     frame = data.frame
     if data.target not in frame.columns:
@@ -120,10 +129,11 @@ def target_array(data: EvaluationData) -> np.ndarray:
         raise EvaluationInputError(
             f"target column {data.target!r} has {missing} missing value(s) in the evaluation set"
         )
-    return column.to_numpy()
+    values: NDArray[Any] = column.to_numpy()
+    return values
 
 
-def prediction_array(outputs: ModelOutputs, n_rows: int, who: str) -> np.ndarray:
+def prediction_array(outputs: ModelOutputs, n_rows: int, who: str) -> NDArray[Any]:
     """One prediction per evaluation row, without missing values."""
     predictions = np.asarray(outputs.predictions)
     if predictions.ndim == 2 and predictions.shape[1] == 1:
@@ -142,7 +152,7 @@ def prediction_array(outputs: ModelOutputs, n_rows: int, who: str) -> np.ndarray
     return predictions
 
 
-def numeric_array(values: np.ndarray, what: str) -> np.ndarray:
+def numeric_array(values: NDArray[Any], what: str) -> NDArray[Any]:
     """`values` as finite floats (regression targets and predictions)."""
     try:
         numbers = np.asarray(values, dtype=float)
@@ -154,8 +164,8 @@ def numeric_array(values: np.ndarray, what: str) -> np.ndarray:
 
 
 def class_labels(
-    y_true: np.ndarray,
-    predicted: Sequence[tuple[str, np.ndarray, ModelOutputs]],
+    y_true: NDArray[Any],
+    predicted: Sequence[tuple[str, NDArray[Any], ModelOutputs]],
 ) -> list[Any]:
     """Sorted label space: target values, predicted values and the models' declared classes.
 
@@ -198,7 +208,7 @@ def positive_label(labels: list[Any], configured: Any = None) -> Any:
 
 def score_matrix(
     outputs: ModelOutputs, labels: list[Any], n_rows: int, who: str
-) -> tuple[np.ndarray, list[Any]] | None:
+) -> tuple[NDArray[Any], list[Any]] | None:
     """The model's class scores (n_rows x n_classes) and their column labels, or None."""
     if outputs.scores is None:
         return None

@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,9 +62,11 @@ from fairlearn.metrics import (
     selection_rate,
     true_positive_rate,
 )
+from numpy.typing import NDArray
+from pydantic import Field, field_validator
 from sklearn import metrics as skm
 
-from gates.base import Finding, GateContext, GateResult, Severity, Status
+from gates.base import Finding, GateConfig, GateContext, GateResult, Severity, Status
 from gates.evaluation import (
     CLASSIFICATION,
     REGRESSION,
@@ -84,33 +86,101 @@ RULE_DP = "FAIR-DP-001"
 RULE_EO = "FAIR-EO-001"
 RULE_ERR = "FAIR-ERR-001"
 RULE_BASE = "FAIR-BASE-001"
-DEFAULTS: dict[str, Any] = {
-    "demographic_parity_ratio": 0.8,
-    "equalized_odds_difference": 0.1,
-    "max_error_ratio": 1.25,
-    "base_rate_ratio": 0.8,
-    "min_group_size": 30,
-    "bootstrap": 200,
-    "seed": 0,
-}
-CONFIG_KEYS = frozenset(
-    {"mode", "sensitive_features", "intersections", "positive_label", *DEFAULTS}
-)
 MISSING = "<missing>"
 MAX_BOOTSTRAP = 10_000
 
+FeatureSpec = tuple[str, tuple[str, ...]]  # (name shown, columns)
+
+
+class FairnessConfig(GateConfig):
+    """`gates.fairness` in the policy file. A threshold set to `null` switches its check off."""
+
+    demographic_parity_ratio: float | None = Field(0.8, strict=True, ge=0, le=1)
+    """FAIR-DP-001 fails when the lowest group selection rate over the highest is below this
+    (0.8: the four-fifths rule)."""
+
+    equalized_odds_difference: float | None = Field(0.1, strict=True, ge=0, le=1)
+    """FAIR-EO-001 fails when the larger between-group spread of TPR and FPR is above this."""
+
+    max_error_ratio: float | None = Field(1.25, strict=True, ge=1)
+    """FAIR-ERR-001 (regression) fails when the highest group MAE over the lowest is above this."""
+
+    base_rate_ratio: float | None = Field(0.8, strict=True, ge=0, le=1)
+    """FAIR-BASE-001 warns when a group's positive rate in the training data is below this
+    share of the highest group's."""
+
+    min_group_size: int = Field(30, strict=True, ge=1)
+    """Groups with fewer rows are listed but not judged."""
+
+    bootstrap: int = Field(200, strict=True, ge=0, le=MAX_BOOTSTRAP)
+    """Bootstrap resamples for the 95% confidence intervals (0 disables them)."""
+
+    seed: int = Field(0, strict=True, ge=0)
+    """Seed of the resampling, so the same inputs always give the same evidence."""
+
+    sensitive_features: list[str] = Field(default_factory=list)
+    """Columns to judge; defaults to the entry's `data.sensitive_features`."""
+
+    intersections: list[list[str]] = Field(default_factory=list)
+    """Combinations judged as one feature, e.g. `[[gender, age_band]]`."""
+
+    positive_label: str | int | float | bool | None = None
+    """The favourable class; defaults to the greater of the two labels."""
+
+    @field_validator("sensitive_features")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        if any(not name for name in value):
+            raise ValueError("sensitive feature names must be non-empty text")
+        return value
+
+    @field_validator("intersections")
+    @classmethod
+    def _combinations(cls, value: list[list[str]]) -> list[list[str]]:
+        for combo in value:
+            if len(combo) < 2 or not all(combo):
+                raise ValueError(f"each intersection lists two or more columns, got {combo!r}")
+        return value
+
+    @property
+    def features(self) -> tuple[FeatureSpec, ...]:
+        if not self.sensitive_features:
+            raise EvaluationInputError(
+                "no sensitive features configured (data.sensitive_features or "
+                "fairness.sensitive_features): the fairness gate has nothing to judge"
+            )
+        specs: dict[str, tuple[str, ...]] = {}
+        for column in self.sensitive_features:
+            specs.setdefault(column, (column,))
+        for combo in self.intersections:
+            specs.setdefault(" x ".join(combo), tuple(combo))
+        return tuple(specs.items())
+
+    def thresholds(self) -> dict[str, float | int | None]:
+        return {
+            "demographic_parity_ratio": self.demographic_parity_ratio,
+            "equalized_odds_difference": self.equalized_odds_difference,
+            "max_error_ratio": self.max_error_ratio,
+            "base_rate_ratio": self.base_rate_ratio,
+            "min_group_size": self.min_group_size,
+        }
+
 
 @dataclass(frozen=True)
-class _Config:
-    features: tuple[tuple[str, tuple[str, ...]], ...]  # (name, columns)
-    dp_floor: float | None
-    eo_ceiling: float | None
-    max_error_ratio: float | None
-    base_rate_ratio: float | None
+class _ErrorRow:
+    """One group's mean absolute error (regression models)."""
+
+    group: str
+    size: int
+    mae: float
     min_group_size: int
-    bootstrap: int
-    seed: int
-    positive_label: Any
+
+    @property
+    def judged(self) -> bool:
+        return self.size >= self.min_group_size
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"group": self.group, "size": self.size, "mae": self.mae, "judged": self.judged}
 
 
 @dataclass
@@ -123,16 +193,15 @@ class _Outcome:
     errors: list[str] = field(default_factory=list)
 
 
-def check(ctx: GateContext, cfg: Mapping[str, Any]) -> GateResult:
+def check(ctx: GateContext, config: FairnessConfig) -> GateResult:
     started = time.perf_counter()
     try:
-        config = _config(cfg)
         data = evaluation_from_context(ctx)
         y_true = target_array(data)
         y_pred = prediction_array(data.candidate, len(y_true), "the candidate")
         _require_columns(data.frame, config, "evaluation set")
     except EvaluationInputError as exc:
-        return _error(str(exc), cfg, started)
+        return _error(str(exc), config, started)
     evidence: dict[str, Any] = {"task": data.task, "rows": len(y_true)}
     evidence["bootstrap"] = {
         "resamples": config.bootstrap,
@@ -147,7 +216,7 @@ def check(ctx: GateContext, cfg: Mapping[str, Any]) -> GateResult:
             y, p, pos = _binary_indicators(y_true, y_pred, data, config)
             judge = _judge_binary
     except EvaluationInputError as exc:
-        return _error(str(exc), cfg, started)
+        return _error(str(exc), config, started)
     evidence["positive_label"] = plain(pos)
     outcome = _Outcome()
     features: dict[str, Any] = {}
@@ -160,7 +229,7 @@ def check(ctx: GateContext, cfg: Mapping[str, Any]) -> GateResult:
         outcome.errors += one.errors
     evidence["features"] = features
     base_findings, evidence["base_rate_warning"] = _base_rates(data, config, pos)
-    return _result(outcome, base_findings, evidence, cfg, started)
+    return _result(outcome, base_findings, evidence, config, started)
 
 
 def group_labels(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
@@ -176,7 +245,7 @@ def _result(
     outcome: _Outcome,
     base_findings: list[Finding],
     evidence: dict[str, Any],
-    cfg: Mapping[str, Any],
+    config: FairnessConfig,
     started: float,
 ) -> GateResult:
     findings = outcome.findings + base_findings
@@ -195,104 +264,24 @@ def _result(
         status=status,
         findings=tuple(findings),
         metrics=outcome.metrics,
-        thresholds=_thresholds(cfg),
+        thresholds=config.thresholds(),
         evidence=evidence,
         message=message,
         duration_s=time.perf_counter() - started,
     )
 
 
-def _error(message: str, cfg: Mapping[str, Any], started: float) -> GateResult:
+def _error(message: str, config: FairnessConfig, started: float) -> GateResult:
     return GateResult(
         GATE_NAME,
         Status.ERROR,
         message=message,
-        thresholds=_thresholds(cfg),
+        thresholds=config.thresholds(),
         duration_s=time.perf_counter() - started,
     )
 
 
-def _thresholds(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("demographic_parity_ratio", "equalized_odds_difference", "max_error_ratio")
-    keys += ("base_rate_ratio", "min_group_size")
-    return {k: cfg.get(k, DEFAULTS[k]) for k in keys}
-
-
-# --- configuration -----------------------------------------------------------------------
-
-
-def _config(cfg: Mapping[str, Any]) -> _Config:
-    unknown = sorted(set(cfg) - CONFIG_KEYS)
-    if unknown:
-        raise EvaluationInputError(
-            f"unknown key fairness.{unknown[0]} in the policy "
-            f"(known: {', '.join(sorted(CONFIG_KEYS))})"
-        )
-    features = _feature_specs(cfg.get("sensitive_features"), cfg.get("intersections"))
-    min_group_size = _number(cfg, "min_group_size", integer=True, low=1)
-    bootstrap = _number(cfg, "bootstrap", integer=True, low=0, high=MAX_BOOTSTRAP)
-    seed = _number(cfg, "seed", integer=True, low=0)
-    assert min_group_size is not None and bootstrap is not None and seed is not None
-    return _Config(
-        features=features,
-        dp_floor=_number(cfg, "demographic_parity_ratio", low=0.0, high=1.0, nullable=True),
-        eo_ceiling=_number(cfg, "equalized_odds_difference", low=0.0, high=1.0, nullable=True),
-        max_error_ratio=_number(cfg, "max_error_ratio", low=1.0, nullable=True),
-        base_rate_ratio=_number(cfg, "base_rate_ratio", low=0.0, high=1.0, nullable=True),
-        min_group_size=int(min_group_size),
-        bootstrap=int(bootstrap),
-        seed=int(seed),
-        positive_label=cfg.get("positive_label"),
-    )
-
-
-def _feature_specs(sensitive: Any, intersections: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    if isinstance(sensitive, str) or not isinstance(sensitive, Sequence) or not sensitive:
-        raise EvaluationInputError(
-            "no sensitive features configured (data.sensitive_features or "
-            "fairness.sensitive_features): the fairness gate has nothing to judge"
-        )
-    specs: dict[str, tuple[str, ...]] = {}
-    for column in sensitive:
-        if not isinstance(column, str) or not column:
-            raise EvaluationInputError(f"sensitive feature names must be text, got {column!r}")
-        specs.setdefault(column, (column,))
-    for combo in intersections or []:
-        if isinstance(combo, str) or not isinstance(combo, Sequence) or len(combo) < 2:
-            raise EvaluationInputError(
-                f"fairness.intersections entries must list two or more columns, got {combo!r}"
-            )
-        if not all(isinstance(c, str) and c for c in combo):
-            raise EvaluationInputError(f"fairness.intersections has a non-text name: {combo!r}")
-        specs.setdefault(" x ".join(combo), tuple(combo))
-    return tuple(specs.items())
-
-
-def _number(
-    cfg: Mapping[str, Any],
-    key: str,
-    *,
-    integer: bool = False,
-    low: float | None = None,
-    high: float | None = None,
-    nullable: bool = False,
-) -> float | None:
-    value = cfg.get(key, DEFAULTS[key])
-    if value is None and nullable:
-        return None
-    kinds = int if integer else int | float
-    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
-        kind = "an integer" if integer else "a number"
-        raise EvaluationInputError(f"fairness.{key} must be {kind}, got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise EvaluationInputError(
-            f"fairness.{key} must be between {low} and {high if high is not None else 'inf'}, "
-            f"got {value}"
-        )
-    return float(value)
-
-
-def _require_columns(frame: pd.DataFrame, config: _Config, where: str) -> None:
+def _require_columns(frame: pd.DataFrame, config: FairnessConfig, where: str) -> None:
     for name, columns in config.features:
         for column in columns:
             if column not in frame.columns:
@@ -301,8 +290,8 @@ def _require_columns(frame: pd.DataFrame, config: _Config, where: str) -> None:
 
 
 def _binary_indicators(
-    y_true: np.ndarray, y_pred: np.ndarray, data: EvaluationData, config: _Config
-) -> tuple[np.ndarray, np.ndarray, Any]:
+    y_true: NDArray[Any], y_pred: NDArray[Any], data: EvaluationData, config: FairnessConfig
+) -> tuple[NDArray[Any], NDArray[Any], Any]:
     labels = class_labels(y_true, [("the candidate", y_pred, data.candidate)])
     if data.task != CLASSIFICATION or len(labels) > 2:
         raise EvaluationInputError(
@@ -317,7 +306,7 @@ def _binary_indicators(
 
 
 def _judge_binary(
-    name: str, groups: pd.Series, y: np.ndarray, p: np.ndarray, config: _Config
+    name: str, groups: pd.Series, y: NDArray[Any], p: NDArray[Any], config: FairnessConfig
 ) -> _Outcome:
     table = _binary_group_table(groups, y, p, config.min_group_size)
     out = _Outcome(evidence={"groups": table})
@@ -331,27 +320,29 @@ def _judge_binary(
     samples = _bootstrap_binary(g, yj, pj, config)
 
     dp = float(demographic_parity_ratio(yj, pj, sensitive_features=g))
-    out.evidence["demographic_parity_ratio"] = _statistic(dp, samples[0], config.dp_floor)
+    out.evidence["demographic_parity_ratio"] = _statistic(
+        dp, samples[0], config.demographic_parity_ratio
+    )
     if not math.isfinite(dp):
-        if config.dp_floor is not None:
+        if config.demographic_parity_ratio is not None:
             out.errors.append(
                 f"demographic parity ratio for {name} is not computable: no judged group has a "
                 "positive prediction"
             )
     else:
         out.metrics[f"{name}.demographic_parity_ratio"] = dp
-        if config.dp_floor is not None and dp < config.dp_floor:
-            out.findings.append(_dp_finding(name, dp, config.dp_floor, judged))
+        if config.demographic_parity_ratio is not None and dp < config.demographic_parity_ratio:
+            out.findings.append(_dp_finding(name, dp, config.demographic_parity_ratio, judged))
 
     lacking = [r["group"] for r in judged if r["positives"] in (0, r["size"])]
     if lacking:
         out.evidence["equalized_odds_difference"] = {
             "value": None,
             "ci95": None,
-            "threshold": config.eo_ceiling,
+            "threshold": config.equalized_odds_difference,
             "note": f"groups without both outcomes in the target: {', '.join(lacking)}",
         }
-        if config.eo_ceiling is not None:
+        if config.equalized_odds_difference is not None:
             out.errors.append(
                 f"equalized odds difference for {name} is not computable: group(s) "
                 f"{', '.join(map(repr, lacking))} have only one target class"
@@ -360,17 +351,17 @@ def _judge_binary(
         eo = float(equalized_odds_difference(yj, pj, sensitive_features=g))
         out.metrics[f"{name}.equalized_odds_difference"] = eo
         out.evidence["equalized_odds_difference"] = {
-            **_statistic(eo, samples[1], config.eo_ceiling),
+            **_statistic(eo, samples[1], config.equalized_odds_difference),
             **_eo_detail(judged),
         }
-        if config.eo_ceiling is not None and eo > config.eo_ceiling:
-            out.findings.append(_eo_finding(name, eo, config.eo_ceiling, judged))
+        if config.equalized_odds_difference is not None and eo > config.equalized_odds_difference:
+            out.findings.append(_eo_finding(name, eo, config.equalized_odds_difference, judged))
     out.evidence["verdict"] = "error" if out.errors else "fail" if out.findings else "pass"
     return out
 
 
 def _binary_group_table(
-    groups: pd.Series, y: np.ndarray, p: np.ndarray, min_group_size: int
+    groups: pd.Series, y: NDArray[Any], p: NDArray[Any], min_group_size: int
 ) -> list[dict[str, Any]]:
     frame = MetricFrame(
         metrics={
@@ -404,7 +395,7 @@ def _binary_group_table(
     return rows
 
 
-def _positives(y_true: np.ndarray, y_pred: np.ndarray) -> int:
+def _positives(y_true: NDArray[Any], y_pred: NDArray[Any]) -> int:
     return int(np.sum(y_true))
 
 
@@ -468,8 +459,8 @@ def _eo_finding(name: str, eo: float, ceiling: float, judged: list[dict[str, Any
 
 
 def _bootstrap_binary(
-    groups: np.ndarray, y: np.ndarray, p: np.ndarray, config: _Config
-) -> tuple[np.ndarray, np.ndarray]:
+    groups: NDArray[Any], y: NDArray[Any], p: NDArray[Any], config: FairnessConfig
+) -> tuple[NDArray[Any], NDArray[Any]]:
     """DP ratio and EO difference over `bootstrap` row resamples.
 
     Refitting a MetricFrame per resample costs ~0.1 s at 5,000 rows (20 s for 200), so each
@@ -487,7 +478,7 @@ def _bootstrap_binary(
     return _dp_from_counts(counts), _eo_from_counts(counts)
 
 
-def _resampled_counts(cells: np.ndarray, n_cells: int, config: _Config) -> np.ndarray:
+def _resampled_counts(cells: NDArray[Any], n_cells: int, config: FairnessConfig) -> NDArray[Any]:
     rng = np.random.default_rng(config.seed)
     n = len(cells)
     counts = np.empty((config.bootstrap, n_cells), dtype=float)
@@ -496,24 +487,25 @@ def _resampled_counts(cells: np.ndarray, n_cells: int, config: _Config) -> np.nd
     return counts
 
 
-def _dp_from_counts(counts: np.ndarray) -> np.ndarray:
+def _dp_from_counts(counts: NDArray[Any]) -> NDArray[Any]:
     size = counts.sum(axis=-1)
     rate = _divide(counts[..., 1] + counts[..., 3], size)
     low, high = _nanmin(rate), _nanmax(rate)
     return np.where(high > 0, _divide(low, high), np.nan)
 
 
-def _eo_from_counts(counts: np.ndarray) -> np.ndarray:
+def _eo_from_counts(counts: NDArray[Any]) -> NDArray[Any]:
     tpr = _divide(counts[..., 3], counts[..., 2] + counts[..., 3])
     fpr = _divide(counts[..., 1], counts[..., 0] + counts[..., 1])
-    return np.fmax(_nanmax(tpr) - _nanmin(tpr), _nanmax(fpr) - _nanmin(fpr))
+    spread: NDArray[Any] = np.fmax(_nanmax(tpr) - _nanmin(tpr), _nanmax(fpr) - _nanmin(fpr))
+    return spread
 
 
 # --- regression ----------------------------------------------------------------------------
 
 
 def _judge_regression(
-    name: str, groups: pd.Series, y: np.ndarray, p: np.ndarray, config: _Config
+    name: str, groups: pd.Series, y: NDArray[Any], p: NDArray[Any], config: FairnessConfig
 ) -> _Outcome:
     frame = MetricFrame(
         metrics={"size": count, "mae": skm.mean_absolute_error},
@@ -521,28 +513,24 @@ def _judge_regression(
         y_pred=p,
         sensitive_features=groups.rename("group"),
     ).by_group
-    table = [
-        {
-            "group": str(group),
-            "size": int(values["size"]),
-            "mae": float(values["mae"]),
-            "judged": int(values["size"]) >= config.min_group_size,
-        }
+    rows = [
+        _ErrorRow(str(group), int(values["size"]), float(values["mae"]), config.min_group_size)
         for group, values in frame.sort_index().iterrows()
     ]
+    table: list[dict[str, Any]] = [row.as_dict() for row in rows]
     out = _Outcome(evidence={"groups": table})
-    judged = [row for row in table if row["judged"]]
+    judged = [row for row in rows if row.judged]
     if len(judged) < 2:
         out.errors.append(_too_few_groups(name, table, config.min_group_size))
         out.evidence["verdict"] = "error"
         return out
-    worst = max(judged, key=lambda r: r["mae"])
-    best = min(judged, key=lambda r: r["mae"])
-    ratio = _error_ratio(worst["mae"], best["mae"])
-    mask = groups.isin([row["group"] for row in judged]).to_numpy()
+    worst = max(judged, key=lambda r: r.mae)
+    best = min(judged, key=lambda r: r.mae)
+    ratio = _error_ratio(worst.mae, best.mae)
+    mask = groups.isin([row.group for row in judged]).to_numpy()
     samples = _bootstrap_errors(groups[mask].to_numpy(), np.abs(y - p)[mask], config)
     stat = _statistic(ratio, samples, config.max_error_ratio)
-    stat.update(worst_group=worst["group"], best_group=best["group"])
+    stat.update(worst_group=worst.group, best_group=best.group)
     out.evidence["error_ratio"] = stat
     if math.isfinite(ratio):
         out.metrics[f"{name}.error_ratio"] = ratio
@@ -550,11 +538,11 @@ def _judge_regression(
         shown = f"{ratio:.2f}x" if math.isfinite(ratio) else "infinitely"
         message = (
             f"error ratio for {name} is {shown} > {config.max_error_ratio:g}: mean absolute "
-            f"error of group {worst['group']!r} (n={worst['size']}) is {worst['mae']:.4g} vs "
-            f"{best['mae']:.4g} for {best['group']!r} (n={best['size']})"
+            f"error of group {worst.group!r} (n={worst.size}) is {worst.mae:.4g} vs "
+            f"{best.mae:.4g} for {best.group!r} (n={best.size})"
         )
-        evidence = {"feature": name, "ratio": stat["value"], "group": worst["group"]}
-        evidence.update(group_size=worst["size"], reference_group=best["group"])
+        evidence = {"feature": name, "ratio": stat["value"], "group": worst.group}
+        evidence.update(group_size=worst.size, reference_group=best.group)
         out.findings.append(Finding(RULE_ERR, Severity.HIGH, message, evidence=evidence))
     out.evidence["verdict"] = "fail" if out.findings else "pass"
     return out
@@ -566,7 +554,9 @@ def _error_ratio(worst: float, best: float) -> float:
     return worst / best if best > 0 else math.inf
 
 
-def _bootstrap_errors(groups: np.ndarray, errors: np.ndarray, config: _Config) -> np.ndarray:
+def _bootstrap_errors(
+    groups: NDArray[Any], errors: NDArray[Any], config: FairnessConfig
+) -> NDArray[Any]:
     if config.bootstrap == 0:
         return np.array([])
     names, codes = np.unique(groups, return_inverse=True)
@@ -585,7 +575,7 @@ def _bootstrap_errors(groups: np.ndarray, errors: np.ndarray, config: _Config) -
 # --- shared --------------------------------------------------------------------------------
 
 
-def _statistic(value: float, samples: np.ndarray, threshold: float | None) -> dict[str, Any]:
+def _statistic(value: float, samples: NDArray[Any], threshold: float | None) -> dict[str, Any]:
     finite = samples[np.isfinite(samples)]
     ci = None
     if len(finite):
@@ -612,7 +602,7 @@ def _too_few_groups(name: str, table: list[dict[str, Any]], min_size: int) -> st
 
 
 def _base_rates(
-    data: EvaluationData, config: _Config, pos: Any
+    data: EvaluationData, config: FairnessConfig, pos: Any
 ) -> tuple[list[Finding], dict[str, Any] | None]:
     """FAIR-BASE-001: positive rate of the target per group in the training data."""
     train = data.training_frame
@@ -661,20 +651,23 @@ def _base_rates(
     return findings, {"checked": True, "warning": warned, "features": per_feature}
 
 
-def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+def _divide(numerator: NDArray[Any], denominator: NDArray[Any]) -> NDArray[Any]:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(
+        quotient: NDArray[Any] = np.where(
             denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan
         )
+    return quotient
 
 
-def _nanmin(values: np.ndarray) -> np.ndarray:
+def _nanmin(values: NDArray[Any]) -> NDArray[Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)  # all-NaN rows stay NaN
-        return np.nanmin(values, axis=-1)
+        lowest: NDArray[Any] = np.nanmin(values, axis=-1)
+    return lowest
 
 
-def _nanmax(values: np.ndarray) -> np.ndarray:
+def _nanmax(values: NDArray[Any]) -> NDArray[Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
-        return np.nanmax(values, axis=-1)
+        highest: NDArray[Any] = np.nanmax(values, axis=-1)
+    return highest

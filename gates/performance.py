@@ -33,24 +33,28 @@ Evidence: a per-metric table (metric, candidate, champion, threshold, verdict pa
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
-from gates.base import Finding, GateContext, GateResult, Severity, Status
+from gates.base import Finding, GateConfig, GateContext, GateResult, Severity, Status
 from gates.evaluation import (
     CLASSIFICATION,
     REGRESSION,
     EvaluationData,
     EvaluationInputError,
     ModelOutputs,
+    Task,
     class_labels,
     evaluation_from_context,
     numeric_array,
@@ -64,7 +68,6 @@ from gates.evaluation import (
 GATE_NAME = "performance"
 RULE_FLOOR = "PERF-FLOOR-001"
 RULE_REGRESSION = "PERF-REGRESSION-001"
-CONFIG_KEYS = frozenset({"mode", "min", "max", "max_regression", "positive_label"})
 THRESHOLD_KEYS = ("min", "max", "max_regression")
 TOLERANCE = 1e-9
 
@@ -72,6 +75,34 @@ CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "l
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 METRICS_BY_TASK = {CLASSIFICATION: CLASSIFICATION_METRICS, REGRESSION: REGRESSION_METRICS}
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
+
+
+ClassificationMetric = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]
+RegressionMetric = Literal["rmse", "mae", "r2"]
+Metric = ClassificationMetric | RegressionMetric
+Bound = Annotated[float, Field(allow_inf_nan=False, strict=True)]
+AllowedChange = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+
+
+class PerformanceConfig(GateConfig):
+    """`gates.performance` in the policy file. There is no default bound: bounds are the
+    policy owner's; with none, metrics are reported only."""
+
+    min: dict[Metric, Bound] = Field(default_factory=dict)
+    """PERF-FLOOR-001: the candidate fails when a metric is below its floor."""
+
+    max: dict[Metric, Bound] = Field(default_factory=dict)
+    """PERF-FLOOR-001: the candidate fails when a metric is above its ceiling."""
+
+    max_regression: dict[Metric, AllowedChange] = Field(default_factory=dict)
+    """PERF-REGRESSION-001: the allowed change against the version holding the alias, on
+    the same rows (a no-regression check needs that champion to be loadable)."""
+
+    positive_label: str | int | float | bool | None = None
+    """The positive class for binary precision, recall and f1; defaults to the greater label."""
+
+    def thresholds(self) -> dict[str, dict[str, float]]:
+        return {key: dict(getattr(self, key)) for key in THRESHOLD_KEYS if getattr(self, key)}
 
 
 @dataclass
@@ -84,19 +115,19 @@ class _Computed:
 
 @dataclass(frozen=True)
 class _Setup:
-    task: str
-    y_true: np.ndarray
+    task: Task
+    y_true: NDArray[Any]
     labels: list[Any]
     pos_label: Any
     averaging: str
 
 
-def check(ctx: GateContext, cfg: Mapping[str, Any]) -> GateResult:
+def check(ctx: GateContext, config: PerformanceConfig) -> GateResult:
     started = time.perf_counter()
     try:
         data = evaluation_from_context(ctx)
-        thresholds = _thresholds(cfg, data.task)
-        setup = _setup(data, cfg)
+        thresholds = _thresholds(config, data.task)
+        setup = _setup(data, config)
         candidate = _evaluate(setup, data.candidate, "the candidate")
         champion = (
             _evaluate(setup, data.champion, f"the champion (version {data.champion_version})")
@@ -108,7 +139,7 @@ def check(ctx: GateContext, cfg: Mapping[str, Any]) -> GateResult:
             GATE_NAME,
             Status.ERROR,
             message=str(exc),
-            thresholds=_plain_thresholds(cfg),
+            thresholds=config.thresholds(),
             duration_s=time.perf_counter() - started,
         )
     version = data.champion_version or "?"
@@ -144,51 +175,29 @@ def check(ctx: GateContext, cfg: Mapping[str, Any]) -> GateResult:
         status=status,
         findings=tuple(findings),
         metrics={k: v for k, v in candidate.values.items() if v is not None},
-        thresholds=_plain_thresholds(cfg),
+        thresholds=config.thresholds(),
         evidence=evidence,
         message=message,
         duration_s=time.perf_counter() - started,
     )
 
 
-def _plain_thresholds(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: dict(cfg[k]) for k in THRESHOLD_KEYS if isinstance(cfg.get(k), Mapping)}
-
-
-def _thresholds(cfg: Mapping[str, Any], task: str) -> dict[str, dict[str, float]]:
-    unknown = sorted(set(cfg) - CONFIG_KEYS)
-    if unknown:
-        raise EvaluationInputError(
-            f"unknown key performance.{unknown[0]} in the policy "
-            f"(known: {', '.join(sorted(CONFIG_KEYS))})"
-        )
+def _thresholds(config: PerformanceConfig, task: Task) -> dict[str, dict[str, float]]:
+    """The configured bounds, refused when a metric does not apply to the model's task."""
     parsed: dict[str, dict[str, float]] = {}
     for key in THRESHOLD_KEYS:
-        section = cfg.get(key) or {}
-        if not isinstance(section, Mapping):
-            raise EvaluationInputError(f"performance.{key} must map metric names to numbers")
-        parsed[key] = {}
-        for metric, value in section.items():
-            where = f"performance.{key}.{metric}"
-            if metric not in CLASSIFICATION_METRICS + REGRESSION_METRICS:
-                known = ", ".join(CLASSIFICATION_METRICS + REGRESSION_METRICS)
-                raise EvaluationInputError(f"unknown metric {where} (known: {known})")
+        section: dict[str, float] = getattr(config, key)
+        for metric in section:
             if metric not in METRICS_BY_TASK[task]:
                 raise EvaluationInputError(
-                    f"{where} is not a {task} metric (the model is evaluated as {task}: "
-                    f"{', '.join(METRICS_BY_TASK[task])})"
+                    f"performance.{key}.{metric} is not a {task} metric (the model is evaluated "
+                    f"as {task}: {', '.join(METRICS_BY_TASK[task])})"
                 )
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise EvaluationInputError(f"{where} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise EvaluationInputError(f"{where} must be a finite number, got {value}")
-            if key == "max_regression" and value < 0:
-                raise EvaluationInputError(f"{where} is an allowed change: >= 0, got {value}")
-            parsed[key][metric] = float(value)
+        parsed[key] = dict(section)
     return parsed
 
 
-def _setup(data: EvaluationData, cfg: Mapping[str, Any]) -> _Setup:
+def _setup(data: EvaluationData, config: PerformanceConfig) -> _Setup:
     y_true = target_array(data)
     if data.task == REGRESSION:
         return _Setup(REGRESSION, numeric_array(y_true, "target values"), [], None, "none")
@@ -197,7 +206,7 @@ def _setup(data: EvaluationData, cfg: Mapping[str, Any]) -> _Setup:
         outputs.append((f"the champion (version {data.champion_version})", data.champion))
     predicted = [(who, prediction_array(out, len(y_true), who), out) for who, out in outputs]
     labels = class_labels(y_true, predicted)
-    pos = positive_label(labels, cfg.get("positive_label"))
+    pos = positive_label(labels, config.positive_label)
     if len(labels) <= 2:
         averaging = f"binary: positive label {plain(pos)!r}"
     else:
@@ -214,7 +223,7 @@ def _evaluate(setup: _Setup, outputs: ModelOutputs, who: str) -> _Computed:
     return _classification_metrics(setup, predictions, scores)
 
 
-def _regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> _Computed:
+def _regression_metrics(y_true: NDArray[Any], y_pred: NDArray[Any]) -> _Computed:
     out = _Computed()
     out.values["rmse"] = float(skm.root_mean_squared_error(y_true, y_pred))
     out.values["mae"] = float(skm.mean_absolute_error(y_true, y_pred))
@@ -227,7 +236,7 @@ def _regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> _Computed:
 
 
 def _classification_metrics(
-    setup: _Setup, y_pred: np.ndarray, scores: tuple[np.ndarray, list[Any]] | None
+    setup: _Setup, y_pred: NDArray[Any], scores: tuple[NDArray[Any], list[Any]] | None
 ) -> _Computed:
     y_true = setup.y_true
     out = _Computed()
@@ -242,7 +251,7 @@ def _classification_metrics(
         ("recall", skm.recall_score),
         ("f1", skm.f1_score),
     ):
-        _try(out, name, lambda fn=fn: fn(y_true, y_pred, zero_division=0, **avg))
+        _try(out, name, functools.partial(fn, y_true, y_pred, zero_division=0, **avg))
     if scores is None:
         for name in ("roc_auc", "log_loss"):
             out.values[name] = None
@@ -258,14 +267,14 @@ def _classification_metrics(
     return out
 
 
-def _roc_auc(setup: _Setup, matrix: np.ndarray, classes: list[Any]) -> float:
+def _roc_auc(setup: _Setup, matrix: NDArray[Any], classes: list[Any]) -> float:
     if setup.pos_label is not None:
         if setup.pos_label not in classes:
             raise ValueError(f"no score column for the positive label {setup.pos_label!r}")
         column = matrix[:, classes.index(setup.pos_label)]
-        return skm.roc_auc_score(setup.y_true == setup.pos_label, column)
-    return skm.roc_auc_score(
-        setup.y_true, matrix, multi_class="ovr", average="macro", labels=classes
+        return float(skm.roc_auc_score(setup.y_true == setup.pos_label, column))
+    return float(
+        skm.roc_auc_score(setup.y_true, matrix, multi_class="ovr", average="macro", labels=classes)
     )
 
 
@@ -285,7 +294,7 @@ def _try(out: _Computed, name: str, compute: Callable[[], Any]) -> None:
 
 
 def _judge(
-    task: str,
+    task: Task,
     thresholds: dict[str, dict[str, float]],
     candidate: _Computed,
     champion: _Computed | None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,9 +16,10 @@ from typing import Any
 
 import httpx
 
-from service.embedded_mlflow import EmbeddedMlflow
+from service.api.webhook_signature import sign
 from service.errors import ConfigError
-from service.webhook_signature import sign
+from service.mlflow.embedded import EmbeddedMlflow
+from service.processes import kill_process_group, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -140,17 +140,12 @@ class GatekeeperProcess:
     def kill(self) -> None:
         """SIGKILL, as the OOM killer or a lost node would."""
         assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
+        kill_process_group(self.process.pid)
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_process_group(self.process, grace_s=20)
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", **kwargs.pop("headers", {})}
@@ -172,13 +167,17 @@ def gate_result(run: dict[str, Any], gate: str) -> dict[str, Any]:
 
 
 class Listener:
-    """A TCP server on the host the tests own, counting the connections it accepts."""
+    """A TCP server on the host the tests own, counting the connections it accepts.
 
-    def __init__(self) -> None:
+    `hold=True` keeps each connection open and never answers: a server that hangs."""
+
+    def __init__(self, *, hold: bool = False) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
+        self._hold = hold
+        self._held: list[socket.socket] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -190,11 +189,16 @@ class Listener:
             except TimeoutError:
                 continue
             self.accepted += 1
-            conn.close()
+            if self._hold:
+                self._held.append(conn)
+            else:
+                conn.close()
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+        for conn in self._held:
+            conn.close()
         self.sock.close()
 
 

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from service.db import transaction
+from gates.base import GateResult, Status
+from service.config import Settings
 from service.errors import LeaseLost
-from service.models import GateRun, RunStatus, utcnow
-from service.queue import claim_next_run, enqueue_run, finish_run, heartbeat
+from service.mlflow.registry import Registry
+from service.policy import Decision
+from service.runs.queue import claim_next_run, enqueue_run, finish_run, heartbeat
+from service.runs.worker import start_worker_thread
+from service.store.db import transaction
+from service.store.tables import GateRun, RunStatus, utcnow
 from tests.conftest import BOTH_DATABASES
+from tests.helpers import Listener
 
 pytestmark = BOTH_DATABASES
+
+PASSED = Decision(RunStatus.PASSED, [], [])
 
 
 def _enqueue(url: str, version: int = 1, automatic: bool = True, max_attempts: int = 3) -> str:
@@ -93,9 +103,8 @@ def test_expired_lease_is_reclaimed_and_old_owner_is_fenced(database_url: str) -
             session,
             run_id=run_id,
             worker_id="worker-a",
-            status=RunStatus.PASSED,
+            decision=PASSED,
             results=[],
-            decision=None,
             artifact_digest=None,
             artifact_manifest=None,
         )
@@ -104,9 +113,8 @@ def test_expired_lease_is_reclaimed_and_old_owner_is_fenced(database_url: str) -
             session,
             run_id=run_id,
             worker_id="worker-b",
-            status=RunStatus.PASSED,
-            results=[{"gate": "security", "status": "pass"}],
-            decision={"status": "passed", "deny": [], "warn": []},
+            decision=PASSED,
+            results=[GateResult(gate="security", status=Status.PASS)],
             artifact_digest="d" * 64,
             artifact_manifest=[],
         )
@@ -152,9 +160,51 @@ def test_a_flood_of_one_model_delays_another_model_by_at_most_one_run(database_u
             assert claimed is not None
             order.append((claimed.model_name, claimed.model_version))
             finish_run(
-                session, run_id=claimed.id, worker_id="w", status=RunStatus.PASSED,
-                results=[], decision=None, artifact_digest=None, artifact_manifest=None,
+                session, run_id=claimed.id, worker_id="w", decision=PASSED,
+                results=[], artifact_digest=None, artifact_manifest=None,
             )  # fmt: skip
     assert order.index(("other", 1)) == 0, order[:5]  # the flood's run in hand was the one
     flood = [v for m, v in order if m == "flood"]
     assert flood == list(range(2, 201))
+
+
+def test_a_worker_shutting_down_gives_the_run_in_hand_back(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker is mid-run (MLflow hangs); on shutdown the run goes back to the queue at
+    once, not counted as an attempt, and the old worker's late end does not touch it."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    run_id = _enqueue(database_url)
+    hung_mlflow = Listener(hold=True)
+    settings = Settings(data_dir=tmp_path, database_url=database_url, worker_idle_sleep_s=0.1)
+    stop = threading.Event()
+    running = start_worker_thread(settings, Registry(f"http://127.0.0.1:{hung_mlflow.port}"), stop)
+    try:
+        deadline = time.monotonic() + 20
+        while _status(database_url, run_id) != RunStatus.RUNNING:
+            assert time.monotonic() < deadline, "the worker never claimed the run"
+            time.sleep(0.05)
+        stop.set()
+        running.stop(grace_s=0.2)
+        with transaction(database_url) as session:
+            run = session.get(GateRun, run_id)
+            assert run is not None
+            assert (run.status, run.attempt, run.lease_owner) == (RunStatus.QUEUED, 0, None)
+        taken = _claim(database_url, "worker-b")
+        assert taken is not None and taken.id == run_id and taken.attempt == 1
+        running.thread.join(timeout=30)  # its MLflow call times out; it finds the run gone
+        assert not running.thread.is_alive()
+        with transaction(database_url) as session:
+            run = session.get(GateRun, run_id)
+            assert run is not None
+            assert (run.status, run.lease_owner) == (RunStatus.RUNNING, "worker-b")
+    finally:
+        stop.set()
+        hung_mlflow.close()
+
+
+def _status(url: str, run_id: str) -> str | None:
+    with transaction(url) as session:
+        run = session.get(GateRun, run_id)
+        return run.status if run else None

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from service.policy import ModelPolicy, decide
+from gates.base import GateMode, GateResult, Severity, Status
+from gates.security.config import SecurityConfig
+from service.policy import ModelPolicy, OtherGate, decide
+from service.store.tables import RunStatus
 
 
-def _result(gate: str, status: str) -> dict[str, str]:
-    return {"gate": gate, "status": status, "message": f"{gate} said {status}"}
+def _result(gate: str, status: str) -> GateResult:
+    return GateResult(gate=gate, status=Status(status), message=f"{gate} said {status}")
 
 
 def test_all_pass_is_passed() -> None:
     decision = decide([_result("security", "pass")], ModelPolicy())
-    assert decision.status == "passed" and decision.deny == []
+    assert decision.status == RunStatus.PASSED and decision.deny == []
 
 
 def test_enforced_failure_is_failed_with_reason() -> None:
@@ -25,13 +28,13 @@ def test_enforced_error_blocks() -> None:
 
 
 def test_failure_wins_over_error() -> None:
-    policy = ModelPolicy(gates={"security": {"mode": "enforce"}, "drift": {"mode": "enforce"}})
+    policy = ModelPolicy(drift=OtherGate(mode=GateMode.ENFORCE))
     decision = decide([_result("security", "error"), _result("drift", "fail")], policy)
     assert decision.status == "failed"
 
 
 def test_warn_mode_failure_only_warns() -> None:
-    policy = ModelPolicy(gates={"security": {"mode": "enforce"}, "drift": {"mode": "warn"}})
+    policy = ModelPolicy(drift=OtherGate(mode=GateMode.WARN))
     decision = decide([_result("security", "pass"), _result("drift", "fail")], policy)
     assert decision.status == "passed"
     assert decision.warn == ["drift: drift said fail"]
@@ -42,6 +45,13 @@ def test_no_gate_ran_is_never_a_pass() -> None:
 
 
 def test_policy_digest_changes_with_policy() -> None:
-    stricter = ModelPolicy(gates={"security": {"mode": "enforce", "fail_at": "MEDIUM"}})
+    stricter = ModelPolicy(security=SecurityConfig(fail_at=Severity.MEDIUM))
     assert ModelPolicy().digest != stricter.digest
     assert ModelPolicy().digest == ModelPolicy().digest
+
+
+def test_a_gate_in_warn_mode_that_errors_does_not_block() -> None:
+    policy = ModelPolicy(drift=OtherGate(mode=GateMode.WARN))
+    decision = decide([_result("security", "pass"), _result("drift", "error")], policy)
+    assert decision.status == RunStatus.PASSED
+    assert decision.warn == ["drift: drift said error"]

@@ -29,3 +29,53 @@ def test_gates_import_nothing_with_side_effects() -> None:
     }
     assert not offenders, offenders
     assert list((ROOT / "gates").rglob("*.py")), "no gate modules found"
+
+
+# Layers of the service, outermost first. A layer may import the layers below it, never the
+# layers above it: the HTTP API drives runs, runs use the store; the store knows nothing of
+# either. The MLflow adapter and the sandbox are leaves: they import no other layer.
+LAYER_MAY_NOT_IMPORT = {
+    "service.store": ("service.api", "service.runs", "service.mlflow", "service.sandbox"),
+    "service.runs": ("service.api",),
+    "service.mlflow": ("service.api", "service.runs", "service.store", "service.sandbox"),
+    "service.sandbox": ("service.api", "service.runs", "service.store", "service.mlflow"),
+}
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+def test_service_layers_import_downwards_only() -> None:
+    offenders: set[str] = set()
+    for layer, forbidden in LAYER_MAY_NOT_IMPORT.items():
+        package = ROOT.joinpath(*layer.split("."))
+        assert package.is_dir(), f"layer {layer} is missing"
+        for path in package.rglob("*.py"):
+            for name in _imported_modules(path):
+                if any(name == f or name.startswith(f + ".") for f in forbidden):
+                    offenders.add(f"{_module_name(path)} imports {name}")
+    assert not offenders, sorted(offenders)
+
+
+def test_service_is_grouped_by_layer_and_ships_no_demo() -> None:
+    loose = sorted(p.name for p in (ROOT / "service").glob("*.py") if p.name != "__init__.py")
+    # Only the composition root and the cross-cutting modules stay at the top.
+    assert set(loose) <= {
+        "app.py",
+        "cli.py",
+        "config.py",
+        "errors.py",
+        "metrics.py",
+        "policy.py",
+        "policy_reference.py",
+        "processes.py",
+        "startup.py",
+    }, loose
+    demo_imports = {
+        f"{_module_name(path)} imports {name}"
+        for path in (ROOT / "service").rglob("*.py")
+        for name in _imported_modules(path)
+        if name.split(".")[0] == "demo"
+    }
+    assert not demo_imports, demo_imports

@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from gates.base import GateContext, GateResult, Status
 from gates.evaluation import EvaluationData, ModelOutputs, infer_task
-from gates.performance import check
+from gates.performance import PerformanceConfig, check
 from tests.synthetic_credit import TARGET, make_credit_data, train_model
 
 
@@ -23,7 +24,8 @@ def _outputs(model: Any, frame: pd.DataFrame) -> ModelOutputs:
 
 
 def _run(data: EvaluationData, cfg: dict[str, Any]) -> GateResult:
-    return check(GateContext(artifact_dir=Path("."), datasets={"evaluation": data}), cfg)
+    config = PerformanceConfig.model_validate(cfg)  # as the policy file would give it
+    return check(GateContext(artifact_dir=Path("."), datasets={"evaluation": data}), config)
 
 
 def _row(result: GateResult, metric: str) -> dict[str, Any]:
@@ -186,18 +188,23 @@ def test_multiclass_uses_macro_average() -> None:
 @pytest.mark.parametrize(
     ("cfg", "expected"),
     [
-        ({"min": {"auc": 0.7}}, "performance.min.auc"),
-        ({"max_regression": {"rmse": 0.1}}, "performance.max_regression.rmse"),
-        ({"min": {"accuracy": "high"}}, "performance.min.accuracy"),
-        ({"max_regresion": {"roc_auc": 0.1}}, "performance.max_regresion"),
+        ({"min": {"auc": 0.7}}, ("min", "auc")),
+        ({"min": {"accuracy": "high"}}, ("min", "accuracy")),
+        ({"min": {"accuracy": float("nan")}}, ("min", "accuracy")),
+        ({"max_regression": {"roc_auc": -0.1}}, ("max_regression", "roc_auc")),
+        ({"max_regresion": {"roc_auc": 0.1}}, ("max_regresion",)),
     ],
 )
-def test_bad_config_is_an_error_naming_the_key(
-    credit: dict[str, Any], cfg: dict[str, Any], expected: str
-) -> None:
-    result = _run(_classification(credit, "good"), cfg)
+def test_bad_config_is_refused_naming_the_key(cfg: dict[str, Any], expected: tuple[str]) -> None:
+    with pytest.raises(ValidationError) as refused:
+        PerformanceConfig.model_validate(cfg)
+    assert any(error["loc"][: len(expected)] == expected for error in refused.value.errors())
+
+
+def test_metric_of_another_task_is_an_error_naming_the_key(credit: dict[str, Any]) -> None:
+    result = _run(_classification(credit, "good"), {"max_regression": {"rmse": 0.1}})
     assert result.status == Status.ERROR
-    assert expected in result.message
+    assert "performance.max_regression.rmse" in result.message
 
 
 def test_missing_target_column_is_an_error(credit: dict[str, Any]) -> None:
@@ -251,7 +258,8 @@ def test_single_class_target_makes_roc_auc_not_computable(credit: dict[str, Any]
 
 
 def test_no_evaluation_data_is_an_error() -> None:
-    result = check(GateContext(artifact_dir=Path(".")), {"min": {"accuracy": 0.5}})
+    config = PerformanceConfig(min={"accuracy": 0.5})
+    result = check(GateContext(artifact_dir=Path(".")), config)
     assert result.status == Status.ERROR
     assert "no evaluation data" in result.message
 

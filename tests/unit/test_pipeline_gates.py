@@ -6,10 +6,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gates.base import GateContext
-from service.demo_models import MLMODEL_SKLEARN_PICKLE, malicious_pickle
-from service.pipeline import MODEL_LOADING_GATES, Deadline, _security_stage
-from service.policy import ModelPolicy, decide
+from demo.models import MLMODEL_SKLEARN_PICKLE, malicious_pickle
+from gates.base import GateContext, GateMode, Status
+from gates.fairness import FairnessConfig
+from gates.performance import PerformanceConfig
+from service.policy import ModelPolicy, OtherGate, decide
+from service.runs.pipeline import MODEL_LOADING_GATES, Deadline, _security_stage
+from service.store.tables import RunStatus
 
 
 def test_security_failure_skips_model_loading_gates(tmp_path: Path) -> None:
@@ -17,16 +20,20 @@ def test_security_failure_skips_model_loading_gates(tmp_path: Path) -> None:
     model_dir.mkdir()
     (model_dir / "MLmodel").write_text(MLMODEL_SKLEARN_PICKLE)
     (model_dir / "model.pkl").write_bytes(malicious_pickle(tmp_path / "MARKER"))
-    policy = ModelPolicy(gates={g: {"mode": "enforce"} for g in ("security", *MODEL_LOADING_GATES)})
+    on = OtherGate(mode=GateMode.ENFORCE)
+    policy = ModelPolicy(
+        performance=PerformanceConfig(),
+        fairness=FairnessConfig(sensitive_features=["gender"]),
+        robustness=on,
+        drift=on,
+    )
 
     deadline = Deadline(time.monotonic() + 300, 300)
     stage = _security_stage(GateContext(artifact_dir=model_dir), policy, "test-run", deadline)
-    results = [r.to_dict() for r in stage]
-
-    by_gate = {r["gate"]: r for r in results}
-    assert by_gate["security"]["status"] == "fail"
-    assert {g: by_gate[g]["status"] for g in MODEL_LOADING_GATES} == dict.fromkeys(
-        MODEL_LOADING_GATES, "skipped"
+    by_gate = {r.gate: r for r in stage}
+    assert by_gate["security"].status == Status.FAIL
+    assert {g: by_gate[g].status for g in MODEL_LOADING_GATES} == dict.fromkeys(
+        MODEL_LOADING_GATES, Status.SKIPPED
     )
-    assert decide(results, policy).status == "failed"
+    assert decide(stage, policy).status == RunStatus.FAILED
     assert not (tmp_path / "MARKER").exists()
