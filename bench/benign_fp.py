@@ -22,13 +22,14 @@ from pathlib import Path
 
 from gates.base import Status
 from gates.security import scan_path
+from gates.security.config import SecurityConfig
 from tests.corpus.estimators import write_artifacts
 
 
 def _gatekeeper(paths: list[Path]) -> dict[str, str]:
     verdicts = {}
     for path in paths:
-        result = scan_path(path, {"modelscan": False})
+        result = scan_path(path, SecurityConfig(modelscan=False))
         verdicts[path.name] = "pass" if result.status == Status.PASS else "flagged"
     return verdicts
 

@@ -24,53 +24,56 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gates.base import Finding, GateContext, GateResult, Severity, Status
-from gates.security import pii, requirements
+from gates.mlmodel import read_mlmodel
+from gates.security import pii, requirements, rules
 from gates.security import secrets as secret_scan
 from gates.security.artifact_tables import artifact_tables
 from gates.security.callables import CallablePolicy
 from gates.security.common import Limits, Location
+from gates.security.config import SecurityConfig
 from gates.security.mlflow_format import check_mlflow_model
 from gates.security.modelscan_engine import scan_with_modelscan
 from gates.security.walker import Walker
 
 GATE_NAME = "security"
-CODE_RULES = {"SEC-PICKLE-005", "SEC-MLFLOW-002", "SEC-MLFLOW-001"}
+# Findings about code that runs at load time: `allow_code: true` lowers them to LOW.
+CODE_RULES = frozenset(
+    r.id
+    for r in (rules.PICKLE_EMBEDDED_CODE, rules.MLFLOW_LOAD_TIME_CODE, rules.MLFLOW_FOREIGN_MODULE)
+)
 
 
-def check(ctx: GateContext, cfg: Mapping[str, Any]) -> GateResult:
+def check(ctx: GateContext, config: SecurityConfig) -> GateResult:
     started = time.perf_counter()
-    fail_at = Severity(str(cfg.get("fail_at", Severity.HIGH.value)).upper())
+    fail_at = config.fail_at
     root = ctx.artifact_dir
     if not root.exists():
         return GateResult(GATE_NAME, Status.ERROR, message=f"{root} does not exist")
-    limits = Limits(time_budget_s=float(cfg.get("time_budget_s", 300.0)))
-    allow_code = bool(cfg.get("allow_code", False))
-    policy = CallablePolicy.from_config(cfg.get("allow_callables"), allow_code=allow_code)
+    limits = Limits(time_budget_s=config.time_budget_s)
+    allow_code = config.allow_code
+    policy = CallablePolicy.from_config(config.allow_callables, allow_code=allow_code)
     walk = Walker(root, limits, policy).walk()
     findings = list(walk.findings)
     evidence: dict[str, Any] = {"coverage": walk.coverage, "code_objects": walk.code_objects}
 
     if root.is_dir() and (root / "MLmodel").is_file():
-        findings += check_mlflow_model(root, dict(ctx.mlmodel) or _read_mlmodel(root))
+        findings += check_mlflow_model(root, dict(ctx.mlmodel) or read_mlmodel(root))
         findings += requirements.check_requirements(root)
-    if cfg.get("modelscan", True):
+    if config.modelscan:
         findings += _modelscan(root, evidence)
-    findings += _data_findings(ctx, cfg, evidence)
-    findings += _artifact_table_findings(root, cfg, evidence)
+    findings += _data_findings(ctx, config, evidence)
+    findings += _artifact_table_findings(ctx, config, evidence)
 
     findings = _apply_code_policy(findings, allow_code=allow_code)
     # most severe first; at equal severity our own engines before modelscan's second opinion
     findings.sort(
         key=lambda f: (
             -f.severity.rank,
-            f.rule_id.startswith("SEC-MODELSCAN"),
+            f.rule_id == rules.MODELSCAN_UNSAFE.id,
             f.file or "",
             f.member or "",
             f.rule_id,
@@ -93,16 +96,16 @@ def check(ctx: GateContext, cfg: Mapping[str, Any]) -> GateResult:
         gate=GATE_NAME,
         status=status,
         findings=tuple(findings),
-        thresholds={"fail_at": fail_at.value, "allow_code": bool(cfg.get("allow_code", False))},
+        thresholds={"fail_at": fail_at.value, "allow_code": allow_code},
         evidence=evidence,
         message=message,
         duration_s=time.perf_counter() - started,
     )
 
 
-def scan_path(path: Path, cfg: Mapping[str, Any] | None = None) -> GateResult:
+def scan_path(path: Path, config: SecurityConfig | None = None) -> GateResult:
     """The gate on a local file or directory, as `gatekeeper scan` runs it."""
-    return check(GateContext(artifact_dir=path), cfg or {})
+    return check(GateContext(artifact_dir=path), config or SecurityConfig())
 
 
 def _modelscan(root: Path, evidence: dict[str, Any]) -> list[Finding]:
@@ -120,11 +123,11 @@ def _modelscan(root: Path, evidence: dict[str, Any]) -> list[Finding]:
 
 
 def _data_findings(
-    ctx: GateContext, cfg: Mapping[str, Any], evidence: dict[str, Any]
+    ctx: GateContext, config: SecurityConfig, evidence: dict[str, Any]
 ) -> list[Finding]:
     findings: list[Finding] = []
-    columns = dict(cfg.get("columns", {}))
-    threshold = float(cfg.get("pii_threshold", 0.01))
+    columns = dict(ctx.column_classes)
+    threshold = config.pii_threshold
     pii_evidence: dict[str, Any] = {}
     for name, frame in ctx.datasets.items():
         where = Location(f"dataset:{name}")
@@ -140,12 +143,13 @@ def _data_findings(
 
 
 def _artifact_table_findings(
-    root: Path, cfg: Mapping[str, Any], evidence: dict[str, Any]
+    ctx: GateContext, config: SecurityConfig, evidence: dict[str, Any]
 ) -> list[Finding]:
     """Rows shipped in the artifact (input examples, csv, parquet, jsonl) judged like data."""
     findings: list[Finding] = []
-    columns = dict(cfg.get("columns", {}))
-    threshold = float(cfg.get("pii_threshold", 0.01))
+    root = ctx.artifact_dir
+    columns = dict(ctx.column_classes)
+    threshold = config.pii_threshold
     tables: dict[str, Any] = {}
     for table in artifact_tables(root):
         if table.frame is None:
@@ -184,11 +188,3 @@ def _apply_code_policy(findings: list[Finding], *, allow_code: bool) -> list[Fin
             )
         lowered.append(item)
     return lowered
-
-
-def _read_mlmodel(root: Path) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load((root / "MLmodel").read_text(encoding="utf-8", errors="replace"))
-    except yaml.YAMLError:
-        return {}
-    return loaded if isinstance(loaded, dict) else {}

@@ -263,8 +263,8 @@ def is_dangerous(module: str, name: str) -> str | None:
     head = qualified.split(".")
     for i in range(1, len(head)):
         mod, rest = ".".join(head[:i]), head[i]
-        names = _DANGEROUS.get(mod)
-        if names and ("*" in names or rest in names):
+        dangerous = _DANGEROUS.get(mod)
+        if dangerous and ("*" in dangerous or rest in dangerous):
             return f"{mod}.{rest} is a dangerous callable"
     if any(part.startswith("__") and part.endswith("__") and part not in _DUNDER_OK
            for part in name.split(".")):  # fmt: skip

@@ -1,17 +1,16 @@
-"""Shared pieces of the security engines: scan limits, where a finding sits, finding helpers.
+"""Shared pieces of the security engines: scan limits, where a finding sits, JSON walking.
 
 Every engine is a pure function of bytes (or a local path) that returns findings and never
-imports, loads or executes what it inspects.
+imports, loads or executes what it inspects. Findings are made from the rule catalogue
+(`rules.py`): `rules.PICKLE_DANGEROUS_CALLABLE.finding(message, where, evidence)`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-
-from gates.base import Finding, Severity
 
 
 class ScanLimitExceeded(Exception):
@@ -61,25 +60,6 @@ class Location:
 
     def child(self, name: str) -> Location:
         return Location(self.file, f"{self.member}!/{name}" if self.member else name)
-
-
-def finding(
-    rule_id: str,
-    severity: Severity,
-    message: str,
-    where: Location,
-    evidence: Mapping[str, Any] | None = None,
-    confidence: str = "high",
-) -> Finding:
-    return Finding(
-        rule_id=rule_id,
-        severity=severity,
-        message=message,
-        file=where.file,
-        member=where.member,
-        confidence=confidence,
-        evidence=dict(evidence or {}),
-    )
 
 
 def json_children(obj: Any, path: str) -> Iterator[tuple[Any, str]]:

@@ -55,7 +55,8 @@ from bandit.core import config as bandit_config
 from bandit.core import manager as bandit_manager
 
 from gates.base import Finding, Severity
-from gates.security.common import Location, finding
+from gates.security import rules
+from gates.security.common import Location
 
 # Every loader module MLflow 3.x writes into an MLmodel (grep `loader_module=` in mlflow/), plus
 # the historical flavors whose saved models still load.
@@ -219,9 +220,7 @@ def _imported_modules(flavor: str, conf: Mapping[str, Any], run: _CodeRun) -> li
             continue
         run.custom_modules.append(f"{flavor}.{key}: {value!r}")
         out.append(
-            finding(
-                "SEC-MLFLOW-001",
-                Severity.CRITICAL,
+            rules.MLFLOW_FOREIGN_MODULE.finding(
                 f"flavor {flavor!r} makes MLflow import {value!r} ({key}) at load time, which is "
                 "not one of MLflow's own modules",
                 MLMODEL,
@@ -248,9 +247,7 @@ def _module_files(root: Path, run: _CodeRun) -> list[Finding]:
             rel = _rel(root, path)
             run.custom_modules.append(f"{rel}: {value[:200]!r}")
             out.append(
-                finding(
-                    "SEC-MLFLOW-001",
-                    Severity.CRITICAL,
+                rules.MLFLOW_FOREIGN_MODULE.finding(
                     f"{rel} makes MLflow import {value[:200]!r} at load time, which is not one "
                     "of MLflow's own modules",
                     Location(rel),
@@ -266,9 +263,7 @@ def _trusted_types(flavor: str, conf: Mapping[str, Any]) -> list[Finding]:
         return []
     listed = [str(t) for t in types] if isinstance(types, list) else [repr(types)]
     return [
-        finding(
-            "SEC-MLFLOW-004",
-            Severity.MEDIUM,
+        rules.MLFLOW_SKOPS_TRUSTED_TYPES.finding(
             f"flavor {flavor!r} lists {len(listed)} skops_trusted_types; MLflow trusts the "
             "model's own list, the gatekeeper does not",
             MLMODEL,
@@ -301,9 +296,7 @@ def _escaping_paths(root: Path, mlmodel: Mapping[str, Any]) -> list[Finding]:
         target = Path(os.path.join(root, value))
         if Path(value).is_absolute() or not target.resolve().is_relative_to(root):
             out.append(
-                finding(
-                    "SEC-MLFLOW-005",
-                    Severity.HIGH,
+                rules.MLFLOW_PATH_ESCAPE.finding(
                     f"MLmodel {'.'.join(keypath)} = {value!r} points outside the artifact; MLflow "
                     "would read it from there, unscanned",
                     MLMODEL,
@@ -392,9 +385,7 @@ def _shadowing(root: Path, code_dir: Path) -> list[Finding]:
             continue
         rel = _rel(root, entry)
         out.append(
-            finding(
-                "SEC-MLFLOW-003",
-                Severity.HIGH,
+            rules.MLFLOW_SHADOWED_MODULE.finding(
                 f"{rel} shadows the {kind} {module!r}: MLflow puts the code directory first "
                 "on sys.path",
                 Location(rel),
@@ -424,7 +415,7 @@ def _unanalysable(
 
 
 def _code_002(rel: str, message: str) -> Finding:
-    return finding("SEC-CODE-002", Severity.HIGH, message, Location(rel))
+    return rules.CODE_UNANALYSABLE.finding(message, Location(rel))
 
 
 def bandit_findings(root: Path, files: list[Path]) -> list[Finding]:
@@ -441,9 +432,7 @@ def bandit_findings(root: Path, files: list[Path]) -> list[Finding]:
         rel = _rel(root, Path(issue.fname))
         cwe = getattr(getattr(issue, "cwe", None), "id", None)
         out.append(
-            finding(
-                "SEC-CODE-001",
-                _BANDIT_SEVERITY.get(str(issue.severity).upper(), Severity.HIGH),
+            rules.CODE_BANDIT.finding(
                 f"{rel}:{issue.lineno}: {issue.test_id} {issue.text}",
                 Location(rel),
                 {
@@ -454,6 +443,7 @@ def bandit_findings(root: Path, files: list[Path]) -> list[Finding]:
                     "bandit_severity": issue.severity,
                     "cwe": cwe,
                 },
+                severity=_BANDIT_SEVERITY.get(str(issue.severity).upper(), Severity.HIGH),
                 confidence=str(issue.confidence).lower(),
             )
         )
@@ -475,9 +465,7 @@ def _runs_own_code(run: _CodeRun) -> Finding:
     ]
     what = ", ".join(f"{len(items)} {label}(s)" for items, label in parts if items)
     what = what or ", ".join(run.code_running_loaders)
-    return finding(
-        "SEC-MLFLOW-002",
-        Severity.HIGH,
+    return rules.MLFLOW_LOAD_TIME_CODE.finding(
         f"the model runs its own code at load time ({what})",
         MLMODEL,
         {

@@ -9,12 +9,15 @@ modelscan tried to read a model file and gave up.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gates.base import Finding, Severity
+from gates.security import rules
+from gates.security.common import Location
 
 # Skip categories that only say "this file is not a format modelscan knows" (MLmodel, yaml).
 _BENIGN_SKIPS = {"SCAN_NOT_SUPPORTED"}
@@ -72,15 +75,14 @@ def _finding_from_issue(issue: dict[str, Any]) -> Finding:
     operator = str(issue.get("operator", ""))
     source = str(issue.get("source", ""))
     file_part, _, member = source.partition(":")
-    return Finding(
-        rule_id="SEC-MODELSCAN-001",
-        severity=severity,
-        message=str(issue.get("description", f"unsafe callable {module}.{operator}")),
-        file=file_part or None,
-        member=member or None,
-        evidence={
+    made = rules.MODELSCAN_UNSAFE.finding(
+        str(issue.get("description", f"unsafe callable {module}.{operator}")),
+        Location(file_part, member or None),
+        {
             "callable": f"{module}.{operator}" if module else operator,
             "engine": "modelscan",
             "scanner": str(issue.get("scanner", "")),
         },
+        severity=severity,
     )
+    return made if file_part else dataclasses.replace(made, file=None)

@@ -7,49 +7,16 @@ What it does
     is imported, looked up or called; no `pickle.loads`, no `find_class`, no `marshal`, no
     import machinery. Big byte payloads are never copied: they are kept as offsets.
 
-What it catches
-    SEC-PICKLE-001 CRITICAL  a reachable callable is dangerous (exec, shells, import machinery,
-                             trampolines, nested deserializers, file and network effects...),
-                             as judged by `gates.security.callables`.
-    SEC-PICKLE-002 HIGH      a callable the pickle *calls* while loading (REDUCE, NEWOBJ,
-                             INST/OBJ, or handed as an argument to a call, e.g. the class
-                             of copyreg._reconstructor) that is not on the allowlist of model
-                             constructors; or one it only *stores* (an attribute value, a
-                             list element: sklearn's score_func, pooling_func) that is not in
-                             the safe-to-reference tier (functions and classes of numpy,
-                             scipy, pandas, scikit-learn, xgboost, lightgbm...). The message
-                             says which, and the `allow_callables` entry that would accept it.
-    SEC-PICKLE-003 CRITICAL  a callable that cannot be named offline: `STACK_GLOBAL` fed by a
-                             value computed at load time (a call result, not a constant
-                             string), `EXT1/2/4` extension-registry codes, or a call whose
-                             callee is itself the result of a call or a persistent id.
-    SEC-PICKLE-004 HIGH      the stream cannot be fully resolved (truncated, unknown opcode,
-                             stack underflow, missing memo entry, joblib array whose size
-                             cannot be computed). Never a pass; every callable seen before the
-                             break is still judged and reported.
-    SEC-PICKLE-005 HIGH      Python code embedded by value (cloudpickle `_make_function`,
-                             `_builtin_type('CodeType')`, `types.CodeType`, dill
-                             `_create_code`, `marshal.loads` payloads). The function names,
-                             `co_names` and short string constants are read from the constants
-                             in the stream, never by building a code object. CRITICAL when a
-                             code object uses a dangerous name (`system`, `popen`, `exec`,
-                             `eval`, `__import__`, `urlopen`, `socket`, `subprocess`, `open`,
-                             `remove`, `rmtree`, `getattr`, ...) or the pickle calls an embedded
-                             function while loading.
-    SEC-PICKLE-006 LOW       bytes after the last STOP that are not another pickle (skipped
-                             with `allow_trailing=True`, e.g. legacy torch storages).
-    SEC-PICKLE-007 HIGH      `BUILD`/`SETITEM`/`APPEND`/`ADDITEMS` applied to a module-level
-                             object (a class or function named by `GLOBAL`): monkey-patching at
-                             load time, which no real model does.
-    SEC-LIMIT-001  HIGH      a bound was hit (`Limits.max_pickle_ops`, `max_pickle_values`,
-                             time budget); the evidence names the limit. The stream stops.
-
-Each callable is judged where it is referenced, whether or not it is called, and whether its
-result is later popped or `BUILD`-ed. One finding per distinct (callable, rule) per stream,
-with evidence {callable, opcode, offset (byte position), stream index, protocol}. Dotted
-names (`os.path.join`, proto-4 attribute chains) and `getattr(x, "name")` chains are judged as
-a whole. For protocols below 3 the Python-2 names are mapped as the unpickler does
-(`__builtin__.eval` is `builtins.eval`).
+    The machine only records what the stream does (`gates.security.pickle_record`: callables
+    named, invoked, computed at load time, module objects mutated, code embedded by value, how
+    the stream ended); `gates.security.pickle_judge` turns that record into findings
+    (SEC-PICKLE-001 to 007, SEC-LIMIT-001) with `gates.security.callables`. For protocols below
+    3 the Python-2 names are mapped as the unpickler does (`__builtin__.eval` is
+    `builtins.eval`). Dotted names (`os.path.join`, proto-4 attribute chains) and
+    `getattr(x, "name")` chains are recorded whole. Code embedded by value (cloudpickle
+    `_make_function`, `_builtin_type('CodeType')`, `types.CodeType`, dill `_create_code`,
+    `marshal.loads` payloads) is described from the constants in the stream, never by building
+    a code object: its function name, `co_names` and short string constants.
 
 joblib
     joblib's `NumpyPickler` writes raw array bytes straight after the `BUILD` of a
@@ -57,7 +24,11 @@ joblib
     `NumpyUnpickler.load_build` does: reads the padding byte (when the wrapper state has
     `numpy_array_alignment_bytes`), skips shape x itemsize bytes (int64 product, as joblib
     computes it) and carries on; object-dtype arrays are a nested pickle stream and are
-    analysed as such. A wrapper whose dtype or shape is not plain constants is SEC-PICKLE-004.
+    read as such. A wrapper whose dtype or shape is not plain constants breaks the stream.
+
+    Joblib files are also read as `pickle.load` would read them (array bytes as opcodes), so a
+    file that is a joblib array to joblib and a payload to `pickle.load` is recorded either way
+    (`PlainReading`).
 
 Bounds
     Containers are references with a size counter; `DUP`/`GET` never copy, so exponential
@@ -72,26 +43,47 @@ with 0x80 0x02). A protocol 0/1 stream must run cleanly through the machine to `
 65,536 opcodes, or 16+ opcodes when only a head was given) with at least three opcodes, one of
 them a call, global or container opcode, leaving an empty stack unless it named a callable.
 Measured: 0 false positives on 300,000 random 256-byte blobs and on tensor bytes.
-
-Joblib files are also read as `pickle.load` would read them (array bytes as opcodes), so a
-file that is a joblib array to joblib and a payload to `pickle.load` is caught either way.
 """
 
 from __future__ import annotations
 
 import _compat_pickle
 import codecs
-import dataclasses
 import pickletools
 import re
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-from gates.base import Finding, Severity
-from gates.security.callables import CallablePolicy
-from gates.security.common import Limits, Location, ScanLimitExceeded, finding
+from gates.security.common import Limits, ScanLimitExceeded
+from gates.security.pickle_record import (
+    Blob,
+    Broke,
+    Call,
+    CodeObject,
+    CodeTypeNamed,
+    DictV,
+    Global,
+    Invoked,
+    LimitHit,
+    ModuleLoaded,
+    ModuleObjectMutated,
+    Named,
+    Opaque,
+    Paused,
+    PickleReading,
+    PlainReading,
+    Seq,
+    Site,
+    Stopped,
+    StreamEnd,
+    StreamReading,
+    StreamRecord,
+    Unnamed,
+    UnnamedCause,
+    Value,
+    describe,
+    size_of,
+)
 
 HIGHEST_PROTOCOL = 5
 _MAX_STR = 1 << 20  # strings longer than this are kept as an opaque size
@@ -102,16 +94,6 @@ _SNIFF_MIN_OPS_BROKEN = 8
 _NAW = "joblib.numpy_pickle.NumpyArrayWrapper"
 
 OPCODE_NAMES: dict[int, str] = {ord(op.code): op.name for op in pickletools.opcodes}
-
-# Names a code object may use that turn "embedded code" into "embedded attack".
-DANGEROUS_CODE_NAMES = frozenset({
-    "system", "popen", "Popen", "spawnv", "spawnve", "spawnl", "spawnlp", "execv", "execve",
-    "execl", "execlp", "execvp", "fork", "forkpty", "exec", "eval", "compile", "execfile",
-    "__import__", "import_module", "urlopen", "urlretrieve", "socket", "create_connection",
-    "subprocess", "check_output", "check_call", "getoutput", "getstatusoutput", "pty",
-    "open", "remove", "unlink", "rmtree", "rmdir", "removedirs", "getattr", "setattr",
-    "delattr", "__builtins__", "__subclasses__", "__globals__", "ctypes", "requests", "marshal",
-})  # fmt: skip
 
 # Callables with a known role, keyed by "<package root>.<name>" for cloudpickle/dill (their
 # private module moved between versions) and by "module.name" otherwise.
@@ -130,102 +112,6 @@ _ROLES: dict[str, str] = {
 _TYPE_ROLES = {"CodeType": "code", "code": "code", "FunctionType": "function"}
 
 
-# ---------------------------------------------------------------------------------------------
-# Symbolic values. Constants are plain Python str/int/float/bool/None; the rest are these.
-
-
-class Global:
-    """A name resolved by GLOBAL/INST/STACK_GLOBAL (or a getattr chain): never imported."""
-
-    __slots__ = ("module", "name")
-
-    def __init__(self, module: str, name: str) -> None:
-        self.module = module
-        self.name = name
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.module}.{self.name}" if self.name else self.module
-
-
-class Call:
-    """The result of REDUCE/NEWOBJ/NEWOBJ_EX/OBJ/INST: an object nobody built."""
-
-    __slots__ = ("args", "func", "offset", "opcode", "role", "size", "state", "symbol")
-
-    def __init__(self, func: Any, args: Any, opcode: str, offset: int) -> None:
-        self.func = func
-        self.args = args
-        self.opcode = opcode
-        self.offset = offset
-        self.size = 1 + _size(args)
-        self.role: str | None = None
-        self.symbol: Any = None  # role data: code entry, module name, type name, Global
-        self.state: list[Any] = []
-
-
-class Seq:
-    """list / tuple / set / frozenset by reference; `items` holds references, never copies."""
-
-    __slots__ = ("items", "kind", "size")
-
-    def __init__(self, kind: str, items: list[Any], size: int = 1) -> None:
-        self.kind = kind
-        self.items = items
-        self.size = size  # values it expands to (shared references counted every time)
-
-
-class DictV:
-    __slots__ = ("items", "size")
-
-    def __init__(self, items: list[tuple[Any, Any]], size: int = 1) -> None:
-        self.items = items
-        self.size = size
-
-    def get(self, key: str, default: Any = None) -> Any:
-        for k, v in self.items:
-            if k == key and isinstance(k, str):
-                return v
-        return default
-
-
-def _globals_in(value: Any, depth: int = 3) -> list[Global]:
-    """Globals inside a call's arguments (tuples, lists and dicts, a few levels deep)."""
-    if isinstance(value, Global):
-        return [value]
-    if depth <= 0:
-        return []
-    if isinstance(value, Seq):
-        return [g for item in value.items[:256] for g in _globals_in(item, depth - 1)]
-    if isinstance(value, DictV):
-        return [g for _k, v in value.items[:256] for g in _globals_in(v, depth - 1)]
-    return []
-
-
-def _size(value: Any) -> int:
-    return value.size if isinstance(value, (Seq, DictV, Call)) else 1
-
-
-class Blob:
-    """A bytes payload kept as offsets into the scanned data."""
-
-    __slots__ = ("end", "start")
-
-    def __init__(self, start: int, end: int) -> None:
-        self.start = start
-        self.end = end
-
-
-class Opaque:
-    """A value the machine cannot know: persistent id, extension code, buffer, long string."""
-
-    __slots__ = ("detail", "kind")
-
-    def __init__(self, kind: str, detail: Any = None) -> None:
-        self.kind = kind
-        self.detail = detail
-
-
 class _Broken(Exception):
     """The stream cannot be resolved past this point (a real unpickler would fail here)."""
 
@@ -236,84 +122,26 @@ class _Broken(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
-# Report
-
-
-@dataclass
-class PickleReport:
-    findings: list[Finding] = field(default_factory=list)
-    streams: int = 0
-    callables: list[str] = field(default_factory=list)
-    code_objects: list[dict] = field(default_factory=list)
-    trailing_bytes: int = 0
-    persistent_ids: int = 0
-    built: list[str] = field(default_factory=list)  # callables whose results got BUILD state
-
-
-@dataclass
-class _Collected:
-    """What one stream (and the joblib object-array streams nested in it) produced."""
-
-    findings: dict[tuple[str, str], Finding] = field(default_factory=dict)
-    callables: dict[str, None] = field(default_factory=dict)
-    code_objects: list[dict] = field(default_factory=list)
-    built: dict[str, None] = field(default_factory=dict)
-    persistent_ids: int = 0
-    # Callables not on the constructor allowlist, waiting to learn whether the stream calls
-    # them (judged as constructors) or only stores them (judged as references) at its end.
-    pending: dict[str, tuple[Global, int, str]] = field(default_factory=dict)
-    called: set[str] = field(default_factory=set)
-    significant: bool = False  # a plausible callable name was referenced
-    code_called: bool = False
-    first_code_offset: int = -1
-
-
-@dataclass
-class _Context:
-    where: Location
-    limits: Limits
-    policy: CallablePolicy | None  # None while sniffing: nothing is judged
-    index: int
-    joblib_arrays: bool
-    out: _Collected = field(default_factory=_Collected)
-
-
-# ---------------------------------------------------------------------------------------------
-# The machine
-
-
-def _identifier_path(text: str) -> bool:
-    return bool(text) and all(part.isidentifier() for part in text.split("."))
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, Global):
-        return value.qualified
-    if isinstance(value, Call):
-        return f"result of {_describe(value.func)}(...)"
-    if isinstance(value, Opaque):
-        return f"<{value.kind}>"
-    return f"<{type(value).__name__}>"
-
-
-def _role_key(module: str, name: str) -> str:
-    root = module.split(".")[0]
-    return f"{root}.{name}" if root in ("cloudpickle", "dill") else f"{module}.{name}"
+# The machine: state, the run loop, argument reading and the stack
 
 
 class _Stream:
-    """One pickle stream from `start` to its STOP. Handlers return True on STOP."""
+    """One pickle stream from `start` to its STOP: the state of the machine and the record it
+    writes. The opcodes themselves are the `op_*` functions below (`_DISPATCH`)."""
 
-    def __init__(self, ctx: _Context, data: bytes, start: int) -> None:
-        self.ctx = ctx
-        self.out = ctx.out
+    def __init__(
+        self, record: StreamRecord, data: bytes, start: int, limits: Limits, joblib_arrays: bool
+    ) -> None:
+        self.record = record
+        self.limits = limits
+        self.joblib_arrays = joblib_arrays
         self.data = data
         self.n = len(data)
         self.pos = start
         self.op_start = start
-        self.stack: list[Any] = []
+        self.stack: list[Value] = []
         self.marks: list[int] = []
-        self.memo: dict[int, Any] = {}
+        self.memo: dict[int, Value] = {}
         self.proto = 0
         self.fence = 0  # stack length at the innermost MARK: nothing below it may be popped
         self.ops = 0
@@ -321,8 +149,9 @@ class _Stream:
 
     # -- driving ------------------------------------------------------------------------------
 
-    def run(self, max_ops: int | None = None, seen: set[int] | None = None) -> None:
-        """Execute opcodes until STOP (or `max_ops`), recording opcodes in `seen` if given."""
+    def run(self, max_ops: int | None = None, seen: set[int] | None = None) -> bool:
+        """Execute opcodes until STOP (True) or `max_ops` (False), recording opcodes in `seen`
+        if given. Raises `_Broken` and `ScanLimitExceeded`."""
         data, n, table = self.data, self.n, _DISPATCH
         ops = self.ops
         try:
@@ -343,14 +172,14 @@ class _Stream:
                     self.ops = ops
                     self._check_limits()
                     if max_ops is not None and ops >= max_ops:
-                        return
+                        return False
                 if handler(self):
-                    return
+                    return True
         finally:
             self.ops = ops
 
     def _check_limits(self) -> None:
-        limits = self.ctx.limits
+        limits = self.limits
         if self.ops > limits.max_pickle_ops:
             raise ScanLimitExceeded(
                 "pickle_ops", f"more than {limits.max_pickle_ops} opcodes in one stream"
@@ -362,32 +191,39 @@ class _Stream:
             )
         limits.check_time()
 
-    def _grown(self, container: Seq | DictV | Call, added: int) -> None:
+    def grown(self, container: Seq | DictV | Call, added: int) -> None:
         """A container grew by `added` logical values: DUP/GET bombs double this each op."""
         container.size += added
-        if container.size > self.ctx.limits.max_pickle_values:
+        if container.size > self.limits.max_pickle_values:
             raise ScanLimitExceeded(
                 "pickle_values",
-                f"a structure expands to more than {self.ctx.limits.max_pickle_values} values "
+                f"a structure expands to more than {self.limits.max_pickle_values} values "
                 "(shared references multiplied by DUP/GET)",
             )
 
+    def site(self) -> Site:
+        """The opcode being executed, for the record."""
+        at = self.op_start
+        opcode = OPCODE_NAMES.get(self.data[at], "?") if at < self.n else "<end of data>"
+        return Site(at, opcode, self.proto)
+
     # -- reading arguments ----------------------------------------------------------------------
 
-    def _take(self, k: int) -> int:
+    def take(self, k: int) -> int:
         start = self.pos
         if k < 0 or start + k > self.n:
             raise _Broken(f"argument of {k} bytes runs past the end of the data", truncated=k > 0)
         self.pos = start + k
         return start
 
-    def _u1(self) -> int:
-        return self.data[self._take(1)]
+    def u1(self) -> int:
+        return self.data[self.take(1)]
 
-    def _unpack(self, fmt: str, size: int) -> int:
-        return struct.unpack_from(fmt, self.data, self._take(size))[0]
+    def unpack_int(self, fmt: str, size: int) -> int:
+        value: int = struct.unpack_from(fmt, self.data, self.take(size))[0]
+        return value
 
-    def _line(self) -> tuple[int, int]:
+    def line(self) -> tuple[int, int]:
         start = self.pos
         end = self.data.find(b"\n", start)
         if end < 0:
@@ -395,14 +231,14 @@ class _Stream:
         self.pos = end + 1
         return start, end
 
-    def _name_line(self) -> str:
-        start, end = self._line()
+    def name_line(self) -> str:
+        start, end = self.line()
         try:
             return self.data[start:end].decode("utf-8")
         except UnicodeDecodeError as exc:
             raise _Broken("module or name is not UTF-8") from exc
 
-    def _text(self, start: int, end: int, encoding: str) -> Any:
+    def text(self, start: int, end: int, encoding: str) -> str | Opaque:
         if end - start > _MAX_STR:
             return Opaque("str", end - start)
         try:
@@ -412,713 +248,230 @@ class _Stream:
 
     # -- stack ----------------------------------------------------------------------------------
 
-    def _pop(self) -> Any:
+    def pop(self) -> Value:
         stack = self.stack
         if len(stack) <= self.fence:
             raise _Broken("stack underflow")
         return stack.pop()
 
-    def _top(self) -> Any:
+    def top(self) -> Value:
         stack = self.stack
         if len(stack) <= self.fence:
             raise _Broken("stack underflow")
         return stack[-1]
 
-    def _drop_mark(self) -> int:
+    def drop_mark(self) -> int:
         if not self.marks:
             raise _Broken("no MARK on the stack")
         mark = self.marks.pop()
         self.fence = self.marks[-1] if self.marks else 0
         return mark
 
-    def _pop_mark(self) -> list[Any]:
-        mark = self._drop_mark()
+    def pop_mark(self) -> list[Value]:
+        mark = self.drop_mark()
         items = self.stack[mark:]
         del self.stack[mark:]
         return items
 
-    def _push(self, value: Any) -> None:
+    def push(self, value: Value) -> None:
         self.stack.append(value)
 
-    # -- findings -------------------------------------------------------------------------------
+    # -- the record -----------------------------------------------------------------------------
 
-    def _emit(self, rule: str, severity: Severity, message: str, key: str, **extra: Any) -> None:
-        """One finding per (rule, key) per stream; `key` is the callable unless it is <...>."""
-        if (rule, key) in self.out.findings:
-            return
-        evidence = {
-            **({} if key.startswith("<") else {"callable": key}),
-            "opcode": OPCODE_NAMES.get(self.data[self.op_start], "?")
-            if self.op_start < self.n
-            else "<end of data>",
-            "offset": self.op_start,
-            "stream": self.ctx.index,
-            "protocol": self.proto,
-            **extra,
-        }
-        self.out.findings[(rule, key)] = finding(rule, severity, message, self.ctx.where, evidence)
-
-    def _computed(self, what: str, message: str) -> None:
-        self._emit("SEC-PICKLE-003", Severity.CRITICAL, message, what)
-
-    def _reference(self, module: str, name: str) -> Global:
-        """A callable named in the stream: map Python-2 names, record it, judge it."""
+    def reference(self, module: str, name: str) -> Global:
+        """A callable named in the stream: map Python-2 names and record it."""
         if self.proto < 3:
             if (module, name) in _compat_pickle.NAME_MAPPING:
                 module, name = _compat_pickle.NAME_MAPPING[(module, name)]
             elif module in _compat_pickle.IMPORT_MAPPING:
                 module = _compat_pickle.IMPORT_MAPPING[module]
         ref = Global(module, name)
-        self.out.callables[ref.qualified] = None
+        record = self.record
         if _identifier_path(module) and _identifier_path(name):
-            self.out.significant = True
-        self._judge(ref)
+            record.significant = True
+        if record.first_time("named", module, name):
+            record.events.append(Named(ref, self.site()))
         return ref
 
-    def _judge(self, ref: Global, *, dangerous_only: bool = False) -> None:
-        """Dangerous: CRITICAL at once, called or not (model code may call it later).
-        Unknown: judged when we know whether the stream calls it (`_called`, `finish`)."""
-        policy = self.ctx.policy
-        if policy is None:
-            return
-        verdict = policy.judge(ref.module, ref.name)
-        if verdict.tier == "dangerous":
-            message = f"pickle reaches dangerous callable {ref.qualified}: {verdict.reason}"
-            self._emit("SEC-PICKLE-001", Severity.CRITICAL, message, ref.qualified)
-        elif verdict.tier == "unknown" and not dangerous_only:
-            at = self.op_start
-            opcode = OPCODE_NAMES.get(self.data[at], "?") if at < self.n else "?"
-            self.out.pending.setdefault(ref.qualified, (ref, self.op_start, opcode))
-            if ref.qualified in self.out.called:
-                self._called(ref)
+    def invoked(self, ref: Global) -> None:
+        if self.record.first_time("invoked", ref.qualified):
+            self.record.events.append(Invoked(ref, self.site()))
 
-    def _called(self, ref: Global) -> None:
-        """The stream invokes `ref` while loading: it must be an allowed constructor."""
-        self.out.called.add(ref.qualified)
-        entry = self.out.pending.pop(ref.qualified, None)
-        if entry is not None:
-            self._unknown(entry, called=True)
+    def unnamed(self, what: str, cause: UnnamedCause) -> None:
+        if self.record.first_time("unnamed", what):
+            self.record.events.append(Unnamed(what, cause, self.site()))
 
-    def finish_references(self) -> None:
-        """At the end of the stream (or where it broke): what was only stored, never called,
-        is judged against the safe-to-reference tier."""
-        policy = self.ctx.policy
-        pending, self.out.pending = self.out.pending, {}
-        for entry in pending.values():
-            ref = entry[0]
-            if policy is None or policy.judge_reference(ref.module, ref.name).tier != "allowed":
-                self._unknown(entry, called=False)
+    def mutated(self, target: Value, opname: str) -> None:
+        if isinstance(target, Global) and self.record.first_time("mutated", target.qualified):
+            self.record.events.append(ModuleObjectMutated(target, opname, self.site()))
 
-    def _unknown(self, entry: tuple[Global, int, str], *, called: bool) -> None:
-        ref, offset, opcode = entry
-        q = ref.qualified
-        how = (
-            "calls it while loading"
-            if called
-            else "stores a reference to it (not called while loading; model code may call it)"
-        )
-        message = (
-            f"pickle reaches {q}, not on the allowlist of model constructors: the pickle {how}; "
-            f'to accept it, add allow_callables: ["{q}"] to the policy'
-        )
-        self._emit(
-            "SEC-PICKLE-002", Severity.HIGH, message, q,
-            offset=offset, opcode=opcode, called=called, allow_callables_entry=q,
-        )  # fmt: skip
-
-    # -- calls ----------------------------------------------------------------------------------
-
-    def _call(self, func: Any, args: Any, opcode: str) -> Call:
-        call = Call(func, args, opcode, self.op_start)
-        # A callable handed to a call may be invoked by it (copyreg._reconstructor instantiates
-        # its class argument; an ndarray subclass runs __array_finalize__): count it as called.
-        for passed in _globals_in(args):
-            self._called(passed)
-        if isinstance(func, Global):
-            self._called(func)
-            self._assign_role(call, _ROLES.get(_role_key(func.module, func.name)))
-        elif isinstance(func, Call):
-            self._call_result(call, func)
-        elif isinstance(func, Opaque):
-            self._computed(
-                _describe(func),
-                "pickle calls a value only known at load time (persistent id, "
-                "extension code or buffer)",
-            )
-        return call
-
-    def _call_result(self, call: Call, callee: Call) -> None:
-        """The callee is itself a call result: fine only for the roles we can name."""
-        role = callee.role
-        if role == "typegetter" and callee.symbol in _TYPE_ROLES:
-            self._assign_role(call, _TYPE_ROLES[callee.symbol])
-        elif role == "function":
-            self.out.code_called = True
-        elif role in ("class", "typegetter", "getattr", "module"):
-            if isinstance(callee.symbol, Global):
-                self._called(callee.symbol)  # getattr(module, name)(...): the attribute is called
-            return  # embedded class, judged types.X, judged attribute chain, module object
-        else:
-            self._computed(
-                _describe(call.func),
-                "pickle calls a value computed at load time (the callable cannot be named offline)",
-            )
-
-    def _assign_role(self, call: Call, role: str | None) -> None:
-        if role is None:
-            return
-        call.role = role
-        args = call.args.items if isinstance(call.args, Seq) else []
-        first = args[0] if args else None
-        if role == "code":
-            call.symbol = self._code_entry(args)
-        elif role == "function":
-            self._function_entry(call, args)
-        elif role == "marshal":
-            call.symbol = self._marshal_entry(first)
-        elif role == "typegetter":
-            self._type_getter(call, first)
-        elif role == "module":
-            self._module_getter(call, first)
-        elif role == "getattr":
-            self._attribute_chain(call, args)
-
-    def _type_getter(self, call: Call, name: Any) -> None:
-        if not isinstance(name, str):
-            self._computed(_describe(call.func), "type name computed at load time")
-            return
-        call.symbol = name
-        if name in _TYPE_ROLES:  # code by value: reported as SEC-PICKLE-005, not judged
-            self.out.callables[f"types.{name}"] = None
-        else:
-            self._reference("types", name)
-
-    def _module_getter(self, call: Call, name: Any) -> None:
-        if not isinstance(name, str):
-            self._computed(_describe(call.func), "module name computed at load time")
-            return
-        call.symbol = Global(name, "")
-        self._judge(call.symbol, dangerous_only=True)
-
-    def _attribute_chain(self, call: Call, args: list[Any]) -> None:
-        base = args[0] if args else None
-        attr = args[1] if len(args) > 1 else None
-        if isinstance(base, Call) and isinstance(base.symbol, Global):
-            base = base.symbol
-        if isinstance(base, Global) and isinstance(attr, str):
-            name = f"{base.name}.{attr}" if base.name else attr
-            call.symbol = self._reference(base.module, name)
-        elif not isinstance(attr, str):
-            self._computed(_describe(call.func), "attribute name computed at load time")
-
-    # -- code by value --------------------------------------------------------------------------
-
-    def _record_code(self, entry: dict) -> dict:
-        if self.out.first_code_offset < 0:
-            self.out.first_code_offset = self.op_start
-        self.out.code_objects.append(entry)
+    def code_object(self, entry: CodeObject) -> CodeObject:
+        if self.record.first_code_offset < 0:
+            self.record.first_code_offset = self.op_start
+        self.record.code_objects.append(entry)
         return entry
 
-    def _code_entry(self, args: list[Any]) -> dict:
-        """CodeType(...) arguments: co_code (bytes), co_consts, co_names, varnames, filename,
-        name, qualname. Older and dill layouts differ, so find the (bytes, tuple, tuple-of-str)
-        run instead of trusting positions."""
-        for i in range(len(args) - 2):
-            consts, names = args[i + 1], args[i + 2]
-            if isinstance(args[i], Blob) and isinstance(consts, Seq) and isinstance(names, Seq):
-                if all(isinstance(x, str) for x in names.items):
-                    name = args[i + 5] if i + 5 < len(args) else None
-                    qualname = args[i + 6] if i + 6 < len(args) else None
-                    function = qualname if isinstance(qualname, str) else name
-                    return self._record_code({
-                        "function": function if isinstance(function, str) else "?",
-                        "names": list(names.items[:500]),
-                        "constants": _short_strings(consts.items),
-                    })  # fmt: skip
-        return self._record_code({"function": "?", "names": [], "constants": []})
 
-    def _function_entry(self, call: Call, args: list[Any]) -> None:
-        code = args[0] if args else None
-        name = args[2] if len(args) > 2 else None
-        if isinstance(code, Call) and isinstance(code.symbol, dict):
-            call.symbol = code.symbol
-            if isinstance(name, str) and code.symbol["function"] == "?":
-                code.symbol["function"] = name
-        else:
-            call.symbol = self._record_code(
-                {"function": name if isinstance(name, str) else "?", "names": [], "constants": []}
-            )
+def _identifier_path(text: str) -> bool:
+    return bool(text) and all(part.isidentifier() for part in text.split("."))
 
-    def _marshal_entry(self, payload: Any) -> dict:
-        names: list[str] = []
-        constants: list[str] = []
-        if isinstance(payload, Blob):
-            names, constants = _marshal_strings(self.data[payload.start : payload.end])
-        return self._record_code({"function": "?", "names": names, "constants": constants})
 
-    # -- BUILD and container mutation -----------------------------------------------------------
+def _role_key(module: str, name: str) -> str:
+    root = module.split(".")[0]
+    return f"{root}.{name}" if root in ("cloudpickle", "dill") else f"{module}.{name}"
 
-    def _mutate(self, target: Any, opname: str) -> None:
-        if isinstance(target, Global):
-            self._emit(
-                "SEC-PICKLE-007", Severity.HIGH,
-                f"pickle mutates module-level object {target.qualified} at load time ({opname})",
-                target.qualified,
-            )  # fmt: skip
 
-    def _add_items(self, target: Any, items: list[Any], opname: str) -> None:
-        self.items += len(items)
-        if isinstance(target, Seq):
-            target.items.extend(items)
-            self._grown(target, sum(map(_size, items)))
-        else:
-            self._mutate(target, opname)
+def _globals_in(value: Value, depth: int = 3) -> list[Global]:
+    """Globals inside a call's arguments (tuples, lists and dicts, a few levels deep)."""
+    if isinstance(value, Global):
+        return [value]
+    if depth <= 0:
+        return []
+    if isinstance(value, Seq):
+        return [g for item in value.items[:256] for g in _globals_in(item, depth - 1)]
+    if isinstance(value, DictV):
+        return [g for _k, v in value.items[:256] for g in _globals_in(v, depth - 1)]
+    return []
 
-    def _set_items(self, target: Any, items: list[Any]) -> None:
-        if len(items) % 2:
-            raise _Broken("SETITEMS with an odd number of items")
-        self.items += len(items)
-        if isinstance(target, DictV):
-            target.items.extend(zip(items[::2], items[1::2], strict=True))
-            self._grown(target, sum(map(_size, items)))
-        else:
-            self._mutate(target, "SETITEMS")
 
-    def _new_seq(self, kind: str, items: list[Any]) -> None:
-        self.items += len(items)
-        seq = Seq(kind, items)
-        if items:
-            self._grown(seq, sum(map(_size, items)))
-        self.stack.append(seq)
-
-    def _build(self, inst: Any, state: Any) -> None:
-        if isinstance(inst, Global):
-            self._mutate(inst, "BUILD")
-            return
-        if not isinstance(inst, Call):
-            return
-        inst.state.append(state)
-        self._grown(inst, _size(state))
-        self.out.built[_describe(inst.func)] = None
-        if self.ctx.joblib_arrays and _is_array_wrapper(inst):
-            self._skip_joblib_array(inst)
-            self.stack[-1] = Opaque("ndarray")
-
-    def _read_as_plain_pickle(self, object_array: bool) -> None:
-        """`pickle.load` (not joblib) would read the array bytes as opcodes: a file can be both.
-        Run a copy of the machine over them; what it reaches is judged like the rest. Modern
-        joblib starts the bytes with a padding length (0..15, never an opcode): free. Object
-        arrays are a nested stream that the plain reading sees with the outer memo: only its
-        dangerous callables count (the rest is memo cross-talk, not a finding)."""
-        if _DISPATCH[self.data[self.pos]] is None if self.pos < self.n else True:
-            return
-        shadow_ctx = dataclasses.replace(self.ctx, joblib_arrays=False, out=_Collected())
-        shadow = _Stream(shadow_ctx, self.data, self.pos)
-        shadow.stack, shadow.memo, shadow.marks = list(self.stack), dict(self.memo), [*self.marks]
-        shadow.fence, shadow.proto = self.fence, self.proto
-        try:
-            shadow.run(max_ops=_SNIFF_OPS)
-            clean = True
-        except _Broken:
-            clean = False
-        shadow.finish_references()
-        if shadow.ops >= _SNIFF_OPS:
-            self._emit(
-                "SEC-PICKLE-004", Severity.HIGH,
-                "joblib array bytes also parse as a long run of pickle opcodes (polyglot)",
-                "<joblib-array>", reason="array bytes parse as opcodes under pickle.load",
-            )  # fmt: skip
-        if clean or shadow_ctx.out.significant:
-            for key, hit in shadow_ctx.out.findings.items():
-                if not object_array or key[0] == "SEC-PICKLE-001":
-                    self.out.findings.setdefault(key, hit)
-                    if "callable" in hit.evidence:
-                        self.out.callables[hit.evidence["callable"]] = None
-
-    def _skip_joblib_array(self, wrapper: Call) -> None:
-        """Do what joblib's NumpyArrayWrapper.read_array does with the bytes after the BUILD."""
-        state = _merged_state(wrapper.state)
-        spec = _dtype_spec(state.get("dtype"))
-        count = _element_count(state.get("shape"))
-        if spec is None or count is None:
-            raise _Broken("joblib array wrapper with a dtype or shape that is not constant")
-        itemsize, hasobject = spec
-        self._read_as_plain_pickle(object_array=hasobject)
-        if hasobject:  # joblib pickles object arrays as a nested, plain pickle stream
-            nested = _Stream(
-                dataclasses.replace(self.ctx, joblib_arrays=False), self.data, self.pos
-            )
-            nested.run()
-            self.pos = nested.pos
-            return
-        if state.get("numpy_array_alignment_bytes") is not None:
-            padding = self.data[self._take(1)]
-            self._take(padding)
-        self._take(count * itemsize)
-
-    # -- opcode handlers (named after the opcodes) ---------------------------------------------
-
-    def op_MARK(self) -> None:
-        self.fence = len(self.stack)
-        self.marks.append(self.fence)
-
-    def op_STOP(self) -> bool:
-        self._pop()
-        return True
-
-    def op_POP(self) -> None:
-        if len(self.stack) > self.fence:
-            self.stack.pop()
-        elif self.marks:
-            self._drop_mark()  # pickle pops the mark when the stack above it is empty
-        else:
-            raise _Broken("stack underflow")
-
-    def op_POP_MARK(self) -> None:
-        self._pop_mark()
-
-    def op_DUP(self) -> None:
-        stack = self.stack
-        if len(stack) <= self.fence:
-            raise _Broken("stack underflow")
-        stack.append(stack[-1])
-
-    def op_NONE(self) -> None:
-        self._push(None)
-
-    def op_NEWTRUE(self) -> None:
-        self._push(True)
-
-    def op_NEWFALSE(self) -> None:
-        self._push(False)
-
-    def op_INT(self) -> None:
-        start, end = self._line()
-        text = self.data[start:end]
-        self._push({b"00": False, b"01": True}.get(text, _parse_number(text, int)))
-
-    def op_LONG(self) -> None:
-        start, end = self._line()
-        self._push(_parse_number(self.data[start:end].rstrip(b"L"), int))
-
-    def op_FLOAT(self) -> None:
-        start, end = self._line()
-        self._push(_parse_number(self.data[start:end], float))
-
-    def op_BININT(self) -> None:
-        self._push(self._unpack("<i", 4))
-
-    def op_BININT1(self) -> None:
-        self._push(self._u1())
-
-    def op_BININT2(self) -> None:
-        self._push(self._unpack("<H", 2))
-
-    def op_LONG1(self) -> None:
-        self._push_long(self._u1())
-
-    def op_LONG4(self) -> None:
-        size = self._unpack("<i", 4)
-        if size < 0:
-            raise _Broken("LONG4 with a negative byte count")
-        self._push_long(size)
-
-    def _push_long(self, size: int) -> None:
-        start = self._take(size)
-        if size > 64:
-            self._push(Opaque("int", size))
-        else:
-            self._push(int.from_bytes(self.data[start : start + size], "little", signed=True))
-
-    def op_BINFLOAT(self) -> None:
-        self._push(self._unpack(">d", 8))
-
-    def op_STRING(self) -> None:
-        start, end = self._line()
-        if end - start > _MAX_STR:
-            self._push(Opaque("str", end - start))
-            return
-        raw = self.data[start:end]
-        if len(raw) < 2 or raw[0] != raw[-1] or raw[0] not in b"\"'":
-            raise _Broken("the STRING opcode argument must be quoted")
-        try:
-            self._push(codecs.escape_decode(raw[1:-1])[0].decode("latin-1"))
-        except ValueError as exc:
-            raise _Broken("STRING argument has a bad escape") from exc
-
-    def _binstring(self, size: int) -> None:
-        if size < 0:
-            raise _Broken("BINSTRING with a negative byte count")
-        start = self._take(size)
-        self._push(self._text(start, start + size, "latin-1"))
-
-    def op_BINSTRING(self) -> None:
-        self._binstring(self._unpack("<i", 4))
-
-    def op_SHORT_BINSTRING(self) -> None:
-        self._binstring(self._u1())
-
-    def op_UNICODE(self) -> None:
-        start, end = self._line()
-        self._push(self._text(start, end, "raw-unicode-escape"))
-
-    def _binunicode(self, size: int) -> None:
-        start = self._take(size)
-        self._push(self._text(start, start + size, "utf-8"))
-
-    def op_SHORT_BINUNICODE(self) -> None:
-        self._binunicode(self._u1())
-
-    def op_BINUNICODE(self) -> None:
-        self._binunicode(self._unpack("<I", 4))
-
-    def op_BINUNICODE8(self) -> None:
-        self._binunicode(self._unpack("<Q", 8))
-
-    def _bytes(self, size: int) -> None:
-        start = self._take(size)
-        self._push(Blob(start, start + size))
-
-    def op_SHORT_BINBYTES(self) -> None:
-        self._bytes(self._u1())
-
-    def op_BINBYTES(self) -> None:
-        self._bytes(self._unpack("<I", 4))
-
-    def op_BINBYTES8(self) -> None:
-        self._bytes(self._unpack("<Q", 8))
-
-    def op_BYTEARRAY8(self) -> None:
-        self._bytes(self._unpack("<Q", 8))
-
-    def op_NEXT_BUFFER(self) -> None:
-        self._push(Opaque("buffer"))
-
-    def op_READONLY_BUFFER(self) -> None:
-        self._top()
-
-    def op_EMPTY_TUPLE(self) -> None:
-        self._push(Seq("tuple", []))
-
-    def op_TUPLE(self) -> None:
-        self._new_seq("tuple", self._pop_mark())
-
-    def _tuple_n(self, n: int) -> None:
-        stack = self.stack
-        if len(stack) < self.fence + n:
-            raise _Broken("stack underflow")
-        items = stack[-n:]
-        del stack[-n:]
-        self._new_seq("tuple", items)
-
-    def op_TUPLE1(self) -> None:
-        self._tuple_n(1)
-
-    def op_TUPLE2(self) -> None:
-        self._tuple_n(2)
-
-    def op_TUPLE3(self) -> None:
-        self._tuple_n(3)
-
-    def op_EMPTY_LIST(self) -> None:
-        self._push(Seq("list", []))
-
-    def op_LIST(self) -> None:
-        self._new_seq("list", self._pop_mark())
-
-    def op_EMPTY_SET(self) -> None:
-        self._push(Seq("set", []))
-
-    def op_FROZENSET(self) -> None:
-        self._new_seq("frozenset", self._pop_mark())
-
-    def op_EMPTY_DICT(self) -> None:
-        self._push(DictV([]))
-
-    def op_DICT(self) -> None:
-        items = self._pop_mark()
-        self._push(DictV([]))
-        self._set_items(self.stack[-1], items)
-
-    def op_APPEND(self) -> None:
-        stack = self.stack
-        if len(stack) <= self.fence + 1:
-            raise _Broken("stack underflow")
-        value = stack.pop()
-        target = stack[-1]
-        if isinstance(target, Seq):
-            target.items.append(value)
-            self.items += 1
-            self._grown(target, _size(value))
-        else:
-            self._add_items(target, [value], "APPEND")
-
-    def op_APPENDS(self) -> None:
-        items = self._pop_mark()
-        self._add_items(self._top(), items, "APPENDS")
-
-    def op_ADDITEMS(self) -> None:
-        items = self._pop_mark()
-        self._add_items(self._top(), items, "ADDITEMS")
-
-    def op_SETITEM(self) -> None:
-        value = self._pop()
-        key = self._pop()
-        self._set_items(self._top(), [key, value])
-
-    def op_SETITEMS(self) -> None:
-        items = self._pop_mark()
-        self._set_items(self._top(), items)
-
-    def op_GLOBAL(self) -> None:
-        module = self._name_line()
-        name = self._name_line()
-        self._push(self._reference(module, name))
-
-    def op_STACK_GLOBAL(self) -> None:
-        name = self._pop()
-        module = self._pop()
-        if isinstance(module, str) and isinstance(name, str):
-            self._push(self._reference(module, name))
-            return
-        if any(_is_computed(v) for v in (module, name)):
-            what = f"{_describe(module)} . {_describe(name)}"
-            self._computed(what, "callable name computed at load time (STACK_GLOBAL fed by "
-                           "values that are not constant strings)")  # fmt: skip
-            self._push(Opaque("computed-global"))
-            return
-        raise _Broken("STACK_GLOBAL needs two strings")
-
-    def op_INST(self) -> None:
-        module = self._name_line()
-        name = self._name_line()
-        args = self._pop_mark()
-        self._push(self._call(self._reference(module, name), Seq("tuple", args), "INST"))
-
-    def op_OBJ(self) -> None:
-        items = self._pop_mark()
-        if not items:
-            raise _Broken("OBJ without a class")
-        self._push(self._call(items[0], Seq("tuple", items[1:]), "OBJ"))
-
-    def op_REDUCE(self) -> None:
-        args = self._pop()
-        func = self._pop()
-        self._push(self._call(func, args, "REDUCE"))
-
-    def op_NEWOBJ(self) -> None:
-        args = self._pop()
-        cls = self._pop()
-        self._push(self._call(cls, args, "NEWOBJ"))
-
-    def op_NEWOBJ_EX(self) -> None:
-        self._pop()  # kwargs
-        args = self._pop()
-        cls = self._pop()
-        self._push(self._call(cls, args, "NEWOBJ_EX"))
-
-    def op_BUILD(self) -> None:
-        state = self._pop()
-        self._build(self._top(), state)
-
-    def _ext(self, code: int) -> None:
-        self._computed(f"ext:{code}", "extension registry code: the callable cannot be "
-                       "resolved offline")  # fmt: skip
-        self._push(Opaque("ext", code))
-
-    def op_EXT1(self) -> None:
-        self._ext(self._u1())
-
-    def op_EXT2(self) -> None:
-        self._ext(self._unpack("<H", 2))
-
-    def op_EXT4(self) -> None:
-        self._ext(self._unpack("<i", 4))
-
-    def op_PERSID(self) -> None:
-        self._line()
-        self.out.persistent_ids += 1
-        self._push(Opaque("persid"))
-
-    def op_BINPERSID(self) -> None:
-        pid = self._pop()
-        self.out.persistent_ids += 1
-        self._push(Opaque("persid", pid))
-
-    def _get(self, key: int) -> None:
-        if key not in self.memo:
-            raise _Broken(f"memo key {key} read before it was written")
-        self._push(self.memo[key])
-
-    def op_GET(self) -> None:
-        start, end = self._line()
-        self._get(_memo_key(self.data[start:end]))
-
-    def op_BINGET(self) -> None:
-        self._get(self._u1())
-
-    def op_LONG_BINGET(self) -> None:
-        self._get(self._unpack("<I", 4))
-
-    def op_PUT(self) -> None:
-        start, end = self._line()
-        self.memo[_memo_key(self.data[start:end])] = self._top()
-
-    def op_BINPUT(self) -> None:
-        self.memo[self._u1()] = self._top()
-
-    def op_LONG_BINPUT(self) -> None:
-        self.memo[self._unpack("<I", 4)] = self._top()
-
-    def op_MEMOIZE(self) -> None:
-        self.memo[len(self.memo)] = self._top()
-
-    def op_PROTO(self) -> None:
-        proto = self._u1()
-        if proto > HIGHEST_PROTOCOL:
-            raise _Broken(f"unsupported pickle protocol {proto}")
-        self.proto = proto
-
-    def op_FRAME(self) -> None:
-        self._take(8)
-
-
-def _build_dispatch() -> list[Callable[[_Stream], Any] | None]:
-    table: list[Callable[[_Stream], Any] | None] = [None] * 256
-    for code, name in OPCODE_NAMES.items():
-        table[code] = getattr(_Stream, f"op_{name}")
-    return table
-
-
-_DISPATCH = _build_dispatch()
+def _is_computed(value: Value) -> bool:
+    """A value only known at load time (call result, persistent id, extension...)."""
+    if isinstance(value, Opaque):
+        return value.kind not in ("str", "int", "number")
+    return isinstance(value, Call)
 
 
 # ---------------------------------------------------------------------------------------------
-# Small pure helpers
+# Calls: what REDUCE / NEWOBJ / INST / OBJ mean, and the roles cloudpickle and dill give them
 
 
-def _parse_number(text: bytes, kind: type) -> Any:
-    """INT/LONG/FLOAT text arguments; the unpickler refuses what int()/float() refuse."""
-    try:
-        return kind(text, 0) if kind is int else kind(text)
-    except ValueError:
-        try:
-            return kind(text)
-        except ValueError as exc:
-            raise _Broken(f"bad number literal {text[:20]!r}") from exc
+def _call(m: _Stream, func: Value, args: Value, opcode: str) -> Call:
+    call = Call(func, args, opcode, m.op_start)
+    # A callable handed to a call may be invoked by it (copyreg._reconstructor instantiates
+    # its class argument; an ndarray subclass runs __array_finalize__): count it as called.
+    for passed in _globals_in(args):
+        m.invoked(passed)
+    if isinstance(func, Global):
+        m.invoked(func)
+        _assign_role(m, call, _ROLES.get(_role_key(func.module, func.name)))
+    elif isinstance(func, Call):
+        _call_result(m, call, func)
+    elif isinstance(func, Opaque):
+        m.unnamed(describe(func), UnnamedCause.OPAQUE_CALLEE)
+    return call
 
 
-def _memo_key(text: bytes) -> int:
-    try:
-        key = int(text)
-    except ValueError as exc:
-        raise _Broken("memo index is not a number") from exc
-    if key < 0:
-        raise _Broken("negative memo index")
-    return key
+def _call_result(m: _Stream, call: Call, callee: Call) -> None:
+    """The callee is itself a call result: fine only for the roles we can name."""
+    role = callee.role
+    if role == "typegetter" and isinstance(callee.symbol, str) and callee.symbol in _TYPE_ROLES:
+        _assign_role(m, call, _TYPE_ROLES[callee.symbol])
+    elif role == "function":
+        m.record.code_called = True
+    elif role in ("class", "typegetter", "getattr", "module"):
+        if isinstance(callee.symbol, Global):
+            m.invoked(callee.symbol)  # getattr(module, name)(...): the attribute is called
+        # otherwise: embedded class, judged types.X, judged attribute chain, module object
+    else:
+        m.unnamed(describe(call.func), UnnamedCause.COMPUTED_CALLEE)
 
 
-def _short_strings(values: list[Any], limit: int = 50) -> list[str]:
+def _assign_role(m: _Stream, call: Call, role: str | None) -> None:
+    if role is None:
+        return
+    call.role = role
+    args = call.args.items if isinstance(call.args, Seq) else []
+    first = args[0] if args else None
+    if role == "code":
+        call.symbol = _code_entry(m, args)
+    elif role == "function":
+        _function_entry(m, call, args)
+    elif role == "marshal":
+        call.symbol = _marshal_entry(m, first)
+    elif role == "typegetter":
+        _type_getter(m, call, first)
+    elif role == "module":
+        _module_getter(m, call, first)
+    elif role == "getattr":
+        _attribute_chain(m, call, args)
+
+
+def _type_getter(m: _Stream, call: Call, name: Value) -> None:
+    if not isinstance(name, str):
+        m.unnamed(describe(call.func), UnnamedCause.TYPE_NAME)
+        return
+    call.symbol = name
+    if name in _TYPE_ROLES:  # code by value: described by its CodeObject, not judged by name
+        if m.record.first_time("code-type", name):
+            m.record.events.append(CodeTypeNamed(f"types.{name}"))
+    else:
+        m.reference("types", name)
+
+
+def _module_getter(m: _Stream, call: Call, name: Value) -> None:
+    if not isinstance(name, str):
+        m.unnamed(describe(call.func), UnnamedCause.MODULE_NAME)
+        return
+    module = Global(name, "")
+    call.symbol = module
+    if m.record.first_time("module", name):
+        m.record.events.append(ModuleLoaded(module, m.site()))
+
+
+def _attribute_chain(m: _Stream, call: Call, args: list[Value]) -> None:
+    base = args[0] if args else None
+    attr = args[1] if len(args) > 1 else None
+    if isinstance(base, Call) and isinstance(base.symbol, Global):
+        base = base.symbol
+    if isinstance(base, Global) and isinstance(attr, str):
+        name = f"{base.name}.{attr}" if base.name else attr
+        call.symbol = m.reference(base.module, name)
+    elif not isinstance(attr, str):
+        m.unnamed(describe(call.func), UnnamedCause.ATTRIBUTE_NAME)
+
+
+def _code_entry(m: _Stream, args: list[Value]) -> CodeObject:
+    """CodeType(...) arguments: co_code (bytes), co_consts, co_names, varnames, filename,
+    name, qualname. Older and dill layouts differ, so find the (bytes, tuple, tuple-of-str)
+    run instead of trusting positions."""
+    for i in range(len(args) - 2):
+        consts, names = args[i + 1], args[i + 2]
+        if isinstance(args[i], Blob) and isinstance(consts, Seq) and isinstance(names, Seq):
+            co_names = [x for x in names.items if isinstance(x, str)]
+            if len(co_names) == len(names.items):
+                name = args[i + 5] if i + 5 < len(args) else None
+                qualname = args[i + 6] if i + 6 < len(args) else None
+                function = qualname if isinstance(qualname, str) else name
+                return m.code_object({
+                    "function": function if isinstance(function, str) else "?",
+                    "names": co_names[:500],
+                    "constants": _short_strings(consts.items),
+                })  # fmt: skip
+    return m.code_object({"function": "?", "names": [], "constants": []})
+
+
+def _function_entry(m: _Stream, call: Call, args: list[Value]) -> None:
+    code = args[0] if args else None
+    name = args[2] if len(args) > 2 else None
+    if isinstance(code, Call) and isinstance(code.symbol, dict):
+        call.symbol = code.symbol
+        if isinstance(name, str) and code.symbol["function"] == "?":
+            code.symbol["function"] = name
+    else:
+        call.symbol = m.code_object(
+            {"function": name if isinstance(name, str) else "?", "names": [], "constants": []}
+        )
+
+
+def _marshal_entry(m: _Stream, payload: Value) -> CodeObject:
+    names: list[str] = []
+    constants: list[str] = []
+    if isinstance(payload, Blob):
+        names, constants = _marshal_strings(m.data[payload.start : payload.end])
+    return m.code_object({"function": "?", "names": names, "constants": constants})
+
+
+def _short_strings(values: list[Value], limit: int = 50) -> list[str]:
     out: list[str] = []
     for value in values:
         if isinstance(value, Seq):  # nested constant tuples / frozensets, one level
@@ -1145,11 +498,84 @@ def _marshal_strings(payload: bytes) -> tuple[list[str], list[str]]:
     return list(names)[:500], list(constants)[:50]
 
 
-def _is_computed(value: Any) -> bool:
-    """A value only known at load time (call result, persistent id, extension...)."""
-    if isinstance(value, Opaque):
-        return value.kind not in ("str", "int", "number")
-    return isinstance(value, Call)
+# ---------------------------------------------------------------------------------------------
+# BUILD, container mutation and joblib arrays
+
+
+def _add_items(m: _Stream, target: Value, items: list[Value], opname: str) -> None:
+    m.items += len(items)
+    if isinstance(target, Seq):
+        target.items.extend(items)
+        m.grown(target, sum(map(size_of, items)))
+    else:
+        m.mutated(target, opname)
+
+
+def _set_items(m: _Stream, target: Value, items: list[Value]) -> None:
+    if len(items) % 2:
+        raise _Broken("SETITEMS with an odd number of items")
+    m.items += len(items)
+    if isinstance(target, DictV):
+        target.items.extend(zip(items[::2], items[1::2], strict=True))
+        m.grown(target, sum(map(size_of, items)))
+    else:
+        m.mutated(target, "SETITEMS")
+
+
+def _new_seq(m: _Stream, kind: str, items: list[Value]) -> None:
+    m.items += len(items)
+    seq = Seq(kind, items)
+    if items:
+        m.grown(seq, sum(map(size_of, items)))
+    m.stack.append(seq)
+
+
+def _build(m: _Stream, inst: Value, state: Value) -> None:
+    if isinstance(inst, Global):
+        m.mutated(inst, "BUILD")
+        return
+    if not isinstance(inst, Call):
+        return
+    inst.state.append(state)
+    m.grown(inst, size_of(state))
+    m.record.built[describe(inst.func)] = None
+    if m.joblib_arrays and _is_array_wrapper(inst):
+        _skip_joblib_array(m, inst)
+        m.stack[-1] = Opaque("ndarray")
+
+
+def _skip_joblib_array(m: _Stream, wrapper: Call) -> None:
+    """Do what joblib's NumpyArrayWrapper.read_array does with the bytes after the BUILD."""
+    state = _merged_state(wrapper.state)
+    spec = _dtype_spec(state.get("dtype"))
+    count = _element_count(state.get("shape"))
+    if spec is None or count is None:
+        raise _Broken("joblib array wrapper with a dtype or shape that is not constant")
+    itemsize, hasobject = spec
+    _read_as_plain_pickle(m, object_array=hasobject)
+    if hasobject:  # joblib pickles object arrays as a nested, plain pickle stream
+        nested = _Stream(m.record, m.data, m.pos, m.limits, joblib_arrays=False)
+        nested.run()
+        m.pos = nested.pos
+        return
+    if state.get("numpy_array_alignment_bytes") is not None:
+        padding = m.data[m.take(1)]
+        m.take(padding)
+    m.take(count * itemsize)
+
+
+def _read_as_plain_pickle(m: _Stream, object_array: bool) -> None:
+    """`pickle.load` (not joblib) would read the array bytes as opcodes: a file can be both.
+    Run a copy of the machine over them, from this machine's state, and record its reading.
+    Modern joblib starts the bytes with a padding length (0..15, never an opcode): free."""
+    if m.pos >= m.n or _DISPATCH[m.data[m.pos]] is None:
+        return
+    shadow = _Stream(StreamRecord(m.record.index), m.data, m.pos, m.limits, joblib_arrays=False)
+    shadow.stack, shadow.memo, shadow.marks = list(m.stack), dict(m.memo), [*m.marks]
+    shadow.fence, shadow.proto = m.fence, m.proto
+    end = _run_until(shadow, max_ops=_SNIFF_OPS)
+    reading = StreamReading(shadow.record, end)
+    m.record.events.append(PlainReading(reading, object_array, m.site()))
 
 
 def _is_array_wrapper(call: Call) -> bool:
@@ -1166,7 +592,7 @@ def _is_array_wrapper(call: Call) -> bool:
     return False
 
 
-def _merged_state(states: list[Any]) -> DictV:
+def _merged_state(states: list[Value]) -> DictV:
     """Instance attributes after every BUILD (state dict, or (state, slotstate))."""
     merged = DictV([])
     for state in states:
@@ -1181,7 +607,7 @@ _DESCR = re.compile(r"^[<>|=]?([a-zA-Z])(\d*)$")
 _FLEXIBLE = {"V", "S", "a", "U"}
 
 
-def _dtype_spec(dtype: Any) -> tuple[int, bool] | None:
+def _dtype_spec(dtype: Value) -> tuple[int, bool] | None:
     """(itemsize, hasobject) of a pickled numpy.dtype, read from its REDUCE args and state."""
     if not (isinstance(dtype, Call) and isinstance(dtype.func, Global)):
         return None
@@ -1192,7 +618,8 @@ def _dtype_spec(dtype: Any) -> tuple[int, bool] | None:
     if match is None:
         return None
     kind, digits = match.group(1), match.group(2)
-    state = dtype.state[-1].items if dtype.state and isinstance(dtype.state[-1], Seq) else []
+    last = dtype.state[-1] if dtype.state else None
+    state = last.items if isinstance(last, Seq) else []
     elsize = state[5] if len(state) > 5 and type(state[5]) is int else -1
     flags = state[7] if len(state) > 7 and type(state[7]) is int else 0
     if kind in _FLEXIBLE and elsize > 0:
@@ -1204,12 +631,15 @@ def _dtype_spec(dtype: Any) -> tuple[int, bool] | None:
     return itemsize, kind == "O" or bool(flags & 1)
 
 
-def _element_count(shape: Any) -> int | None:
+def _element_count(shape: Value) -> int | None:
     """Product of the shape as joblib computes it (int64, wrapping)."""
-    if not (isinstance(shape, Seq) and all(type(x) is int for x in shape.items)):
+    if not isinstance(shape, Seq):
+        return None
+    dims = [x for x in shape.items if type(x) is int]
+    if len(dims) != len(shape.items):
         return None
     count = 1
-    for dim in shape.items:
+    for dim in dims:
         count = (count * dim) & 0xFFFFFFFFFFFFFFFF
     if count >= 1 << 63:
         return None  # negative after int64 wrap: numpy refuses it
@@ -1217,15 +647,504 @@ def _element_count(shape: Any) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Opcode handlers (named after the opcodes; STOP returns True)
+
+
+def op_MARK(m: _Stream) -> None:
+    m.fence = len(m.stack)
+    m.marks.append(m.fence)
+
+
+def op_STOP(m: _Stream) -> bool:
+    m.pop()
+    return True
+
+
+def op_POP(m: _Stream) -> None:
+    if len(m.stack) > m.fence:
+        m.stack.pop()
+    elif m.marks:
+        m.drop_mark()  # pickle pops the mark when the stack above it is empty
+    else:
+        raise _Broken("stack underflow")
+
+
+def op_POP_MARK(m: _Stream) -> None:
+    m.pop_mark()
+
+
+def op_DUP(m: _Stream) -> None:
+    stack = m.stack
+    if len(stack) <= m.fence:
+        raise _Broken("stack underflow")
+    stack.append(stack[-1])
+
+
+def op_NONE(m: _Stream) -> None:
+    m.push(None)
+
+
+def op_NEWTRUE(m: _Stream) -> None:
+    m.push(True)
+
+
+def op_NEWFALSE(m: _Stream) -> None:
+    m.push(False)
+
+
+def op_INT(m: _Stream) -> None:
+    start, end = m.line()
+    text = m.data[start:end]
+    m.push({b"00": False, b"01": True}.get(text, _parse_int(text)))
+
+
+def op_LONG(m: _Stream) -> None:
+    start, end = m.line()
+    m.push(_parse_int(m.data[start:end].rstrip(b"L")))
+
+
+def op_FLOAT(m: _Stream) -> None:
+    start, end = m.line()
+    m.push(_parse_float(m.data[start:end]))
+
+
+def op_BININT(m: _Stream) -> None:
+    m.push(m.unpack_int("<i", 4))
+
+
+def op_BININT1(m: _Stream) -> None:
+    m.push(m.u1())
+
+
+def op_BININT2(m: _Stream) -> None:
+    m.push(m.unpack_int("<H", 2))
+
+
+def op_LONG1(m: _Stream) -> None:
+    _push_long(m, m.u1())
+
+
+def op_LONG4(m: _Stream) -> None:
+    size = m.unpack_int("<i", 4)
+    if size < 0:
+        raise _Broken("LONG4 with a negative byte count")
+    _push_long(m, size)
+
+
+def _push_long(m: _Stream, size: int) -> None:
+    start = m.take(size)
+    if size > 64:
+        m.push(Opaque("int", size))
+    else:
+        m.push(int.from_bytes(m.data[start : start + size], "little", signed=True))
+
+
+def op_BINFLOAT(m: _Stream) -> None:
+    value: float = struct.unpack_from(">d", m.data, m.take(8))[0]
+    m.push(value)
+
+
+def op_STRING(m: _Stream) -> None:
+    start, end = m.line()
+    if end - start > _MAX_STR:
+        m.push(Opaque("str", end - start))
+        return
+    raw = m.data[start:end]
+    if len(raw) < 2 or raw[0] != raw[-1] or raw[0] not in b"\"'":
+        raise _Broken("the STRING opcode argument must be quoted")
+    try:
+        m.push(codecs.escape_decode(raw[1:-1])[0].decode("latin-1"))
+    except ValueError as exc:
+        raise _Broken("STRING argument has a bad escape") from exc
+
+
+def _binstring(m: _Stream, size: int) -> None:
+    if size < 0:
+        raise _Broken("BINSTRING with a negative byte count")
+    start = m.take(size)
+    m.push(m.text(start, start + size, "latin-1"))
+
+
+def op_BINSTRING(m: _Stream) -> None:
+    _binstring(m, m.unpack_int("<i", 4))
+
+
+def op_SHORT_BINSTRING(m: _Stream) -> None:
+    _binstring(m, m.u1())
+
+
+def op_UNICODE(m: _Stream) -> None:
+    start, end = m.line()
+    m.push(m.text(start, end, "raw-unicode-escape"))
+
+
+def _binunicode(m: _Stream, size: int) -> None:
+    start = m.take(size)
+    m.push(m.text(start, start + size, "utf-8"))
+
+
+def op_SHORT_BINUNICODE(m: _Stream) -> None:
+    _binunicode(m, m.u1())
+
+
+def op_BINUNICODE(m: _Stream) -> None:
+    _binunicode(m, m.unpack_int("<I", 4))
+
+
+def op_BINUNICODE8(m: _Stream) -> None:
+    _binunicode(m, m.unpack_int("<Q", 8))
+
+
+def _bytes(m: _Stream, size: int) -> None:
+    start = m.take(size)
+    m.push(Blob(start, start + size))
+
+
+def op_SHORT_BINBYTES(m: _Stream) -> None:
+    _bytes(m, m.u1())
+
+
+def op_BINBYTES(m: _Stream) -> None:
+    _bytes(m, m.unpack_int("<I", 4))
+
+
+def op_BINBYTES8(m: _Stream) -> None:
+    _bytes(m, m.unpack_int("<Q", 8))
+
+
+def op_BYTEARRAY8(m: _Stream) -> None:
+    _bytes(m, m.unpack_int("<Q", 8))
+
+
+def op_NEXT_BUFFER(m: _Stream) -> None:
+    m.push(Opaque("buffer"))
+
+
+def op_READONLY_BUFFER(m: _Stream) -> None:
+    m.top()
+
+
+def op_EMPTY_TUPLE(m: _Stream) -> None:
+    m.push(Seq("tuple", []))
+
+
+def op_TUPLE(m: _Stream) -> None:
+    _new_seq(m, "tuple", m.pop_mark())
+
+
+def _tuple_n(m: _Stream, n: int) -> None:
+    stack = m.stack
+    if len(stack) < m.fence + n:
+        raise _Broken("stack underflow")
+    items = stack[-n:]
+    del stack[-n:]
+    _new_seq(m, "tuple", items)
+
+
+def op_TUPLE1(m: _Stream) -> None:
+    _tuple_n(m, 1)
+
+
+def op_TUPLE2(m: _Stream) -> None:
+    _tuple_n(m, 2)
+
+
+def op_TUPLE3(m: _Stream) -> None:
+    _tuple_n(m, 3)
+
+
+def op_EMPTY_LIST(m: _Stream) -> None:
+    m.push(Seq("list", []))
+
+
+def op_LIST(m: _Stream) -> None:
+    _new_seq(m, "list", m.pop_mark())
+
+
+def op_EMPTY_SET(m: _Stream) -> None:
+    m.push(Seq("set", []))
+
+
+def op_FROZENSET(m: _Stream) -> None:
+    _new_seq(m, "frozenset", m.pop_mark())
+
+
+def op_EMPTY_DICT(m: _Stream) -> None:
+    m.push(DictV([]))
+
+
+def op_DICT(m: _Stream) -> None:
+    items = m.pop_mark()
+    m.push(DictV([]))
+    _set_items(m, m.stack[-1], items)
+
+
+def op_APPEND(m: _Stream) -> None:
+    stack = m.stack
+    if len(stack) <= m.fence + 1:
+        raise _Broken("stack underflow")
+    value = stack.pop()
+    target = stack[-1]
+    if isinstance(target, Seq):
+        target.items.append(value)
+        m.items += 1
+        m.grown(target, size_of(value))
+    else:
+        _add_items(m, target, [value], "APPEND")
+
+
+def op_APPENDS(m: _Stream) -> None:
+    items = m.pop_mark()
+    _add_items(m, m.top(), items, "APPENDS")
+
+
+def op_ADDITEMS(m: _Stream) -> None:
+    items = m.pop_mark()
+    _add_items(m, m.top(), items, "ADDITEMS")
+
+
+def op_SETITEM(m: _Stream) -> None:
+    value = m.pop()
+    key = m.pop()
+    _set_items(m, m.top(), [key, value])
+
+
+def op_SETITEMS(m: _Stream) -> None:
+    items = m.pop_mark()
+    _set_items(m, m.top(), items)
+
+
+def op_GLOBAL(m: _Stream) -> None:
+    module = m.name_line()
+    name = m.name_line()
+    m.push(m.reference(module, name))
+
+
+def op_STACK_GLOBAL(m: _Stream) -> None:
+    name = m.pop()
+    module = m.pop()
+    if isinstance(module, str) and isinstance(name, str):
+        m.push(m.reference(module, name))
+        return
+    if any(_is_computed(v) for v in (module, name)):
+        m.unnamed(f"{describe(module)} . {describe(name)}", UnnamedCause.COMPUTED_GLOBAL)
+        m.push(Opaque("computed-global"))
+        return
+    raise _Broken("STACK_GLOBAL needs two strings")
+
+
+def op_INST(m: _Stream) -> None:
+    module = m.name_line()
+    name = m.name_line()
+    args = m.pop_mark()
+    m.push(_call(m, m.reference(module, name), Seq("tuple", args), "INST"))
+
+
+def op_OBJ(m: _Stream) -> None:
+    items = m.pop_mark()
+    if not items:
+        raise _Broken("OBJ without a class")
+    m.push(_call(m, items[0], Seq("tuple", items[1:]), "OBJ"))
+
+
+def op_REDUCE(m: _Stream) -> None:
+    args = m.pop()
+    func = m.pop()
+    m.push(_call(m, func, args, "REDUCE"))
+
+
+def op_NEWOBJ(m: _Stream) -> None:
+    args = m.pop()
+    cls = m.pop()
+    m.push(_call(m, cls, args, "NEWOBJ"))
+
+
+def op_NEWOBJ_EX(m: _Stream) -> None:
+    m.pop()  # kwargs
+    args = m.pop()
+    cls = m.pop()
+    m.push(_call(m, cls, args, "NEWOBJ_EX"))
+
+
+def op_BUILD(m: _Stream) -> None:
+    state = m.pop()
+    _build(m, m.top(), state)
+
+
+def _ext(m: _Stream, code: int) -> None:
+    m.unnamed(f"ext:{code}", UnnamedCause.EXTENSION)
+    m.push(Opaque("ext", code))
+
+
+def op_EXT1(m: _Stream) -> None:
+    _ext(m, m.u1())
+
+
+def op_EXT2(m: _Stream) -> None:
+    _ext(m, m.unpack_int("<H", 2))
+
+
+def op_EXT4(m: _Stream) -> None:
+    _ext(m, m.unpack_int("<i", 4))
+
+
+def op_PERSID(m: _Stream) -> None:
+    m.line()
+    m.record.persistent_ids += 1
+    m.push(Opaque("persid"))
+
+
+def op_BINPERSID(m: _Stream) -> None:
+    pid = m.pop()
+    m.record.persistent_ids += 1
+    m.push(Opaque("persid", pid))
+
+
+def _get(m: _Stream, key: int) -> None:
+    if key not in m.memo:
+        raise _Broken(f"memo key {key} read before it was written")
+    m.push(m.memo[key])
+
+
+def op_GET(m: _Stream) -> None:
+    start, end = m.line()
+    _get(m, _memo_key(m.data[start:end]))
+
+
+def op_BINGET(m: _Stream) -> None:
+    _get(m, m.u1())
+
+
+def op_LONG_BINGET(m: _Stream) -> None:
+    _get(m, m.unpack_int("<I", 4))
+
+
+def op_PUT(m: _Stream) -> None:
+    start, end = m.line()
+    m.memo[_memo_key(m.data[start:end])] = m.top()
+
+
+def op_BINPUT(m: _Stream) -> None:
+    m.memo[m.u1()] = m.top()
+
+
+def op_LONG_BINPUT(m: _Stream) -> None:
+    m.memo[m.unpack_int("<I", 4)] = m.top()
+
+
+def op_MEMOIZE(m: _Stream) -> None:
+    m.memo[len(m.memo)] = m.top()
+
+
+def op_PROTO(m: _Stream) -> None:
+    proto = m.u1()
+    if proto > HIGHEST_PROTOCOL:
+        raise _Broken(f"unsupported pickle protocol {proto}")
+    m.proto = proto
+
+
+def op_FRAME(m: _Stream) -> None:
+    m.take(8)
+
+
+def _parse_int(text: bytes) -> int:
+    """INT/LONG text arguments; the unpickler refuses what int() refuses."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        try:
+            return int(text)
+        except ValueError as exc:
+            raise _Broken(f"bad number literal {text[:20]!r}") from exc
+
+
+def _parse_float(text: bytes) -> float:
+    """FLOAT text arguments; the unpickler refuses what float() refuses."""
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise _Broken(f"bad number literal {text[:20]!r}") from exc
+
+
+def _memo_key(text: bytes) -> int:
+    try:
+        key = int(text)
+    except ValueError as exc:
+        raise _Broken("memo index is not a number") from exc
+    if key < 0:
+        raise _Broken("negative memo index")
+    return key
+
+
+_Handler = Callable[[_Stream], bool | None]
+
+
+def _build_dispatch() -> list[_Handler | None]:
+    handlers: dict[str, _Handler] = {
+        name: handler for name, handler in globals().items() if name.startswith("op_")
+    }
+    table: list[_Handler | None] = [None] * 256
+    for code, name in OPCODE_NAMES.items():
+        table[code] = handlers[f"op_{name}"]
+    return table
+
+
+_DISPATCH = _build_dispatch()
+
+
+# ---------------------------------------------------------------------------------------------
 # Public API
+
+
+def _run_until(stream: _Stream, max_ops: int | None = None) -> StreamEnd:
+    """Run to STOP (or `max_ops`); a stream that cannot be resolved ends `Broke`. Bounds
+    (`ScanLimitExceeded`) propagate."""
+    try:
+        stopped = stream.run(max_ops)
+    except _Broken as exc:
+        return Broke(stream.site(), exc.reason, exc.truncated)
+    return Stopped(stream.site()) if stopped else Paused(stream.site())
+
+
+def read_stream(
+    data: bytes, start: int, index: int, limits: Limits, *, joblib_arrays: bool = True
+) -> tuple[StreamReading, int]:
+    """The stream that starts at `start`, and where the machine stopped reading."""
+    record = StreamRecord(index)
+    stream = _Stream(record, data, start, limits, joblib_arrays)
+    try:
+        end = _run_until(stream)
+    except ScanLimitExceeded as exc:
+        end = LimitHit(stream.site(), exc.limit, exc.detail)
+    return StreamReading(record, end), stream.pos
+
+
+def read_pickle(data: bytes, limits: Limits, *, joblib_arrays: bool = True) -> PickleReading:
+    """Every pickle stream in `data`, read without loading. Never raises on bad input.
+
+    Streams follow one another while each reaches STOP. A stream after the first that breaks
+    without naming a plausible callable is not another pickle: the bytes from its start are
+    trailing data."""
+    streams: list[StreamReading] = []
+    pos = 0
+    while True:
+        reading, next_pos = read_stream(
+            data, pos, len(streams), limits, joblib_arrays=joblib_arrays
+        )
+        if isinstance(reading.end, Broke) and streams and not reading.record.significant:
+            return PickleReading(tuple(streams), trailing_offset=pos)
+        streams.append(reading)
+        if not isinstance(reading.end, Stopped) or next_pos >= len(data):
+            return PickleReading(tuple(streams), trailing_offset=None)
+        pos = next_pos
 
 
 def looks_like_pickle(data: bytes) -> bool:
     """Content sniff: is this blob a pickle, whatever its file name says?"""
     if not data or _DISPATCH[data[0]] is None:
         return False
-    ctx = _Context(Location("<sniff>"), Limits(), None, 0, True)
-    stream = _Stream(ctx, data, 0)
+    record = StreamRecord(0)
+    stream = _Stream(record, data, 0, Limits(), joblib_arrays=True)
     seen: set[int] = set()
     try:
         stream.run(max_ops=_SNIFF_OPS, seen=seen)
@@ -1233,14 +1152,14 @@ def looks_like_pickle(data: bytes) -> bool:
         return True  # it ran cleanly into a bound (a DUP/GET bomb is still a pickle)
     except _Broken as exc:
         if _declares_protocol(data):  # a broken pickle is still a pickle (SEC-PICKLE-004)
-            return exc.truncated or ctx.out.significant or stream.ops >= _SNIFF_MIN_OPS_BROKEN
+            return exc.truncated or record.significant or stream.ops >= _SNIFF_MIN_OPS_BROKEN
         # protocol 0/1 and only the head of a bigger pickle: demand a longer clean run
         return exc.truncated and stream.ops >= _SNIFF_MIN_OPS_TRUNCATED and bool(seen & _STRUCTURAL)
     if _declares_protocol(data):
         return True
     # a pickler leaves nothing behind STOP; a payload that does still names a callable
     tidy = not stream.stack and not stream.marks
-    return stream.ops >= 3 and bool(seen & _STRUCTURAL) and (tidy or ctx.out.significant)
+    return stream.ops >= 3 and bool(seen & _STRUCTURAL) and (tidy or record.significant)
 
 
 def _declares_protocol(data: bytes) -> bool:
@@ -1257,100 +1176,3 @@ _STRUCTURAL = {
         "SETITEM", "SETITEMS", "ADDITEMS",
     }
 }  # fmt: skip
-
-
-def analyze_pickle(
-    data: bytes,
-    where: Location,
-    limits: Limits,
-    policy: CallablePolicy,
-    *,
-    allow_trailing: bool = False,
-    joblib_arrays: bool = True,
-) -> PickleReport:
-    """Every pickle stream in `data`, analysed without loading. Never raises on bad input."""
-    report = PickleReport()
-    pos, index = 0, 0
-    while True:
-        ctx = _Context(where, limits, policy, index, joblib_arrays)
-        stream = _Stream(ctx, data, pos)
-        outcome = _run_stream(stream)
-        if outcome == "broken" and index > 0 and not ctx.out.significant:
-            break  # not another pickle: trailing bytes from `pos`
-        _commit(report, ctx)
-        if outcome != "ok":
-            return report
-        report.streams += 1
-        pos, index = stream.pos, index + 1
-        if pos >= len(data):
-            return report
-    report.trailing_bytes = len(data) - pos
-    if not allow_trailing:
-        report.findings.append(finding(
-            "SEC-PICKLE-006", Severity.LOW, "trailing data after the last pickle stream", where,
-            {"offset": pos, "trailing_bytes": report.trailing_bytes, "streams": report.streams},
-        ))  # fmt: skip
-    return report
-
-
-def _run_stream(stream: _Stream) -> str:
-    """Run to STOP; a failure becomes a finding in the stream's collection."""
-    try:
-        return _run_to_stop(stream)
-    finally:
-        stream.finish_references()
-
-
-def _run_to_stop(stream: _Stream) -> str:
-    try:
-        stream.run()
-    except _Broken as exc:
-        seen = list(stream.ctx.out.callables)[:20]
-        named = ", ".join(seen) if seen else "none"
-        stream._emit(
-            "SEC-PICKLE-004", Severity.HIGH,
-            f"pickle stream cannot be fully parsed: {exc.reason}; callables seen before the "
-            f"break: {named}", "<stream>",
-            reason=exc.reason, callables_seen=seen,
-        )  # fmt: skip
-        return "broken"
-    except ScanLimitExceeded as exc:
-        stream._emit(
-            "SEC-LIMIT-001", Severity.HIGH,
-            f"pickle analysis stopped: {exc.limit} limit exceeded ({exc.detail})", exc.limit,
-            limit=exc.limit, detail=exc.detail,
-        )  # fmt: skip
-        return "limit"
-    return "ok"
-
-
-def _commit(report: PickleReport, ctx: _Context) -> None:
-    out = ctx.out
-    report.findings.extend(out.findings.values())
-    for name in out.callables:
-        if name not in report.callables:
-            report.callables.append(name)
-    for name in out.built:
-        if name not in report.built:
-            report.built.append(name)
-    report.code_objects.extend(out.code_objects)
-    report.persistent_ids += out.persistent_ids
-    if out.code_objects:
-        report.findings.append(_code_finding(ctx))
-
-
-def _code_finding(ctx: _Context) -> Finding:
-    out = ctx.out
-    names = sorted({n for entry in out.code_objects for n in entry["names"]})
-    dangerous = sorted(DANGEROUS_CODE_NAMES.intersection(names))
-    severity = Severity.CRITICAL if dangerous or out.code_called else Severity.HIGH
-    evidence = {
-        "functions": [entry["function"] for entry in out.code_objects],
-        "names": names[:200],
-        "dangerous_names": dangerous,
-        "called_at_load": out.code_called,
-        "offset": out.first_code_offset,
-        "stream": ctx.index,
-    }
-    message = "pickle embeds Python code (runs at load time)"
-    return finding("SEC-PICKLE-005", severity, message, ctx.where, evidence)

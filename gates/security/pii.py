@@ -49,12 +49,14 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from gates.base import Finding, Severity
-from gates.security.common import Location, finding
+from gates.base import Finding
+from gates.security import rules
+from gates.security.columns import is_text_column
+from gates.security.common import Location
 
-RULE = "SEC-PII-001"
 DEFAULT_MIN_SCORE = 0.4
 MAX_VALUE_CHARS = 10_000
 _EXAMPLE_ROWS = 5
@@ -112,12 +114,12 @@ def scan_dataframe_pii(
         name = str(column)
         cls = column_classes.get(name)
         series = sample[column]
-        if not _is_text_column(series):
+        if not is_text_column(series):
             evidence["columns"][name] = {"class": cls, "scanned": False, "reason": "not text"}
             continue
         counts, examples, non_null, truncated = _scan_column(series, min_score)
         judged = cls not in exempt_classes
-        entities = {
+        entities: dict[str, dict[str, Any]] = {
             entity: {
                 "count": count,
                 "rate": round(count / sampled, 6) if sampled else 0.0,
@@ -139,9 +141,7 @@ def scan_dataframe_pii(
         for entity, stats in entities.items():
             if stats["count"] / sampled > threshold:
                 findings.append(
-                    finding(
-                        RULE,
-                        Severity.HIGH,
+                    rules.PII_COLUMN.finding(
                         f"{kind} {dataset!r} column {name!r}: {entity} in "
                         f"{stats['count'] / sampled:.1%} of {sampled} sampled rows (threshold "
                         f"{threshold:.1%}); the column is not classified pii",
@@ -258,7 +258,7 @@ def _detectors() -> tuple[_Detector, ...]:
     )
 
 
-def _example_rows(index: pd.Index, codes: np.ndarray, hit_codes: list[int]) -> list[Any]:
+def _example_rows(index: pd.Index, codes: npt.NDArray[np.intp], hit_codes: list[int]) -> list[Any]:
     if not hit_codes:
         return []
     positions = np.flatnonzero(np.isin(codes, hit_codes))
@@ -280,12 +280,3 @@ def _cell_text(value: object) -> str:
     if isinstance(value, bytes | bytearray):
         return bytes(value).decode("utf-8", errors="replace")
     return str(value)
-
-
-def _is_text_column(series: pd.Series) -> bool:
-    dtype = series.dtype
-    return (
-        pd.api.types.is_object_dtype(dtype)
-        or pd.api.types.is_string_dtype(dtype)
-        or isinstance(dtype, pd.CategoricalDtype)
-    )

@@ -6,9 +6,14 @@ Separate functions over the same result, so every format says the same thing.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from gates.base import Finding, GateResult, Severity
+from gates.security import rules
+from gates.security.rules import Rule
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 SARIF_LEVEL = {
     Severity.CRITICAL: "error",
@@ -42,40 +47,20 @@ def to_text(result: GateResult, target: str) -> str:
 
 
 def to_sarif(result: GateResult, target: str) -> str:
-    rules: dict[str, dict[str, Any]] = {}
-    results = []
-    for f in result.findings:
-        rules.setdefault(
-            f.rule_id,
-            {"id": f.rule_id, "shortDescription": {"text": f.rule_id}},
-        )
-        location: dict[str, Any] = {
-            "physicalLocation": {"artifactLocation": {"uri": f.file or target}}
-        }
-        if f.member:
-            location["logicalLocations"] = [{"fullyQualifiedName": f.member, "kind": "member"}]
-        results.append(
-            {
-                "ruleId": f.rule_id,
-                "level": SARIF_LEVEL[f.severity],
-                "message": {"text": f.message},
-                "locations": [location],
-                "properties": {
-                    "severity": f.severity.value,
-                    "confidence": f.confidence,
-                    "evidence": dict(f.evidence),
-                },
-            }
-        )
+    """SARIF 2.1.0: one run, the catalogue entry of every rule it reports in
+    `tool.driver.rules`, each result pointing at its rule by `ruleId` and `ruleIndex`."""
+    reported = list(dict.fromkeys(f.rule_id for f in result.findings))
+    index = {rule_id: i for i, rule_id in enumerate(reported)}
+    results = [_sarif_result(f, target, index[f.rule_id]) for f in result.findings]
     sarif = {
-        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
         "runs": [
             {
                 "tool": {
                     "driver": {
                         "name": "mlflow-gatekeeper",
-                        "rules": list(rules.values()),
+                        "rules": [_sarif_rule(rules.get(rule_id)) for rule_id in reported],
                     }
                 },
                 "results": results,
@@ -84,6 +69,44 @@ def to_sarif(result: GateResult, target: str) -> str:
         ],
     }
     return json.dumps(sarif, indent=2, default=str)
+
+
+def _sarif_rule(rule: Rule) -> dict[str, Any]:
+    """A SARIF reportingDescriptor made from the catalogue entry."""
+    return {
+        "id": rule.id,
+        "name": _pascal_case(rule.title),
+        "shortDescription": {"text": rule.title},
+        "fullDescription": {"text": rule.help},
+        "help": {
+            "text": f"{rule.help}\n\nRemediation: {rule.remediation}",
+            "markdown": f"{rule.help}\n\n**Remediation:** {rule.remediation}",
+        },
+        "defaultConfiguration": {"level": SARIF_LEVEL[rule.severity]},
+        "properties": {"severity": rule.severity.value},
+    }
+
+
+def _sarif_result(f: Finding, target: str, rule_index: int) -> dict[str, Any]:
+    location: dict[str, Any] = {"physicalLocation": {"artifactLocation": {"uri": f.file or target}}}
+    if f.member:
+        location["logicalLocations"] = [{"fullyQualifiedName": f.member, "kind": "member"}]
+    return {
+        "ruleId": f.rule_id,
+        "ruleIndex": rule_index,
+        "level": SARIF_LEVEL[f.severity],
+        "message": {"text": f.message},
+        "locations": [location],
+        "properties": {
+            "severity": f.severity.value,
+            "confidence": f.confidence,
+            "evidence": dict(f.evidence),
+        },
+    }
+
+
+def _pascal_case(title: str) -> str:
+    return "".join(word[:1].upper() + word[1:] for word in re.findall(r"[A-Za-z0-9]+", title))
 
 
 def _where(f: Finding) -> str:

@@ -6,7 +6,9 @@ say, with the deploy machine's credentials and network. Those files are written 
 logged the model, so they are attacker-controlled input: a package source or a package name is
 as good as code. Every such file anywhere in the artifact is read (never executed, never
 resolved against an index, no network); files named by `-r`/`-c` inside the artifact are read
-too.
+too. `gates.security.requirement_files` reads them into typed records (a requirement, a pip
+option, a conda channel, package or variable, a line or file it could not parse); this module
+judges those records.
 
 Rules (stable ids):
 
@@ -44,70 +46,42 @@ from __future__ import annotations
 import csv
 import io
 import re
-import shlex
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import assert_never
 
-import yaml
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from gates.base import Finding, Severity
-from gates.security.common import Location, finding
+from gates.security import rules
+from gates.security.common import Location
+from gates.security.requirement_files import (
+    MAX_ENV_FILE_BYTES,
+    CondaChannel,
+    CondaNonPackage,
+    CondaPackage,
+    CondaVariable,
+    EnvRecord,
+    ExternalInclude,
+    InvalidRequirement,
+    InvalidYaml,
+    NonStringPipEntry,
+    NotAMapping,
+    NotUtf8,
+    PipOption,
+    PipRequirement,
+    TooLarge,
+    UnknownOption,
+    read_environment_files,
+)
 
-MAX_ENV_FILE_BYTES = 5 * 1024**2
 MIN_TYPOSQUAT_NAME_LEN = 5
 
-# pip's requirement-file options (pip/_internal/req/req_file.py SUPPORTED_OPTIONS plus the
-# per-requirement ones). pip parses them with optparse, which accepts any unambiguous prefix of
-# a long option, so `--extra-index https://x` means `--extra-index-url`; we resolve the same way.
-_LONG_OPTIONS = (
-    "--index-url",
-    "--extra-index-url",
-    "--no-index",
-    "--constraint",
-    "--requirement",
-    "--editable",
-    "--find-links",
-    "--no-binary",
-    "--only-binary",
-    "--prefer-binary",
-    "--require-hashes",
-    "--pre",
-    "--trusted-host",
-    "--use-feature",
-    "--hash",
-    "--config-settings",
-    "--global-option",
-)
-_SHORT_OPTIONS = {
-    "-i": "--index-url",
-    "-f": "--find-links",
-    "-c": "--constraint",
-    "-r": "--requirement",
-    "-e": "--editable",
-}
-_TAKES_VALUE = {
-    "--index-url",
-    "--extra-index-url",
-    "--constraint",
-    "--requirement",
-    "--editable",
-    "--find-links",
-    "--no-binary",
-    "--only-binary",
-    "--trusted-host",
-    "--use-feature",
-    "--hash",
-    "--config-settings",
-    "--global-option",
-}
 _SOURCE_OVERRIDES = {"--index-url", "--extra-index-url", "--find-links", "--trusted-host"}
 
 # The channels conda itself ships with, plus the vendor channels ML stacks document.
@@ -121,18 +95,12 @@ _SOURCE_ENV_VARS = re.compile(
     r"CONDA_(CHANNELS|CHANNEL_ALIAS|DEFAULT_CHANNELS))$",
     re.IGNORECASE,
 )
-_VCS = re.compile(r"^(git|hg|svn|bzr)\+|^git://", re.IGNORECASE)
-_URL = re.compile(r"^[a-z][a-z0-9+.\-]*://", re.IGNORECASE)
-_ARCHIVE = re.compile(r"\.(whl|zip|tar|tar\.gz|tgz|tar\.bz2|tbz|tar\.xz|txz)$", re.IGNORECASE)
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-_COMMENT = re.compile(r"(^|\s+)#.*$")
-_CONDA_DEP = re.compile(
-    r"^\s*(?:(?P<channel>[^\s:]+)::)?(?P<name>[A-Za-z0-9_][A-Za-z0-9_.\-]*)\s*(?P<spec>.*)$"
-)
-
-_REQ_NAMES = re.compile(r"(requirements|constraints)[^/]*\.(txt|in)$", re.IGNORECASE)
-_CONDA_NAMES = frozenset({"conda.yaml", "conda.yml", "environment.yaml", "environment.yml"})
-_PYENV_NAMES = frozenset({"python_env.yaml", "python_env.yml"})
+_KIND_WORDS = {
+    "vcs": "version-control URL",
+    "url": "direct URL",
+    "file": "local path or file: URL",
+}
 
 
 @dataclass(frozen=True)
@@ -146,18 +114,12 @@ class VulnerablePin:
 
 def check_requirements(root: Path) -> list[Finding]:
     """All SEC-REQ findings for the environment files under `root` (symlinks not followed)."""
-    scanner = _Scanner(root)
-    for path in sorted(root.rglob("*")):
-        if path.is_symlink() or not path.is_file() or not scanner.inside(path):
-            continue
-        name = path.name.lower()
-        if name in _CONDA_NAMES:
-            scanner.conda_file(path)
-        elif name in _PYENV_NAMES:
-            scanner.python_env_file(path)
-        elif _REQ_NAMES.search(name):
-            scanner.requirements_file(path)
-    return scanner.findings
+    return judge_environment(read_environment_files(root))
+
+
+def judge_environment(records: Iterable[EnvRecord]) -> list[Finding]:
+    """The findings for records read by `requirement_files`, in the order of the records."""
+    return [hit for record in records for hit in _judge(record)]
 
 
 # --- shipped data -------------------------------------------------------------------------
@@ -224,439 +186,159 @@ def redact_url(text: str) -> str:
     return _USERINFO.sub("***@", text)
 
 
-# --- the scanner --------------------------------------------------------------------------
+# --- the judge ----------------------------------------------------------------------------
 
 
-class _Scanner:
-    def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
-        self.findings: list[Finding] = []
-        self._seen: set[Path] = set()
-
-    def inside(self, path: Path) -> bool:
-        return path.resolve().is_relative_to(self.root)
-
-    def _rel(self, path: Path) -> str:
-        return path.resolve().relative_to(self.root).as_posix()
-
-    def _add(
-        self,
-        rule: str,
-        severity: Severity,
-        message: str,
-        where: Location,
-        **evidence: Any,
-    ) -> None:
-        self.findings.append(finding(rule, severity, message, where, evidence))
-
-    def _read(self, path: Path) -> str | None:
-        where = Location(self._rel(path))
-        if path.stat().st_size > MAX_ENV_FILE_BYTES:
-            self._add(
-                "SEC-REQ-005",
-                Severity.HIGH,
-                f"{where.file} is larger than {MAX_ENV_FILE_BYTES} bytes; not read",
-                where,
-                size=path.stat().st_size,
+def _judge(record: EnvRecord) -> Iterator[Finding]:
+    match record:
+        case TooLarge() | NotUtf8() | InvalidYaml() | NotAMapping():
+            yield _unreadable_file(record)
+        case NonStringPipEntry() | UnknownOption() | InvalidRequirement():
+            yield _unparsed_line(record)
+        case PipOption():
+            yield from _pip_option(record)
+        case ExternalInclude(where, line, option, value, kind):
+            shown = redact_url(value)
+            message = (
+                f"{where.file}:{line}: {option} {shown} reads requirements from outside the "
+                "artifact"
             )
-            return None
-        try:
-            return path.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            message = f"{where.file} is not UTF-8 text"
-            self._add("SEC-REQ-005", Severity.HIGH, message, where, error=str(exc))
-            return None
+            evidence = {"line": line, "kind": kind, "requirement": f"{option} {shown}"}
+            yield rules.REQ_UNINDEXED_PACKAGE.finding(message, where, evidence)
+        case PipRequirement():
+            yield from _pip_requirement(record)
+        case CondaChannel(where, line, channel):
+            yield from _conda_channel(channel, where, line)
+        case CondaNonPackage(where, line, text, kind):
+            shown = redact_url(text)
+            message = f"{where.file}:{line}: conda dependency {shown!r} is not a package name"
+            evidence = {"line": line, "kind": kind, "requirement": shown}
+            yield rules.REQ_UNINDEXED_PACKAGE.finding(message, where, evidence)
+        case CondaPackage(where, line, text, name, pinned):
+            yield from _name_checks(name, pinned, where, line, redact_url(text))
+        case CondaVariable():
+            yield from _conda_variable(record)
+        case _:
+            assert_never(record)
 
-    # requirements.txt -------------------------------------------------------------------
 
-    def requirements_file(self, path: Path) -> None:
-        resolved = path.resolve()
-        if resolved in self._seen:
-            return
-        self._seen.add(resolved)
-        text = self._read(path)
-        if text is None:
-            return
-        where = Location(self._rel(path))
-        for lineno, line in _logical_lines(text):
-            self.pip_line(line, where, lineno, base=path.parent)
+def _unreadable_file(record: TooLarge | NotUtf8 | InvalidYaml | NotAMapping) -> Finding:
+    where = record.where
+    if isinstance(record, TooLarge):
+        message = f"{where.file} is larger than {MAX_ENV_FILE_BYTES} bytes; not read"
+        return rules.REQ_UNPARSEABLE.finding(message, where, {"size": record.size})
+    if isinstance(record, NotUtf8):
+        message = f"{where.file} is not UTF-8 text"
+        return rules.REQ_UNPARSEABLE.finding(message, where, {"error": record.error})
+    if isinstance(record, InvalidYaml):
+        message = f"{where.file} is not valid YAML; not checked"
+        return rules.REQ_UNPARSEABLE.finding(message, where, {"error": record.error})
+    message = f"{where.file} is not a YAML mapping; not checked"
+    return rules.REQ_UNPARSEABLE.finding(message, where)
 
-    def pip_line(self, line: str, where: Location, lineno: int, base: Path) -> None:
-        """One logical line of a pip requirements file (also a python_env/conda pip entry)."""
-        args, options = _split_args_options(line)
-        if args:
-            self._requirement(args, where, lineno, base)
-        if not options:
-            return
-        try:
-            tokens = shlex.split(options)
-        except ValueError:
-            tokens = options.split()
-        self._options(tokens, where, lineno, base)
 
-    def _options(self, tokens: list[str], where: Location, lineno: int, base: Path) -> None:
-        i = 0
-        while i < len(tokens):
-            token = tokens[i]
-            option, value = _resolve_option(token)
-            if option is None:
-                self._add(
-                    "SEC-REQ-005",
-                    Severity.HIGH,
-                    f"{where.file}:{lineno}: option {redact_url(token)!r} is not one pip's "
-                    "requirement files accept, or is ambiguous; not checked",
-                    where,
-                    line=lineno,
-                    option=redact_url(token),
-                )
-                return
-            if option in _TAKES_VALUE and value is None:
-                i += 1
-                value = tokens[i] if i < len(tokens) else ""
-            i += 1
-            self._option(option, value or "", where, lineno, base)
-
-    def _option(self, option: str, value: str, where: Location, lineno: int, base: Path) -> None:
-        shown = redact_url(value)
-        if option in _SOURCE_OVERRIDES:
-            self._add(
-                "SEC-REQ-001",
-                Severity.HIGH,
-                f"{where.file}:{lineno}: {option} {shown} changes where packages come from",
-                where,
-                line=lineno,
-                option=option,
-                value=shown,
-            )
-        elif option == "--editable":
-            self._add(
-                "SEC-REQ-002",
-                Severity.HIGH,
-                f"{where.file}:{lineno}: editable install {shown} is not a package from an index",
-                where,
-                line=lineno,
-                kind="editable",
-                requirement=shown,
-            )
-        elif option in {"--requirement", "--constraint"}:
-            self._included_file(option, value, where, lineno, base)
-
-    def _included_file(
-        self, option: str, value: str, where: Location, lineno: int, base: Path
-    ) -> None:
-        shown = redact_url(value)
-        if _URL.match(value) or value.lower().startswith("file:"):
-            kind = "url"
-        else:
-            target = (base / value).resolve()
-            if target.is_relative_to(self.root):
-                if target.is_file():
-                    self.requirements_file(target)
-                return
-            kind = "file"
-        self._add(
-            "SEC-REQ-002",
-            Severity.HIGH,
-            f"{where.file}:{lineno}: {option} {shown} reads requirements from outside the artifact",
-            where,
-            line=lineno,
-            kind=kind,
-            requirement=f"{option} {shown}",
+def _unparsed_line(record: NonStringPipEntry | UnknownOption | InvalidRequirement) -> Finding:
+    where, line = record.where, record.line
+    evidence: dict[str, object] = {"line": line}
+    if isinstance(record, NonStringPipEntry):
+        message = f"{where.file}:{line}: a pip entry that is not a string; not checked"
+    elif isinstance(record, UnknownOption):
+        evidence["option"] = shown = redact_url(record.token)
+        message = (
+            f"{where.file}:{line}: option {shown!r} is not one pip's requirement files "
+            "accept, or is ambiguous; not checked"
         )
+    else:
+        evidence["requirement"] = shown = redact_url(record.text)
+        evidence["error"] = redact_url(record.error)
+        message = f"{where.file}:{line}: cannot parse requirement {shown!r}; not checked"
+    return rules.REQ_UNPARSEABLE.finding(message, where, evidence)
 
-    def _requirement(self, text: str, where: Location, lineno: int, base: Path) -> None:
-        shown = redact_url(text)
-        kind = _direct_reference_kind(text) or ("file" if _looks_like_path(text) else None)
-        req: Requirement | None = None
-        if kind is None:
-            try:
-                req = Requirement(text)
-            except InvalidRequirement as exc:
-                self._add(
-                    "SEC-REQ-005",
-                    Severity.HIGH,
-                    f"{where.file}:{lineno}: cannot parse requirement {shown!r}; not checked",
-                    where,
-                    line=lineno,
-                    requirement=shown,
-                    error=redact_url(str(exc)),
-                )
-                return
-            else:
-                kind = _direct_reference_kind(req.url) if req.url else None
-        if kind is not None:
-            self._add(
-                "SEC-REQ-002",
-                Severity.HIGH,
-                f"{where.file}:{lineno}: {shown} is installed from a {_KIND_WORDS[kind]}, "
-                "not from a package index",
-                where,
-                line=lineno,
-                kind=kind,
-                requirement=shown,
-            )
-        if req is not None:
-            self._name_checks(req.name, _exact_pin(req.specifier), where, lineno, shown)
 
-    def _name_checks(
-        self, name: str, pinned: str | None, where: Location, lineno: int, shown: str
-    ) -> None:
-        target = typosquat_target(name)
-        if target is not None:
-            self._add(
-                "SEC-REQ-003",
-                Severity.HIGH,
-                f"{where.file}:{lineno}: package {name!r} is one edit away from the popular "
-                f"package {target!r} (possible typosquat)",
-                where,
-                line=lineno,
-                package=name,
-                looks_like=target,
-                requirement=shown,
-            )
-        if pinned is None:
-            return
-        try:
-            version = Version(pinned)
-        except InvalidVersion:
-            return
-        canonical = canonicalize_name(name)
-        for pin in vulnerable_pins():
-            if pin.package == canonical and pin.specifier.contains(version, prereleases=True):
-                self._add(
-                    "SEC-REQ-004",
-                    Severity.HIGH if pin.rce else Severity.MEDIUM,
-                    f"{where.file}:{lineno}: {name}=={version} is affected by {pin.advisory} "
-                    f"({pin.summary})",
-                    where,
-                    line=lineno,
-                    package=name,
-                    version=str(version),
-                    advisory=pin.advisory,
-                    affected=str(pin.specifier),
-                    summary=pin.summary,
-                    code_execution=pin.rce,
-                )
+def _pip_option(record: PipOption) -> Iterator[Finding]:
+    where, line, option = record.where, record.line, record.option
+    shown = redact_url(record.value)
+    if option in _SOURCE_OVERRIDES:
+        message = f"{where.file}:{line}: {option} {shown} changes where packages come from"
+        evidence = {"line": line, "option": option, "value": shown}
+        yield rules.REQ_SOURCE_OVERRIDE.finding(message, where, evidence)
+    elif option == "--editable":
+        message = f"{where.file}:{line}: editable install {shown} is not a package from an index"
+        evidence = {"line": line, "kind": "editable", "requirement": shown}
+        yield rules.REQ_UNINDEXED_PACKAGE.finding(message, where, evidence)
 
-    # python_env.yaml --------------------------------------------------------------------
 
-    def python_env_file(self, path: Path) -> None:
-        node = self._yaml(path)
-        if node is None:
-            return
-        where = Location(self._rel(path))
-        for key in ("build_dependencies", "dependencies"):
-            for item in _sequence(_mapping_get(node, key)):
-                self._pip_item(item, where, path.parent)
-
-    def _pip_item(self, item: yaml.Node, where: Location, base: Path) -> None:
-        lineno = item.start_mark.line + 1
-        if isinstance(item, yaml.ScalarNode):
-            line = _COMMENT.sub("", str(item.value)).strip()
-            if line:
-                self.pip_line(line, where, lineno, base)
-        else:
-            self._add(
-                "SEC-REQ-005",
-                Severity.HIGH,
-                f"{where.file}:{lineno}: a pip entry that is not a string; not checked",
-                where,
-                line=lineno,
-            )
-
-    # conda.yaml -------------------------------------------------------------------------
-
-    def conda_file(self, path: Path) -> None:
-        node = self._yaml(path)
-        if node is None:
-            return
-        where = Location(self._rel(path))
-        for item in _sequence(_mapping_get(node, "channels")):
-            if isinstance(item, yaml.ScalarNode):
-                self._channel(str(item.value), where, item.start_mark.line + 1)
-        for item in _sequence(_mapping_get(node, "dependencies")):
-            if isinstance(item, yaml.ScalarNode):
-                self._conda_dependency(str(item.value), where, item.start_mark.line + 1)
-            elif isinstance(item, yaml.MappingNode):
-                for pip_item in _sequence(_mapping_get(item, "pip")):
-                    self._pip_item(pip_item, where, path.parent)
-        variables = _mapping_get(node, "variables")
-        if isinstance(variables, yaml.MappingNode):
-            for key_node, value_node in variables.value:
-                key = str(key_node.value)
-                if _SOURCE_ENV_VARS.match(key):
-                    value = redact_url(str(getattr(value_node, "value", "")))
-                    lineno = key_node.start_mark.line + 1
-                    self._add(
-                        "SEC-REQ-001",
-                        Severity.HIGH,
-                        f"{where.file}:{lineno}: variable {key}={value} changes where packages "
-                        "come from",
-                        where,
-                        line=lineno,
-                        option=key,
-                        value=value,
-                    )
-
-    def _channel(self, channel: str, where: Location, lineno: int) -> None:
-        if channel.strip().lower() in _PUBLIC_CONDA_CHANNELS:
-            return
-        shown = redact_url(channel)
-        self._add(
-            "SEC-REQ-001",
-            Severity.HIGH,
-            f"{where.file}:{lineno}: conda channel {shown!r} is not a well-known public channel",
-            where,
-            line=lineno,
-            option="channel",
-            value=shown,
+def _pip_requirement(record: PipRequirement) -> Iterator[Finding]:
+    where, line = record.where, record.line
+    shown = redact_url(record.text)
+    if record.source is not None:
+        message = (
+            f"{where.file}:{line}: {shown} is installed from a {_KIND_WORDS[record.source]}, "
+            "not from a package index"
         )
-
-    def _conda_dependency(self, text: str, where: Location, lineno: int) -> None:
-        text = _COMMENT.sub("", text).strip()
-        if not text:
-            return
-        match = _CONDA_DEP.match(text)
-        if match is None or _URL.match(text) or _looks_like_path(text):
-            self._add(
-                "SEC-REQ-002",
-                Severity.HIGH,
-                f"{where.file}:{lineno}: conda dependency {redact_url(text)!r} is not a package "
-                "name",
-                where,
-                line=lineno,
-                kind="url" if _URL.match(text) else "file",
-                requirement=redact_url(text),
-            )
-            return
-        if match["channel"]:
-            self._channel(match["channel"], where, lineno)
-        spec = match["spec"].strip()
-        pinned = spec[2:].strip() if spec.startswith("==") and "*" not in spec else None
-        self._name_checks(match["name"], pinned, where, lineno, redact_url(text))
-
-    # yaml -------------------------------------------------------------------------------
-
-    def _yaml(self, path: Path) -> yaml.Node | None:
-        text = self._read(path)
-        if text is None:
-            return None
-        where = Location(self._rel(path))
-        try:
-            # compose, not load: we keep line numbers and never construct Python objects.
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
-            self._add(
-                "SEC-REQ-005",
-                Severity.HIGH,
-                f"{where.file} is not valid YAML; not checked",
-                where,
-                error=str(exc).splitlines()[0],
-            )
-            return None
-        if node is None:
-            return None
-        if not isinstance(node, yaml.MappingNode):
-            self._add(
-                "SEC-REQ-005",
-                Severity.HIGH,
-                f"{where.file} is not a YAML mapping; not checked",
-                where,
-            )
-            return None
-        return node
+        evidence = {"line": line, "kind": record.source, "requirement": shown}
+        yield rules.REQ_UNINDEXED_PACKAGE.finding(message, where, evidence)
+    if record.name is not None:
+        yield from _name_checks(record.name, record.pinned, where, line, shown)
 
 
-_KIND_WORDS = {
-    "vcs": "version-control URL",
-    "url": "direct URL",
-    "file": "local path or file: URL",
-    "editable": "editable checkout",
-}
+def _conda_channel(channel: str, where: Location, line: int) -> Iterator[Finding]:
+    if channel.strip().lower() in _PUBLIC_CONDA_CHANNELS:
+        return
+    shown = redact_url(channel)
+    message = f"{where.file}:{line}: conda channel {shown!r} is not a well-known public channel"
+    evidence = {"line": line, "option": "channel", "value": shown}
+    yield rules.REQ_SOURCE_OVERRIDE.finding(message, where, evidence)
 
 
-def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
-    """pip's preprocessing: join backslash continuations, drop comments, skip blanks."""
-    pending: list[str] = []
-    start = 0
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        if not pending:
-            start = lineno
-        if raw.endswith("\\"):
-            pending.append(raw[:-1])
-            continue
-        pending.append(raw)
-        line = _COMMENT.sub("", "".join(pending)).strip()
-        pending = []
-        if line:
-            yield start, line
-    if pending:
-        line = _COMMENT.sub("", "".join(pending)).strip()
-        if line:
-            yield start, line
+def _conda_variable(record: CondaVariable) -> Iterator[Finding]:
+    if not _SOURCE_ENV_VARS.match(record.key):
+        return
+    where, line, key = record.where, record.line, record.key
+    value = redact_url(record.value)
+    message = f"{where.file}:{line}: variable {key}={value} changes where packages come from"
+    evidence = {"line": line, "option": key, "value": value}
+    yield rules.REQ_SOURCE_OVERRIDE.finding(message, where, evidence)
 
 
-def _split_args_options(line: str) -> tuple[str, str]:
-    """Split like pip's `break_args_options`: options start at the first token with '-'."""
-    tokens = line.split(" ")
-    for index, token in enumerate(tokens):
-        if token.startswith("-"):
-            return " ".join(tokens[:index]).strip(), " ".join(tokens[index:]).strip()
-    return line.strip(), ""
+def _name_checks(
+    name: str, pinned: str | None, where: Location, line: int, shown: str
+) -> Iterator[Finding]:
+    """A package name: a probable typosquat, and an exact pin of a known vulnerable version."""
+    target = typosquat_target(name)
+    if target is not None:
+        message = (
+            f"{where.file}:{line}: package {name!r} is one edit away from the popular "
+            f"package {target!r} (possible typosquat)"
+        )
+        evidence = {"line": line, "package": name, "looks_like": target, "requirement": shown}
+        yield rules.REQ_TYPOSQUAT.finding(message, where, evidence)
+    if pinned is None:
+        return
+    try:
+        version = Version(pinned)
+    except InvalidVersion:
+        return
+    canonical = canonicalize_name(name)
+    for pin in vulnerable_pins():
+        if pin.package == canonical and pin.specifier.contains(version, prereleases=True):
+            yield _vulnerable_pin(pin, name, version, where, line)
 
 
-def _resolve_option(token: str) -> tuple[str | None, str | None]:
-    """Map a token to (canonical long option, inline value), accepting optparse's forms."""
-    if token.startswith("--"):
-        name, sep, value = token.partition("=")
-        matches = [opt for opt in _LONG_OPTIONS if opt == name] or [
-            opt for opt in _LONG_OPTIONS if opt.startswith(name)
-        ]
-        if len(matches) != 1:
-            return None, None
-        return matches[0], value if sep else None
-    if token.startswith("-") and len(token) >= 2 and token[:2] in _SHORT_OPTIONS:
-        option = _SHORT_OPTIONS[token[:2]]
-        rest = token[2:]
-        return option, (rest.removeprefix("=") if rest else None)
-    return None, None
-
-
-def _direct_reference_kind(text: str) -> str | None:
-    lowered = text.strip().lower()
-    if _VCS.match(lowered):
-        return "vcs"
-    if lowered.startswith("file:"):
-        return "file"
-    if _URL.match(lowered):
-        return "url"
-    return None
-
-
-def _looks_like_path(text: str) -> bool:
-    """pip treats an argument as a path when it has a separator, starts with '.', or is an
-    archive name (pip/_internal/req/constructors.py); we mirror that rule."""
-    head = text.split(";", 1)[0].strip()
-    if "@" in head:  # PEP 508 `name @ url`: packaging parses it and we judge the URL
-        return False
-    return "/" in head or "\\" in head or head.startswith((".", "~")) or bool(_ARCHIVE.search(head))
-
-
-def _exact_pin(specifier: SpecifierSet) -> str | None:
-    specs = list(specifier)
-    if len(specs) == 1 and specs[0].operator in {"==", "==="} and "*" not in specs[0].version:
-        return specs[0].version
-    return None
-
-
-def _mapping_get(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    if not isinstance(node, yaml.MappingNode):
-        return None
-    for key_node, value_node in node.value:
-        if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
-            return value_node
-    return None
-
-
-def _sequence(node: yaml.Node | None) -> list[yaml.Node]:
-    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+def _vulnerable_pin(
+    pin: VulnerablePin, name: str, version: Version, where: Location, line: int
+) -> Finding:
+    message = (
+        f"{where.file}:{line}: {name}=={version} is affected by {pin.advisory} ({pin.summary})"
+    )
+    evidence = {
+        "line": line,
+        "package": name,
+        "version": str(version),
+        "advisory": pin.advisory,
+        "affected": str(pin.specifier),
+        "summary": pin.summary,
+        "code_execution": pin.rce,
+    }
+    severity = Severity.HIGH if pin.rce else Severity.MEDIUM
+    return rules.REQ_VULNERABLE_PIN.finding(message, where, evidence, severity=severity)

@@ -53,17 +53,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from detect_secrets.core import scan as ds_scan
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 from detect_secrets.filters.heuristic import IGNORED_FILE_EXTENSIONS
 from detect_secrets.settings import default_settings
 
-from gates.base import Finding, Severity
-from gates.security.common import Location, finding
+from gates.base import Finding
+from gates.security import rules
+from gates.security.columns import is_text_column
+from gates.security.common import Location
 
-RULE = "SEC-SECRET-001"
-RULE_PARTIAL = "SEC-SECRET-002"
 MAX_TEXT_BYTES = 64 * 1024**2
 MAX_STRINGS_BYTES = 16 * 1024**2
 _EVIDENCE_CAP = 20
@@ -177,7 +178,7 @@ def scan_dataframe(
     findings: list[Finding] = []
     for column in df.columns:
         series = df[column]
-        if not _is_text_column(series):
+        if not is_text_column(series):
             continue
         values = series.dropna()
         values = values[[not isinstance(v, float) for v in values]]  # numbers in object columns
@@ -195,9 +196,7 @@ def scan_dataframe(
             types = _types(hit_group)
             digest = hit_group[0].digest
             findings.append(
-                finding(
-                    RULE,
-                    Severity.HIGH,
+                rules.SECRET_FOUND.finding(
                     f"{types[0]} in {_where_text(where)} column {column!r}, row "
                     f"{rows[0]!r}{_more(len(rows))} (sha256:{digest})",
                     where,
@@ -328,9 +327,7 @@ def _findings(
             f"line {lines[0]}" if "line" in evidence else f"string #{evidence['string_index']}"
         )
         out.append(
-            finding(
-                RULE,
-                Severity.HIGH,
+            rules.SECRET_FOUND.finding(
                 f"{types[0]} in {_where_text(where)} {position}{_more(len(lines))} "
                 f"(sha256:{digest})",
                 where,
@@ -341,9 +338,7 @@ def _findings(
 
 
 def _partial(where: Location, column: object, distinct: int, cap: int) -> Finding:
-    return finding(
-        RULE_PARTIAL,
-        Severity.MEDIUM,
+    return rules.SECRET_COLUMN_PARTIAL.finding(
         f"{_where_text(where)} column {column!r} has {distinct} distinct values; only the first "
         f"{cap} were scanned for secrets",
         where,
@@ -378,16 +373,7 @@ def _cell_text(value: object) -> str:
     return _one_line(str(value))
 
 
-def _is_text_column(series: pd.Series) -> bool:
-    dtype = series.dtype
-    return (
-        pd.api.types.is_object_dtype(dtype)
-        or pd.api.types.is_string_dtype(dtype)
-        or isinstance(dtype, pd.CategoricalDtype)
-    )
-
-
-def _positions_by_value(codes: np.ndarray, wanted: set[int]) -> dict[int, list[int]]:
+def _positions_by_value(codes: npt.NDArray[np.intp], wanted: set[int]) -> dict[int, list[int]]:
     """Row positions holding each wanted distinct-value code."""
     if not wanted:
         return {}

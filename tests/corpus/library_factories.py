@@ -18,6 +18,7 @@ from pathlib import Path
 
 from gates.security import scan_path
 from gates.security.callables import is_dangerous
+from gates.security.config import SecurityConfig
 from tests.corpus.estimators import write_artifacts
 
 TARGET = Path(__file__).resolve().parents[2] / "gates/security/data/library_factories.txt"
@@ -33,7 +34,7 @@ def derive(existing: set[str]) -> list[str]:
     found = set(existing)
     with tempfile.TemporaryDirectory() as tmp:
         for path in write_artifacts(Path(tmp)):
-            result = scan_path(path, {"modelscan": False})
+            result = scan_path(path, SecurityConfig(modelscan=False))
             for finding in result.findings:
                 name = str(finding.evidence.get("callable", ""))
                 module, _, attr = name.rpartition(".")

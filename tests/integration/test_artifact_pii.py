@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 
 from gates.base import GateContext, Status
 from gates.security import check
+from gates.security.config import SecurityConfig
 
 
 def _training_rows(n: int = 60) -> pd.DataFrame:
@@ -49,7 +50,7 @@ def test_pii_in_the_input_example_and_a_shipped_csv_blocks_naming_file_column_en
     model_with_rows: Path,
 ) -> None:
     assert (model_with_rows / "input_example.json").is_file()
-    result = check(GateContext(artifact_dir=model_with_rows), {"modelscan": False})
+    result = check(GateContext(artifact_dir=model_with_rows), SecurityConfig(modelscan=False))
 
     assert result.status == Status.FAIL
     found = {
@@ -68,8 +69,9 @@ def test_pii_in_the_input_example_and_a_shipped_csv_blocks_naming_file_column_en
 def test_the_same_model_passes_when_the_policy_classes_those_columns_pii(
     model_with_rows: Path,
 ) -> None:
-    cfg = {"modelscan": False, "columns": {"email": "pii", "ssn": "pii", "card": "pii"}}
-    result = check(GateContext(artifact_dir=model_with_rows), cfg)
+    classes = {"email": "pii", "ssn": "pii", "card": "pii"}  # the policy's data.columns
+    ctx = GateContext(artifact_dir=model_with_rows, column_classes=classes)
+    result = check(ctx, SecurityConfig(modelscan=False))
     assert result.status == Status.PASS, [f.message for f in result.findings][:5]
     tables = result.evidence["artifact_tables"]
     assert tables["training_rows.csv"]["pii"]["email"]["judged"] is False
@@ -81,7 +83,7 @@ def test_a_secret_in_shipped_rows_is_found(tmp_path: Path) -> None:
         {"note": ["ok", "aws key AKIAIOSFODNN7EXAMPLE in use", "ok"], "x": [1, 2, 3]}
     )
     rows.to_parquet(tmp_path / "rows.parquet")
-    result = check(GateContext(artifact_dir=tmp_path), {"modelscan": False})
+    result = check(GateContext(artifact_dir=tmp_path), SecurityConfig(modelscan=False))
     secrets = [
         f for f in result.findings if f.rule_id.startswith("SEC-SECRET") and "column" in f.evidence
     ]

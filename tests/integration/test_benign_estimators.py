@@ -14,6 +14,7 @@ import pytest
 
 from gates.base import Status
 from gates.security import scan_path
+from gates.security.config import SecurityConfig
 from tests.corpus.estimators import write_artifacts
 
 
@@ -32,7 +33,7 @@ def test_every_estimator_pipeline_and_library_object_passes(artifacts: list[Path
         assert expected in estimators
     blocked = {}
     for path in artifacts:
-        result = scan_path(path, {"modelscan": False})
+        result = scan_path(path, SecurityConfig(modelscan=False))
         if result.status != Status.PASS:
             blocked[path.name] = [f.message for f in result.findings if f.severity.rank >= 3]
     assert blocked == {}, (
@@ -57,7 +58,7 @@ def test_an_unknown_stored_function_names_itself_and_the_allow_entry(tmp_path: P
     path = tmp_path / "selector.pkl"
     path.write_bytes(body)
     assert pickle.dumps  # the file is written from opcodes, never loaded
-    result = scan_path(path, {"modelscan": False})
+    result = scan_path(path, SecurityConfig(modelscan=False))
     assert result.status == Status.FAIL
     finding = next(f for f in result.findings if f.rule_id == "SEC-PICKLE-002")
     assert finding.evidence["callable"] == "mycompany.scoring.chi_like"
@@ -65,7 +66,7 @@ def test_an_unknown_stored_function_names_itself_and_the_allow_entry(tmp_path: P
     assert "stores a reference to it" in finding.message
     assert 'allow_callables: ["mycompany.scoring.chi_like"]' in finding.message
     allowed = scan_path(
-        path, {"modelscan": False, "allow_callables": ["mycompany.scoring.chi_like"]}
+        path, SecurityConfig(modelscan=False, allow_callables=["mycompany.scoring.chi_like"])
     )
     assert allowed.status == Status.PASS
 
@@ -73,7 +74,7 @@ def test_an_unknown_stored_function_names_itself_and_the_allow_entry(tmp_path: P
 def test_an_unknown_class_the_pickle_constructs_is_a_call(tmp_path: Path) -> None:
     path = tmp_path / "custom.pkl"
     path.write_bytes(b"\x80\x04cmycompany.models\nCustomModel\n)\x81}b.")
-    result = scan_path(path, {"modelscan": False})
+    result = scan_path(path, SecurityConfig(modelscan=False))
     finding = next(f for f in result.findings if f.rule_id == "SEC-PICKLE-002")
     assert finding.evidence["called"] is True
     assert "calls it while loading" in finding.message

@@ -18,6 +18,7 @@ import pytest
 
 from gates.base import Status
 from gates.security import scan_path
+from gates.security.config import SecurityConfig
 from tests.corpus import Sample
 from tests.corpus.benign import build_benign_corpus
 from tests.corpus.malicious import build_malicious_corpus
@@ -44,7 +45,7 @@ def test_detects_at_least_97_percent_and_runs_nothing(corpus: tuple) -> None:
     modules_before = set(sys.modules)
     missed = []
     for sample in samples:
-        result = scan_path(root / "malicious" / sample.path, {"modelscan": False})
+        result = scan_path(root / "malicious" / sample.path, SecurityConfig(modelscan=False))
         if result.status not in (Status.FAIL, Status.ERROR):
             missed.append(f"{sample.technique}: {sample.path}")
     rate = 1 - len(missed) / len(samples)
@@ -61,7 +62,7 @@ def test_no_false_positive_on_benign_artifacts(corpus: tuple) -> None:
     assert len(samples) >= 25
     flagged = {}
     for sample in samples:
-        result = scan_path(benign_dir / sample.path, {"modelscan": False})
+        result = scan_path(benign_dir / sample.path, SecurityConfig(modelscan=False))
         if result.status != Status.PASS:
             flagged[sample.path] = [(f.rule_id, f.message) for f in result.findings[:3]] or [
                 result.message

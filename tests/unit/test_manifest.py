@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from service.fetch import build_manifest, manifest_digest
+from service.mlflow.fetch import build_manifest, manifest_digest
 
 
 def test_manifest_hashes_every_file_and_records_symlinks(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import tracemalloc
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import cloudpickle
 import joblib
@@ -26,10 +27,11 @@ import pytest
 import torch
 
 from gates.base import Severity
-from gates.security import pickle_vm
+from gates.security import pickle_judge, pickle_record, pickle_vm
 from gates.security.callables import CallablePolicy
 from gates.security.common import Limits, Location
-from gates.security.pickle_vm import PickleReport, analyze_pickle, looks_like_pickle
+from gates.security.pickle_judge import PickleReport, analyze_pickle
+from gates.security.pickle_vm import looks_like_pickle
 
 WHERE = Location("model.pkl")
 MARKER = "/tmp/gatekeeper-pickle-vm-MARKER"
@@ -586,19 +588,32 @@ def test_module_named_in_a_pickle_is_never_imported() -> None:
     assert "gk_never_imported_mod" not in sys.modules
 
 
-def test_the_machine_imports_no_loader() -> None:
-    tree = ast.parse(Path(pickle_vm.__file__).read_text())
-    imported = {
-        alias.name.split(".")[0]
+def _imports(module: ModuleType) -> set[str]:
+    tree = ast.parse(Path(str(module.__file__)).read_text())
+    return {
+        alias.name
         for node in ast.walk(tree)
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in (
             node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
         )
     }
+
+
+@pytest.mark.parametrize("module", [pickle_vm, pickle_record, pickle_judge])
+def test_the_machine_imports_no_loader(module: ModuleType) -> None:
+    imported = {name.split(".")[0] for name in _imports(module)}
     assert not imported & {"pickle", "marshal", "importlib", "joblib", "cloudpickle", "dill"}
-    source = Path(pickle_vm.__file__).read_text()
+    source = Path(str(module.__file__)).read_text()
     assert "find_class" not in source.replace("no `find_class`", "")
+
+
+def test_the_machine_records_and_the_judge_decides() -> None:
+    # the interpreter never consults the allowlist or makes findings; the judge never reads
+    # opcodes: what the stream does crosses between them only as a pickle_record
+    assert not _imports(pickle_vm) & {"gates.security.callables", "gates.security.rules"}
+    assert "gates.security.pickle_record" in _imports(pickle_judge)
+    assert not {"struct", "pickletools", "codecs"} & _imports(pickle_judge)
 
 
 def test_joblib_array_bytes_read_as_plain_pickle_are_judged_too(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ import random
 from mlflow.webhooks.delivery import _generate_hmac_signature
 from sqlalchemy.exc import OperationalError
 
+from service.api.webhook_signature import sign, signature_matches
 from service.errors import RegistryNotFound, RegistryUnavailable
-from service.retry import retry_decision
-from service.webhook_signature import sign, signature_matches
+from service.runs.retry import retry_decision
 
 BODY = b'{"entity": "model_version", "action": "created", "data": {}}'
 

@@ -1,8 +1,11 @@
 """Parsers for model formats that are not pickles, recognised by content, never loaded.
 
-One module per format; each exposes a content sniff and a pure scan returning findings
-(``gates.security.common.finding``). The walker (``gates/security/walker.py``) decides which
-to call from the bytes, names only break ties. Rule ids, all documented in the modules:
+One module per format; each exposes a content sniff and a pure scan returning findings made
+from the rule catalogue (``gates/security/rules.py``). Adapters in
+``gates/security/scanners.py`` fit them to the ``FormatScanner`` protocol, and the walker
+(``gates/security/walker.py``) hands each blob to the first scanner of that ordered registry
+whose sniff claims it: content decides, names only break ties. Rule ids, all documented in the
+modules and in the catalogue:
 
 - ``safetensors``: SEC-SAFETENSORS-001 header length over the limit, -002 invalid header,
   -003 data offsets that do not tile the data region, -004 bytes after the last tensor.

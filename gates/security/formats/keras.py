@@ -46,8 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from gates.base import Finding, Severity
+from gates.security import rules
 from gates.security.callables import CallablePolicy
-from gates.security.common import Limits, Location, ScanLimitExceeded, finding, json_children
+from gates.security.common import Limits, Location, ScanLimitExceeded, json_children
+from gates.security.rules import Rule
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 KERAS_MODULES = ("keras", "tf_keras", "tensorflow")
@@ -87,13 +89,28 @@ class _Scan:
     seen: set[tuple[str, str, str]] = field(default_factory=set)
     lambda_functions: set[int] = field(default_factory=set)
 
-    def add(self, rule: str, sev: Severity, message: str, path: str, **evidence: Any) -> None:
-        key = (rule, message, path)
+    def add(
+        self,
+        rule: Rule,
+        message: str,
+        path: str,
+        *,
+        severity: Severity | None = None,
+        **evidence: Any,
+    ) -> None:
+        key = (rule.id, message, path)
         if key not in self.seen:
             self.seen.add(key)
             self.findings.append(
-                finding(rule, sev, message, self.where, {"config_path": path, **evidence})
+                rule.finding(
+                    message, self.where, {"config_path": path, **evidence}, severity=severity
+                )
             )
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object, or an empty one in place of anything else."""
+    return value if isinstance(value, dict) else {}
 
 
 def _bytecode_strings(code: Any) -> list[str]:
@@ -113,7 +130,7 @@ def _lambda_kind(cfg: dict[str, Any]) -> tuple[str, list[str], Any]:
     """(kind, bytecode strings, the function entry) of a Lambda layer's config."""
     fn = cfg.get("function")
     if isinstance(fn, dict) and fn.get("class_name") == "__lambda__":
-        inner = fn.get("config") if isinstance(fn.get("config"), dict) else {}
+        inner = _object(fn.get("config"))
         code = inner.get("code", inner.get("value"))
         return "marshaled bytecode (base64)", _bytecode_strings(code), fn
     if isinstance(fn, dict) and "module" in fn:
@@ -127,7 +144,7 @@ def _lambda_kind(cfg: dict[str, Any]) -> tuple[str, list[str], Any]:
 
 
 def _check_lambda_layer(node: dict[str, Any], path: str, scan: _Scan) -> None:
-    cfg = node.get("config") if isinstance(node.get("config"), dict) else {}
+    cfg = _object(node.get("config"))
     kind, strings, fn = _lambda_kind(cfg)
     if isinstance(fn, dict):
         scan.lambda_functions.add(id(fn))
@@ -136,8 +153,7 @@ def _check_lambda_layer(node: dict[str, Any], path: str, scan: _Scan) -> None:
     if strings:
         evidence["bytecode_strings"] = strings
     scan.add(
-        "SEC-KERAS-001",
-        Severity.CRITICAL,
+        rules.KERAS_LAMBDA,
         f"Lambda layer {name!r} runs Python code on load or call ({kind})",
         path,
         **evidence,
@@ -150,11 +166,11 @@ def _check_function(module: str, name: str, path: str, scan: _Scan) -> None:
     if is_keras_module(module):
         if name.rsplit(".", 1)[-1] in KERAS_GADGETS:
             scan.add(
-                "SEC-KERAS-002",
-                Severity.CRITICAL,
+                rules.KERAS_FOREIGN_CALLABLE,
                 f"config calls {qualified}, a Keras/TensorFlow API that reaches files, the "
                 "network or the loader (known safe_mode bypass)",
                 path,
+                severity=Severity.CRITICAL,
                 callable=qualified,
             )
         return
@@ -163,10 +179,10 @@ def _check_function(module: str, name: str, path: str, scan: _Scan) -> None:
         return
     dangerous = verdict.tier == "dangerous"
     scan.add(
-        "SEC-KERAS-002",
-        Severity.CRITICAL if dangerous else Severity.HIGH,
+        rules.KERAS_FOREIGN_CALLABLE,
         f"config references {'dangerous' if dangerous else 'non-Keras'} callable {qualified}",
         path,
+        severity=Severity.CRITICAL if dangerous else Severity.HIGH,
         callable=qualified,
         reason=verdict.reason,
     )
@@ -185,8 +201,7 @@ def _check_class(module: str, name: str, registered: Any, path: str, scan: _Scan
 
 def _custom_object(qualified: str, registered: Any, path: str, scan: _Scan) -> None:
     scan.add(
-        "SEC-KERAS-003",
-        Severity.MEDIUM,
+        rules.KERAS_CUSTOM_OBJECT,
         f"custom object {qualified} registered outside Keras: loading runs that package's code",
         path,
         object=qualified,
@@ -241,11 +256,10 @@ def scan_keras_config(
             if cls == "Lambda":
                 _check_lambda_layer(obj, path, scan)
             elif cls == "__lambda__" and id(obj) not in scan.lambda_functions:
-                inner = obj.get("config") if isinstance(obj.get("config"), dict) else {}
+                inner = _object(obj.get("config"))
                 strings = _bytecode_strings(inner.get("value", inner.get("code")))
                 scan.add(
-                    "SEC-KERAS-001",
-                    Severity.CRITICAL,
+                    rules.KERAS_LAMBDA,
                     "serialized Python lambda (marshaled bytecode) outside a Lambda layer",
                     path,
                     function_kind="marshaled bytecode (base64)",
@@ -270,9 +284,7 @@ def scan_keras_json(data: bytes, where: Location, policy: CallablePolicy) -> lis
 
 
 def _unreadable(where: Location, why: str, **evidence: Any) -> Finding:
-    return finding(
-        "SEC-KERAS-004",
-        Severity.HIGH,
+    return rules.KERAS_UNREADABLE.finding(
         f"Keras model cannot be audited: {why}",
         where,
         {"reason": why, **evidence},

@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npformat
 
-from gates.base import Finding, Severity
-from gates.security.common import Limits, Location, ScanLimitExceeded, finding
+from gates.base import Finding
+from gates.security import rules
+from gates.security.common import Limits, Location, ScanLimitExceeded
 
 MAGIC = b"\x93NUMPY"
 PickleScanner = Callable[[bytes, Location], list[Finding]]
@@ -53,7 +54,7 @@ class _Malformed(ValueError):
 @dataclass(frozen=True)
 class NpyHeader:
     version: tuple[int, int]
-    dtype: np.dtype
+    dtype: np.dtype[Any]
     descr: Any
     shape: tuple[int, ...]
     fortran_order: bool
@@ -113,7 +114,8 @@ def parse_header(head: bytes, limits: Limits) -> NpyHeader:
     if not isinstance(fortran, bool):
         raise _Malformed(f"fortran_order {fortran!r} is not a bool")
     try:
-        dtype = npformat.descr_to_dtype(header["descr"])
+        # numpy.lib.format carries no annotations
+        dtype = npformat.descr_to_dtype(header["descr"])  # type: ignore[no-untyped-call]
     except Exception as exc:  # numpy raises many types on odd literals: all mean malformed
         raise _Malformed(f"descr {str(header['descr'])[:200]} is not a dtype ({exc})") from exc
     return NpyHeader(version, dtype, header["descr"], shape, fortran, start + length)
@@ -165,9 +167,7 @@ def scan_npy(
         header = parse_header(_read_head(data_or_path, limits), limits)
     except _Malformed as exc:
         return [
-            finding(
-                "SEC-NPY-002",
-                Severity.HIGH,
+            rules.NPY_MALFORMED.finding(
                 f"malformed .npy: {exc}",
                 where,
                 {"reason": str(exc)},
@@ -182,9 +182,7 @@ def scan_npy(
     if header.dtype.hasobject:
         payload = _payload(data_or_path, header.data_offset, limits)
         return [
-            finding(
-                "SEC-NPY-001",
-                Severity.MEDIUM,
+            rules.NPY_OBJECT_ARRAY.finding(
                 "object array (pickle inside): np.load(allow_pickle=True) unpickles it",
                 where,
                 {**evidence, "pickle_bytes": len(payload)},
@@ -195,9 +193,7 @@ def scan_npy(
     size = _size(data_or_path)
     if size < expected_end:
         return [
-            finding(
-                "SEC-NPY-002",
-                Severity.HIGH,
+            rules.NPY_MALFORMED.finding(
                 f"malformed .npy: {size - header.data_offset} data bytes, shape needs "
                 f"{header.data_bytes}",
                 where,
@@ -206,9 +202,7 @@ def scan_npy(
         ]
     if size > expected_end:
         return [
-            finding(
-                "SEC-NPY-003",
-                Severity.MEDIUM,
+            rules.NPY_TRAILING_DATA.finding(
                 f"{size - expected_end} bytes after the array data (ignored by numpy)",
                 where,
                 {**evidence, "tail_offset": expected_end, "tail_size": size - expected_end},

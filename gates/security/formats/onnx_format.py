@@ -35,7 +35,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from gates.base import Finding, Severity
-from gates.security.common import Location, finding
+from gates.security import rules
+from gates.security.common import Location
 
 STANDARD_DOMAINS = frozenset({
     "", "ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training", "com.microsoft",
@@ -159,9 +160,7 @@ def _domain_findings(model: Any, inv: _Inventory, where: Location) -> list[Findi
     for domain, entry in sorted(by_domain.items()):
         ops = sorted(entry["ops"])
         out.append(
-            finding(
-                "SEC-ONNX-001",
-                Severity.HIGH,
+            rules.ONNX_CUSTOM_DOMAIN.finding(
                 f"custom operator domain {domain!r}"
                 + (f" used by {', '.join(ops[:_MAX_EXAMPLES])}" if ops else " in opset_import")
                 + ": runs native code from a library outside the model",
@@ -227,11 +226,13 @@ def _external_findings(inv: _Inventory, base: Path, root: Path, where: Location)
         if problem is None:
             continue
         why, severity = problem
-        critical = severity is Severity.CRITICAL
+        rule = (
+            rules.ONNX_EXTERNAL_DATA_ESCAPE
+            if severity is Severity.CRITICAL
+            else rules.ONNX_EXTERNAL_DATA_BROKEN
+        )
         out.append(
-            finding(
-                "SEC-ONNX-002" if critical else "SEC-ONNX-003",
-                severity,
+            rule.finding(
                 f"external data location {location!r}: {why}",
                 where,
                 {
@@ -272,9 +273,7 @@ def scan_onnx(path: Path, where: Location, model_root: Path) -> list[Finding]:
         model = onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeError, ValueError, ...
         return [
-            finding(
-                "SEC-ONNX-004",
-                Severity.HIGH,
+            rules.ONNX_UNPARSEABLE.finding(
                 f"not a parseable ONNX model: {type(exc).__name__}: {exc}"[:300],
                 where,
                 {"reason": f"{type(exc).__name__}: {exc}"[:300]},
@@ -282,9 +281,7 @@ def scan_onnx(path: Path, where: Location, model_root: Path) -> list[Finding]:
         ]
     if not model.HasField("graph") and model.ir_version == 0:
         return [
-            finding(
-                "SEC-ONNX-004",
-                Severity.HIGH,
+            rules.ONNX_UNPARSEABLE.finding(
                 "not an ONNX model: the protobuf has neither ir_version nor a graph",
                 where,
                 {"reason": "no ir_version, no graph"},

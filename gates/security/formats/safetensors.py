@@ -41,8 +41,9 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from gates.base import Finding, Severity
-from gates.security.common import Limits, Location, finding
+from gates.base import Finding
+from gates.security import rules
+from gates.security.common import Limits, Location
 
 # Bits per element, as in the reference implementation (huggingface/safetensors Dtype).
 DTYPE_BITS: dict[str, int] = {
@@ -197,9 +198,7 @@ def scan_safetensors(path: Path, where: Location, limits: Limits) -> list[Findin
         return [_invalid(where, str(exc))]
     if n > limits.max_header_bytes or _PREFIX + n > size:
         return [
-            finding(
-                "SEC-SAFETENSORS-001",
-                Severity.HIGH,
+            rules.SAFETENSORS_HEADER_LENGTH.finding(
                 f"safetensors header length {n} bytes exceeds "
                 + ("the scan limit" if n > limits.max_header_bytes else "the file size")
                 + "; a reader would allocate it up front",
@@ -223,9 +222,7 @@ def scan_safetensors(path: Path, where: Location, limits: Limits) -> list[Findin
     problems = _offset_problems(tensors, data_size)
     if problems:
         findings.append(
-            finding(
-                "SEC-SAFETENSORS-003",
-                Severity.HIGH,
+            rules.SAFETENSORS_BAD_OFFSETS.finding(
                 "safetensors data offsets do not cover the data region exactly once",
                 where,
                 {
@@ -240,9 +237,7 @@ def scan_safetensors(path: Path, where: Location, limits: Limits) -> list[Findin
     end = data_start + _tensor_end(tensors)
     if end < size:
         findings.append(
-            finding(
-                "SEC-SAFETENSORS-004",
-                Severity.HIGH,
+            rules.SAFETENSORS_TRAILING_DATA.finding(
                 f"{size - end} bytes after the last tensor (polyglot tail; scanned separately)",
                 where,
                 {"tail_offset": end, "tail_size": size - end, "file_size": size},
@@ -252,9 +247,7 @@ def scan_safetensors(path: Path, where: Location, limits: Limits) -> list[Findin
 
 
 def _invalid(where: Location, why: str, **evidence: Any) -> Finding:
-    return finding(
-        "SEC-SAFETENSORS-002",
-        Severity.HIGH,
+    return rules.SAFETENSORS_INVALID_HEADER.finding(
         f"not a valid safetensors header: {why}",
         where,
         {"reason": why, **evidence},

@@ -43,9 +43,10 @@ from typing import Any
 
 import numpy as np
 
-from gates.base import Finding, Severity
+from gates.base import Finding
+from gates.security import rules
 from gates.security.callables import CallablePolicy, Verdict
-from gates.security.common import Location, finding, json_children
+from gates.security.common import Location, json_children
 
 SCHEMA_MEMBER = "schema.json"
 
@@ -189,7 +190,9 @@ def _audit_node(node: dict[str, Any], path: str, audit: _Audit) -> None:
             audit.malformed.append(f"{path}: protocol-0 FunctionNode without names")
         return
     if loader == "MethodNode" and isinstance(content, dict):
-        owner = content.get("obj") if isinstance(content.get("obj"), dict) else {}
+        owner = content.get("obj")
+        if not isinstance(owner, dict):
+            owner = {}
         omod, ocls = owner.get("__module__", module), owner.get("__class__", name)
         method = content.get("func")
         if isinstance(omod, str) and isinstance(ocls, str) and isinstance(method, str):
@@ -233,10 +236,9 @@ def _findings(audit: _Audit, where: Location) -> list[Finding]:
     out: list[Finding] = []
     for qualified, hit in sorted(audit.hits.items()):
         dangerous = hit.verdict.tier == "dangerous"
+        rule = rules.SKOPS_DANGEROUS_CALLABLE if dangerous else rules.SKOPS_UNTRUSTED_TYPE
         out.append(
-            finding(
-                "SEC-SKOPS-002" if dangerous else "SEC-SKOPS-001",
-                Severity.CRITICAL if dangerous else Severity.HIGH,
+            rule.finding(
                 f"skops schema {'reaches dangerous' if dangerous else 'uses untrusted'} "
                 f"{qualified} ({hit.loader or 'no loader'})",
                 where,
@@ -251,9 +253,7 @@ def _findings(audit: _Audit, where: Location) -> list[Finding]:
         )
     for loader, paths in sorted(audit.unknown_loaders.items()):
         out.append(
-            finding(
-                "SEC-SKOPS-004",
-                Severity.MEDIUM,
+            rules.SKOPS_UNKNOWN_LOADER.finding(
                 f"unknown skops loader {loader!r}: cannot tell what it constructs",
                 where,
                 {"loader": loader, "schema_paths": paths[:5], "occurrences": len(paths)},
@@ -265,9 +265,7 @@ def _findings(audit: _Audit, where: Location) -> list[Finding]:
 
 
 def _unauditable(where: Location, why: str, count: int = 1) -> Finding:
-    return finding(
-        "SEC-SKOPS-003",
-        Severity.HIGH,
+    return rules.SKOPS_UNAUDITABLE.finding(
         f"skops schema.json cannot be audited: {why}",
         where,
         {"reason": why, "problem_count": count, "member": SCHEMA_MEMBER},

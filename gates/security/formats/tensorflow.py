@@ -16,7 +16,8 @@ A frozen graph (``*.pb`` holding a bare ``GraphDef``) is read the same way, and 
 ``keras_metadata.pb`` (``SavedMetadata``: 1 ``nodes``, each ``SavedObject`` with 3
 ``node_path``, 4 ``identifier``, 5 ``metadata`` JSON; from ``saved_metadata.proto``) is
 handed to the Keras config scanner, so a Lambda layer there is SEC-KERAS-001.
-``fingerprint.pb`` carries only hashes and yields nothing.
+``fingerprint.pb`` carries only hashes and yields nothing. TensorFlow finds these files by
+name, and so does the walker: a name ending ``.pb`` is what sends bytes here.
 
 - SEC-TF-001 (CRITICAL): an op that runs Python when the graph executes: ``PyFunc``,
   ``PyFuncStateless``, ``EagerPyFunc`` (``tf.py_function``/``tf.numpy_function``). The
@@ -38,14 +39,16 @@ place the walk does not visit, or in a file it could not parse) is reported with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gates.base import Finding, Severity
+from gates.base import Finding
+from gates.security import rules
 from gates.security.callables import CallablePolicy
-from gates.security.common import Location, finding
+from gates.security.common import Location
 from gates.security.formats.keras import scan_keras_config
 
 PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
@@ -85,6 +88,7 @@ def fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, Any]]:
     """
     view = memoryview(buf)
     pos, end = 0, len(view)
+    value: int | memoryview
     while pos < end:
         key, pos = _varint(view, pos, end)
         number, wire = key >> 3, key & 7
@@ -181,11 +185,6 @@ def graph_def_ops(data: bytes) -> list[OpUse]:
     return list(_graph_ops(memoryview(data), "graph"))
 
 
-def looks_like_saved_model_pb(head: bytes) -> bool:
-    """``saved_model_schema_version: 1`` then a meta graph: how TensorFlow writes it."""
-    return head.startswith(b"\x08\x01\x12")
-
-
 def _kind(data: bytes) -> str:
     """'saved_model', 'graph_def' or 'keras_metadata' (raises WireError)."""
     top = list(fields(data))
@@ -228,10 +227,9 @@ def _op_findings(ops: list[OpUse], where: Location) -> list[Finding]:
         if attrs:
             evidence["attrs"] = attrs
         what = "runs Python code" if python else "touches files the graph chooses"
+        rule = rules.TF_PYTHON_OP if python else rules.TF_FILE_OP
         out.append(
-            finding(
-                "SEC-TF-001" if python else "SEC-TF-002",
-                Severity.CRITICAL if python else Severity.HIGH,
+            rule.finding(
                 f"TensorFlow op {op} {what} ({len(uses)} node(s))",
                 where,
                 evidence,
@@ -254,11 +252,9 @@ def _string_scan(data: bytes, ops: list[OpUse], where: Location) -> list[Finding
     for op in sorted(PYTHON_OPS | FILE_OPS):
         hits = data.count(_encoded_op(op))
         if hits > seen.get(op, 0):
-            python = op in PYTHON_OPS
+            rule = rules.TF_PYTHON_OP if op in PYTHON_OPS else rules.TF_FILE_OP
             out.append(
-                finding(
-                    "SEC-TF-001" if python else "SEC-TF-002",
-                    Severity.CRITICAL if python else Severity.HIGH,
+                rule.finding(
                     f"TensorFlow op name {op} found {hits - seen.get(op, 0)} time(s) outside "
                     "the graph and functions the parser walked",
                     where,
@@ -285,9 +281,7 @@ def scan_keras_metadata_pb(data: bytes, where: Location, policy: CallablePolicy)
             config = json.loads(metadata)
         except (ValueError, RecursionError):
             findings.append(
-                finding(
-                    "SEC-KERAS-004",
-                    Severity.HIGH,
+                rules.KERAS_UNREADABLE.finding(
                     f"Keras metadata for {node_path!r} is not JSON",
                     where,
                     {"node_path": node_path},
@@ -297,14 +291,7 @@ def scan_keras_metadata_pb(data: bytes, where: Location, policy: CallablePolicy)
         if isinstance(config, dict):
             for item in scan_keras_config(config, where, policy):
                 findings.append(
-                    finding(
-                        item.rule_id,
-                        item.severity,
-                        item.message,
-                        where,
-                        {**item.evidence, "node_path": node_path},
-                        item.confidence,
-                    )
+                    dataclasses.replace(item, evidence={**item.evidence, "node_path": node_path})
                 )
     return findings
 
@@ -322,9 +309,7 @@ def scan_saved_model_pb(
         ops = saved_model_ops(data) if kind == "saved_model" else graph_def_ops(data)
     except WireError as exc:
         findings.append(
-            finding(
-                "SEC-TF-003",
-                Severity.HIGH,
+            rules.TF_UNPARSEABLE.finding(
                 f"TensorFlow protobuf cannot be parsed: {exc}",
                 where,
                 {"reason": str(exc), "size": len(data)},
