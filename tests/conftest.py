@@ -5,21 +5,63 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from service.migrate import upgrade_to_head
+from service.store.migrate import upgrade_to_head
 from tests.helpers import MlflowServer
+from tests.postgres import PostgresServer, PostgresUnavailable, find_or_start_postgres
 
 # The suite is offline: never let giskard or anything else phone home.
 os.environ.setdefault("GSK_DISABLE_ANALYTICS", "true")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 
-PG_ADMIN_DSN = os.environ.get(
-    "GATEKEEPER_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+
+@dataclass
+class _SessionPostgres:
+    """One PostgreSQL for the session, found or started on first use (so module-scoped fixtures
+    and `_create_pg_database` reach it without a fixture) and stopped when the session ends."""
+
+    server: PostgresServer | None = None
+    error: str | None = None
+    used: str | None = None
+
+
+_session_postgres = _SessionPostgres()
+
+
+def postgres_server() -> PostgresServer:
+    """The session's PostgreSQL; the calling test fails, never skips, when there is none."""
+    state = _session_postgres
+    if state.server is None and state.error is None:
+        try:
+            state.server = find_or_start_postgres()
+            state.used = state.server.description
+        except PostgresUnavailable as exc:
+            state.error = str(exc)
+    if state.server is None:
+        pytest.fail(f"PostgreSQL tests need a server: {state.error}")
+    return state.server
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    server, _session_postgres.server = _session_postgres.server, None
+    if server is not None:
+        server.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _session_postgres.used:
+        terminalreporter.write_line(f"PostgreSQL tests ran against {_session_postgres.used}")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    """The PostgreSQL the suite uses, for tests that stop and start it."""
+    return postgres_server()
 
 
 @pytest.fixture(scope="session")
@@ -31,18 +73,19 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
 
 
 def _create_pg_database() -> tuple[str, str]:
+    server = postgres_server()
     name = f"gk_test_{uuid.uuid4().hex[:10]}"
     try:
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
+        with psycopg.connect(server.admin_dsn, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {PG_ADMIN_DSN} is not reachable ({exc}); .ci/run starts it")
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+        pytest.fail(f"{server.description} is not reachable ({exc})")
+    base = server.admin_dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     return name, f"{base}/{name}"
 
 
 def _drop_pg_database(name: str) -> None:
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+    with psycopg.connect(postgres_server().admin_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -55,7 +98,7 @@ def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         return
     name, url = _create_pg_database()
     yield url
-    from service.db import engine_for
+    from service.store.db import engine_for
 
     engine_for(url).dispose()
     _drop_pg_database(name)

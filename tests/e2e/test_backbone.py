@@ -14,9 +14,9 @@ import pytest
 from mlflow import MlflowClient
 from sqlalchemy import func, select
 
-from service.db import transaction
-from service.demo_models import log_clean_model, log_malicious_model
-from service.models import AuditEvent, GateRun
+from demo.models import log_clean_model, log_malicious_model
+from service.store.db import transaction
+from service.store.tables import AuditEvent, GateRun
 from tests.conftest import BOTH_DATABASES
 from tests.helpers import (
     WEBHOOK_SECRET,

@@ -26,8 +26,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from service.db import transaction
-from service.demo_models import log_malicious_model
+from demo.models import log_malicious_model
+from service.store.db import transaction
 from tests.e2e import hostile_models
 from tests.helpers import (
     ROOT,
@@ -219,7 +219,7 @@ def test_model_that_prints_its_rows_publishes_none_of_them(
 
 
 def _viewer_token(setup: Setup) -> str:
-    from service.auth import create_token
+    from service.store.auth import create_token
 
     with transaction(f"sqlite:///{setup.db_path}") as session:
         token = create_token(session, name="viewer-in-test", role="viewer")

@@ -9,7 +9,6 @@ on a version with a passing run, and there is exactly one `alias.set` audit row 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,10 +20,10 @@ import pytest
 from mlflow import MlflowClient
 from sqlalchemy import select
 
-from service.db import transaction
-from service.demo_models import log_clean_model
-from service.embedded_mlflow import EmbeddedMlflow
-from service.models import AuditEvent, GateRun, ModelPromotion, RunStatus
+from demo.models import log_clean_model
+from service.mlflow.embedded import EmbeddedMlflow
+from service.store.db import transaction
+from service.store.tables import FINISHED_STATUSES, AuditEvent, GateRun, ModelPromotion, RunStatus
 from tests.conftest import _create_pg_database, _drop_pg_database
 from tests.helpers import (
     GatekeeperProcess,
@@ -35,6 +34,7 @@ from tests.helpers import (
     version_created_body,
     wait_for,
 )
+from tests.postgres import PostgresServer
 
 ALIAS = "production-ready"
 FAST_RETRIES = {
@@ -68,7 +68,7 @@ def assert_invariants(url: str, client: MlflowClient, name: str, versions: list[
     for version in versions:
         finals = [r for r in automatic if r.model_version == version]
         assert len(finals) == 1, (version, [(r.id, r.status) for r in finals])
-        assert finals[0].status in RunStatus.FINISHED and finals[0].published_at is not None
+        assert finals[0].status in FINISHED_STATUSES and finals[0].published_at is not None
     holder = client.get_registered_model(name).aliases.get(ALIAS)
     if holder is not None:
         assert any(r.model_version == int(holder) and r.status == "passed" for r in runs)
@@ -84,7 +84,7 @@ def assert_invariants(url: str, client: MlflowClient, name: str, versions: list[
 def _all_final(url: str, name: str, count: int) -> bool:
     runs = [r for r in _runs(url, name) if r.trigger != "manual"]
     return len(runs) == count and all(
-        r.status in RunStatus.FINISHED and r.published_at for r in runs
+        r.status in FINISHED_STATUSES and r.published_at for r in runs
     )
 
 
@@ -158,26 +158,9 @@ def test_publisher_killed_mid_publish_converges_with_one_audit_row(
         second.stop()
 
 
-def _pg(action: str) -> None:
-    cluster = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", action, "-m", "fast"]
-        if action == "stop"
-        else ["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", action],
-        check=True,
-        timeout=60,
-    )
-    if action == "start":
-        wait_for(
-            lambda: (
-                subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"], check=False).returncode == 0
-            ),
-            60,
-            "PostgreSQL back",
-        )
-
-
-def test_postgres_down_15_s_during_recording(mlflow_server: MlflowServer, tmp_path: Path) -> None:
+def test_postgres_down_15_s_during_recording(
+    mlflow_server: MlflowServer, postgres: PostgresServer, tmp_path: Path
+) -> None:
     pg_name, url = _create_pg_database()
     name = unique_name("outage-pg")
     gk = GatekeeperProcess(
@@ -190,7 +173,7 @@ def test_postgres_down_15_s_during_recording(mlflow_server: MlflowServer, tmp_pa
     try:
         first = log_clean_model(mlflow_server.url, name)
         wait_for(lambda: any(r.status == "running" for r in _runs(url, name)), 60, "a running run")
-        _pg("stop")
+        postgres.stop()
         try:
             second = log_clean_model(mlflow_server.url, name)
             body = version_created_body(name, second)
@@ -206,7 +189,7 @@ def test_postgres_down_15_s_during_recording(mlflow_server: MlflowServer, tmp_pa
             assert runs_api.status_code == 503
             time.sleep(15)
         finally:
-            _pg("start")
+            postgres.start()
         wait_for(lambda: _all_final(url, name, 2), 120, "both versions decided", 1)
         runs = sorted(_runs(url, name), key=lambda r: r.model_version)
         assert [r.status for r in runs] == ["passed", "passed"], [r.error_message for r in runs]
@@ -214,7 +197,7 @@ def test_postgres_down_15_s_during_recording(mlflow_server: MlflowServer, tmp_pa
         assert_invariants(url, MlflowClient(mlflow_server.url), name, [first, second])
     finally:
         gk.stop()
-        from service.db import engine_for
+        from service.store.db import engine_for
 
         engine_for(url).dispose()
         _drop_pg_database(pg_name)

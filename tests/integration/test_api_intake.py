@@ -14,10 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from service.db import transaction
-from service.demo_models import log_clean_model
-from service.migrate import upgrade_to_head
-from service.models import GateRun, WebhookDelivery
+from demo.models import log_clean_model
+from service.store.db import transaction
+from service.store.migrate import upgrade_to_head
+from service.store.tables import GateRun, WebhookDelivery
 from tests.conftest import _create_pg_database, _drop_pg_database
 from tests.helpers import (
     GatekeeperProcess,
@@ -52,7 +52,7 @@ def gatekeeper(
     yield process
     process.stop()
     if pg_name:
-        from service.db import engine_for
+        from service.store.db import engine_for
 
         engine_for(url).dispose()
         _drop_pg_database(pg_name)

@@ -6,8 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from service.migrate import upgrade_to_head
-from service.models import Base
+from service.store.migrate import upgrade_to_head
+from service.store.tables import Base
 from tests.conftest import BOTH_DATABASES
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from demo.models import log_clean_model
 from service.config import Settings
-from service.db import transaction
-from service.demo_models import log_clean_model
-from service.models import GateRun
-from service.poller import poll_once
-from service.registry import Registry
+from service.mlflow.registry import Registry
+from service.runs.poller import poll_once
+from service.store.db import transaction
+from service.store.tables import GateRun
 from tests.conftest import BOTH_DATABASES
 from tests.helpers import MlflowServer, unique_name
 

@@ -25,7 +25,8 @@ import pytest
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
-from service.sandbox import (
+from service.sandbox.isolation import IsolationConfig
+from service.sandbox.runner import (
     SANDBOX_ENV_KEYS,
     Predictions,
     SandboxError,
@@ -35,7 +36,6 @@ from service.sandbox import (
     predict_in_sandbox,
     scrubbed_env,
 )
-from service.sandbox_isolation import IsolationConfig
 from tests.helpers import Listener
 
 SECRETS = ("MLFLOW_TRACKING_TOKEN", "GATEKEEPER_DATABASE_URL", "AWS_SECRET_ACCESS_KEY")
