@@ -278,9 +278,10 @@ def _private_key_material(header: str, text: str) -> str:
 
 @lru_cache(maxsize=1)
 def _denylists() -> dict[str, tuple[re.Pattern[str], ...]]:
+    plugins: dict[str, Any] = get_mapping_from_secret_type_to_class()
     return {
         secret_type: tuple(getattr(plugin, "denylist", ()) or ())
-        for secret_type, plugin in get_mapping_from_secret_type_to_class().items()
+        for secret_type, plugin in plugins.items()
     }
 
 
