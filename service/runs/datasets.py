@@ -10,8 +10,11 @@ it was made on. Metrics a trainer logged are never read.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import hashlib
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from service.errors import GatekeeperError
+from service.mlflow.logged_data import LoggedDataset, mlflow_digest
 from service.mlflow.registry import Registry
 from service.policy import DatasetSpec, LimitsConfig
 
@@ -42,6 +46,19 @@ class DatasetBounds:
         return cls(int(limits.max_dataset_gb * 1024**3), limits.max_dataset_rows)
 
 
+class Origin(enum.StrEnum):
+    """Where a dataset came from, as the run JSON and the report say it."""
+
+    POLICY_URI = "policy-uri"
+    RUN_ARTIFACT = "run-artifact"
+    RUN_INPUT = "run-input"  # logged by the candidate's run (mlflow.log_input)
+    ALIAS_HOLDER = "alias-holder"  # logged by the run of the version holding the alias
+
+
+TRAINING_CONTEXTS = ("training", "train")
+EVALUATION_CONTEXTS = ("evaluation", "eval", "test", "validation")
+
+
 @dataclass(frozen=True)
 class LoadedDataset:
     name: str
@@ -49,11 +66,26 @@ class LoadedDataset:
     frame: pd.DataFrame
     sha256: str
     size_bytes: int
+    origin: Origin = Origin.POLICY_URI
+    logged: LoggedDataset | None = None
+    target: str | None = None
+
+    @property
+    def trainer_supplied(self) -> bool:
+        """Evaluation rows chosen by whoever trained the candidate: they can flatter it."""
+        return self.origin in (Origin.RUN_INPUT, Origin.RUN_ARTIFACT)
+
+    def with_target(self, target: str) -> LoadedDataset:
+        return dataclasses.replace(self, target=target)
 
     def record(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "source": self.source,
+            "origin": self.origin.value,
+            "trainer_supplied": self.trainer_supplied,
+            "logged": self.logged.record() if self.logged else None,
+            "target": self.target,
             "sha256": self.sha256,
             "bytes": self.size_bytes,
             "rows": len(self.frame),
@@ -74,13 +106,117 @@ def load_dataset(
     source, data = _read_bytes(spec, registry=registry, run_id=run_id, scratch=scratch)
     if len(data) > bounds.max_bytes:
         raise DatasetError(f"{name} data ({source}) is {len(data)} bytes, {_over(bounds)}")
-    frame = _parse(data, spec, source, bounds)
+    frame = _parse(data, spec.format, source, bounds)
     if spec.target is not None and spec.target not in frame.columns:
         raise DatasetError(
             f"{name} data ({source}) has no target column {spec.target!r}; "
             f"columns are {', '.join(map(str, frame.columns[:20]))}"
         )
-    return LoadedDataset(name, source, frame, hashlib.sha256(data).hexdigest(), len(data))
+    origin = Origin.RUN_ARTIFACT if spec.artifact_path is not None else Origin.POLICY_URI
+    digest = hashlib.sha256(data).hexdigest()
+    return LoadedDataset(name, source, frame, digest, len(data), origin, target=spec.target)
+
+
+def pick_logged(logged: list[LoggedDataset], contexts: tuple[str, ...]) -> LoggedDataset | None:
+    """The dataset logged under the first of `contexts` (case-insensitive) that has one."""
+    for context in contexts:
+        for dataset in logged:
+            if (dataset.context or "").lower() == context.lower():
+                return dataset
+    return None
+
+
+def load_logged_dataset(
+    name: str,
+    logged: LoggedDataset,
+    *,
+    allowed_sources: tuple[str, ...],
+    origin: Origin,
+    bounds: DatasetBounds | None = None,
+) -> LoadedDataset:
+    """Rows of a dataset a run logged, read only from an allowed source, and refused unless
+    MLflow's digest of what was read equals the digest the run logged."""
+    bounds = bounds or DatasetBounds()
+    where = f"{name} data logged by the run ({logged.name!r} at {logged.source})"
+    if not source_allowed(logged.source, allowed_sources):
+        listed = ", ".join(allowed_sources) or "none configured"
+        raise DatasetError(
+            f"{where} is not under an allowed source (GATEKEEPER_LOGGED_DATA_SOURCES: "
+            f"{listed}); a logged source is the trainer's word, so it was not read"
+        )
+    data = _read_uri(logged.source)
+    if len(data) > bounds.max_bytes:
+        raise DatasetError(f"{where} is {len(data)} bytes, {_over(bounds)}")
+    frame = _parse(data, None, logged.source, bounds)
+    recomputed = mlflow_digest(frame)
+    if recomputed != logged.digest:
+        raise DatasetError(
+            f"the logged {name} data changed after the run: {where} has MLflow digest "
+            f"{recomputed}, the run logged {logged.digest}; the data under the model is not "
+            "the data it was trained on"
+        )
+    digest = hashlib.sha256(data).hexdigest()
+    return LoadedDataset(name, logged.source, frame, digest, len(data), origin, logged)
+
+
+def source_allowed(source: str, allowed: tuple[str, ...]) -> bool:
+    """Whether `source` lies under one of the operator's prefixes.
+
+    Local paths are compared after resolving `..` and symlinks, so `/srv/data/../../etc`
+    is not under `/srv/data/`; URLs by scheme and host exactly and then by path prefix, so
+    `https://data.example.com.evil/` is not under `https://data.example.com/`."""
+    if not source:
+        return False
+    return any(_under(source, prefix) for prefix in allowed)
+
+
+def _under(source: str, prefix: str) -> bool:
+    src, pre = urlparse(source), urlparse(prefix)
+    if src.scheme.lower() in ("", "file") and pre.scheme.lower() in ("", "file"):
+        path = Path(unquote(src.path) if src.scheme else source)
+        root = Path(unquote(pre.path) if pre.scheme else prefix)
+        if not path.is_absolute() or not root.is_absolute():
+            return False
+        return path.resolve().is_relative_to(root.resolve())
+    if (src.scheme.lower(), src.netloc.lower()) != (pre.scheme.lower(), pre.netloc.lower()):
+        return False
+    if src.query or src.fragment or ".." in src.path.split("/"):
+        return False
+    root_path = pre.path if pre.path.endswith("/") else pre.path + "/"
+    return src.path.startswith(root_path) or src.path == pre.path
+
+
+def infer_target(frame: pd.DataFrame, configured: str | None, mlmodel: dict[str, Any]) -> str:
+    """The policy's target, else the one column that is not a model input in the signature."""
+    if configured is not None:
+        if configured not in frame.columns:
+            raise DatasetError(f"the target column {configured!r} is not in the data")
+        return configured
+    inputs = signature_inputs(mlmodel)
+    if not inputs:
+        raise DatasetError(
+            "the model has no input signature to tell the target apart: set `target` for "
+            "this dataset in the policy"
+        )
+    rest = [str(c) for c in frame.columns if str(c) not in inputs]
+    if len(rest) != 1:
+        raise DatasetError(
+            f"cannot tell the target column: {len(rest)} column(s) are not model inputs "
+            f"({', '.join(rest[:10]) or 'none'}); set `target` for this dataset in the policy"
+        )
+    return rest[0]
+
+
+def signature_inputs(mlmodel: dict[str, Any]) -> set[str]:
+    """Column names of the MLmodel's input signature (column-based signatures only)."""
+    raw = (mlmodel.get("signature") or {}).get("inputs")
+    try:
+        specs = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        return set()
+    if not isinstance(specs, list):
+        return set()
+    return {str(s["name"]) for s in specs if isinstance(s, dict) and "name" in s}
 
 
 def _read_bytes(
@@ -96,7 +232,7 @@ def _read_bytes(
             )
         local = registry.download_run_artifact(run_id, spec.artifact_path, scratch)
         return f"runs:/{run_id}/{spec.artifact_path}", _read_local(local)
-    raise DatasetError("this dataset source (from_run / from_alias) is not supported yet")
+    raise DatasetError("from_run / from_alias datasets are read from what the run logged")
 
 
 def _read_uri(uri: str) -> bytes:
@@ -159,8 +295,8 @@ def _over(bounds: DatasetBounds) -> str:
     )
 
 
-def _parse(data: bytes, spec: DatasetSpec, source: str, bounds: DatasetBounds) -> pd.DataFrame:
-    kind = spec.format or _guess_format(source, data)
+def _parse(data: bytes, fmt: str | None, source: str, bounds: DatasetBounds) -> pd.DataFrame:
+    kind = fmt or _guess_format(source, data)
     try:
         if kind == "parquet":
             _check_parquet_metadata(data, source, bounds)

@@ -20,24 +20,26 @@ from typing import Any
 
 import numpy as np
 
-from gates import fairness, performance
+from gates import drift, fairness, performance
 from gates.base import GateContext, GateMode, GateResult, Status
+from gates.drift import DriftConfig
 from gates.evaluation import EvaluationData, ModelOutputs, infer_task
 from gates.mlmodel import read_mlmodel
 from service.errors import BoundExceeded, GatekeeperError
 from service.mlflow.fetch import fetch_version
 from service.mlflow.registry import Registry, VersionInfo
 from service.policy import Decision, ModelPolicy, decide
-from service.runs.datasets import DatasetBounds, DatasetError, LoadedDataset, load_dataset
 from service.runs.queue import ClaimedRun
+from service.runs.run_data import DataSources, RunData, resolve_run_data
 from service.runs.scan_runner import run_security_gate
 from service.sandbox.isolation import IsolationConfig
 from service.sandbox.runner import Predictions, SandboxError, SandboxLimits, predict_in_sandbox
 
 log = logging.getLogger("gatekeeper.pipeline")
 
-# Gates that load the model; they never run unless the security gate passed.
-MODEL_LOADING_GATES = ("performance", "fairness", "robustness", "drift")
+# Gates that load the model; they never run unless the security gate passed. Drift judges
+# data only and runs whatever the security gate said.
+MODEL_LOADING_GATES = ("performance", "fairness", "robustness")
 EVALUATION_GATES = ("performance", "fairness")
 
 # (model name, version) -> artifact digests of the runs the gatekeeper recorded as passed.
@@ -54,12 +56,6 @@ class PipelineOutcome:
     sandbox: str | None = None  # how model code was contained, when a model was loaded
 
 
-@dataclass
-class _Data:
-    loaded: dict[str, LoadedDataset] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-
-
 def run_pipeline(
     claimed: ClaimedRun,
     *,
@@ -70,6 +66,7 @@ def run_pipeline(
     isolation: IsolationConfig,
     alias: str = "production-ready",
     deadline_s: float = 1800.0,
+    allowed_sources: tuple[str, ...] = (),
 ) -> PipelineOutcome:
     """Every stage runs within what is left of `deadline_s`; past it, BoundExceeded."""
     deadline = Deadline(time.monotonic() + deadline_s, deadline_s)
@@ -83,17 +80,21 @@ def run_pipeline(
             registry, info.name, info.version, scratch / "candidate",
             max_bytes=_max_artifact_bytes(policy),
         )  # fmt: skip
-        data = _load_datasets(policy, registry, info, scratch / "data")
+        mlmodel = read_mlmodel(fetched.root)
+        sources = DataSources(registry, info, alias, allowed_sources, mlmodel, scratch / "data")
+        data = resolve_run_data(policy, sources, reference=policy.mode("drift") != GateMode.OFF)
         ctx = GateContext(
             artifact_dir=fetched.root,
             model_name=name,
             model_version=str(version),
-            mlmodel=read_mlmodel(fetched.root),
+            mlmodel=mlmodel,
             datasets={n: d.frame for n, d in data.loaded.items()},
             column_classes=dict(policy.data.columns),
         )
         stage = _security_stage(ctx, policy, claimed.id, deadline)
         results = list(stage)
+        if policy.drift is not None and policy.mode("drift") != GateMode.OFF:
+            results.append(_drift_gate(ctx, policy.drift, data, claimed.id))
         sandbox = None
         if stage[0].status == Status.PASS:
             deadline.remaining("the evaluation gates")
@@ -109,8 +110,7 @@ def run_pipeline(
         results=results,
         artifact_digest=fetched.digest,
         manifest=fetched.manifest,
-        datasets=[d.record() for d in data.loaded.values()]
-        + [{"name": n, "error": e} for n, e in data.errors.items()],
+        datasets=data.records(),
         sandbox=sandbox,
     )
 
@@ -146,28 +146,6 @@ class _Evaluation:
     sandbox_used: str | None = None
 
 
-def _load_datasets(
-    policy: ModelPolicy, registry: Registry, info: VersionInfo, scratch: Path
-) -> _Data:
-    data = _Data()
-    for name in ("evaluation", "training"):
-        spec = getattr(policy.data, name)
-        if spec is None:
-            continue
-        try:
-            data.loaded[name] = load_dataset(
-                name,
-                spec,
-                registry=registry,
-                run_id=info.run_id,
-                scratch=scratch / name,
-                bounds=DatasetBounds.from_policy(policy.limits),
-            )
-        except (DatasetError, GatekeeperError) as exc:
-            data.errors[name] = str(exc)
-    return data
-
-
 def _max_artifact_bytes(policy: ModelPolicy) -> int:
     return int(policy.limits.max_artifact_gb * 1024**3)
 
@@ -181,7 +159,7 @@ def _skipped(policy: ModelPolicy, why: str) -> list[GateResult]:
 
 
 def _evaluation_gates(
-    ctx: GateContext, policy: ModelPolicy, data: _Data, model_dir: Path, env: _Evaluation
+    ctx: GateContext, policy: ModelPolicy, data: RunData, model_dir: Path, env: _Evaluation
 ) -> list[GateResult]:
     enabled = [g for g in EVALUATION_GATES if policy.mode(g) != GateMode.OFF]
     if not enabled:
@@ -190,8 +168,8 @@ def _evaluation_gates(
     if evaluation is None:
         why = data.errors.get("evaluation", "the policy names no evaluation data for this model")
         return [_error(g, f"evaluation data: {why}") for g in enabled]
-    target = policy.data.evaluation.target if policy.data.evaluation else None
-    assert target is not None  # the policy validator requires it
+    target = evaluation.target
+    assert target is not None  # resolve_run_data infers it or records why it could not
     features = evaluation.frame.drop(columns=[target])
     limits = SandboxLimits(
         memory_bytes=int(policy.sandbox.memory_gb * 1024**3),
@@ -318,6 +296,32 @@ def _champion(
     except GatekeeperError as exc:
         return None, str(holder), f"champion v{holder} could not be evaluated: {exc}"
     return predictions, str(holder), None
+
+
+def _drift_gate(ctx: GateContext, config: DriftConfig, data: RunData, run_id: str) -> GateResult:
+    """Candidate training data against the reference; no model code runs."""
+    training = data.loaded.get("training")
+    if training is None:
+        why = data.errors.get(
+            "training", "no training data: the policy names none and the run logged none"
+        )
+        return _error("drift", f"training data: {why}")
+    datasets: dict[str, Any] = {drift.TRAINING_KEY: training.frame}
+    if "reference" in data.errors:
+        return _error("drift", f"reference data: {data.errors['reference']}")
+    reference = data.loaded.get("reference")
+    if reference is not None:
+        datasets[drift.REFERENCE_KEY] = reference.frame
+    evaluation = data.loaded.get("evaluation")
+    if evaluation is not None:
+        datasets[drift.EVALUATION_FRAME_KEY] = evaluation.frame
+    gate_ctx = dataclasses.replace(ctx, datasets=datasets)
+    result = _guarded("drift", lambda c: drift.check(c, config), gate_ctx, run_id)
+    sources = {n: d.record() for n, d in data.loaded.items() if n in ("training", "reference")}
+    evidence = {**result.evidence, "datasets": sources}
+    if reference is None and data.no_reference:
+        evidence["no_reference"] = data.no_reference
+    return dataclasses.replace(result, evidence=evidence)
 
 
 def _outputs(p: Predictions) -> ModelOutputs:

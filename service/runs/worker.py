@@ -197,6 +197,7 @@ class Worker:
                     isolation=self.settings.isolation,
                     alias=self.settings.alias,
                     deadline_s=self.settings.run_deadline_s,
+                    allowed_sources=self.settings.logged_data_prefixes,
                 )
             except Exception as exc:
                 self._handle_failure(claimed, exc)

@@ -18,12 +18,13 @@ from typing import Any
 import cloudpickle
 import httpx
 import mlflow
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from tests.e2e import sandbox_models
 from tests.helpers import GatekeeperProcess, MlflowServer, gate_result, unique_name
-from tests.synthetic_credit import TARGET, make_credit_data, train_model
+from tests.synthetic_credit import NUMERIC_FEATURES, TARGET, make_credit_data, train_model
 
 PREFIX = unique_name("eval")
 
@@ -45,6 +46,10 @@ models:
   - match: "{PREFIX}-notarget-*"
     data:
       evaluation: {{uri: "file://{eval_csv}", target: churned}}
+  - match: "{PREFIX}-logged-*"
+    gates:
+      performance: {{mode: enforce, min: {{accuracy: 0.6}}}}
+      drift: {{mode: enforce}}
   - match: "{PREFIX}-onegroup-*"
     data:
       evaluation: {{uri: "file://{one_group_csv}", target: {TARGET}}}
@@ -60,10 +65,13 @@ models:
 
 
 @pytest.fixture(scope="module")
-def service(
-    mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatekeeperProcess]:
-    root = tmp_path_factory.mktemp("evaluation")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("evaluation")
+
+
+@pytest.fixture(scope="module")
+def service(mlflow_server: MlflowServer, workdir: Path) -> Iterator[GatekeeperProcess]:
+    root = workdir
     evaluation = make_credit_data(n=3000, seed=11, biased=False)
     eval_csv = root / "credit-eval.csv"
     evaluation.to_csv(eval_csv, index=False)
@@ -76,7 +84,10 @@ def service(
         database_url=f"sqlite:///{root / 'gk.db'}",
         tracking_uri=mlflow_server.url,
         models="none",  # only the manual API starts runs here
-        env={"GATEKEEPER_POLICY_PATH": str(policy)},
+        env={
+            "GATEKEEPER_POLICY_PATH": str(policy),
+            "GATEKEEPER_LOGGED_DATA_SOURCES": str(root / "logged"),
+        },
     ).start()
     yield gk
     gk.stop()
@@ -233,3 +244,55 @@ def test_malformed_policy_stops_serve_naming_key_and_line(tmp_path: Path) -> Non
     result = subprocess.run(gk.args, env=gk.env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert f"{policy}:4: models[0].gates.fairness.demographic_parity_ratio" in result.stderr
+
+
+def test_data_the_run_logged_is_used_and_a_changed_training_file_is_an_error(
+    service: GatekeeperProcess, mlflow_server: MlflowServer, workdir: Path
+) -> None:
+    """A policy with gates and no `data:`: the gatekeeper evaluates on the frames the run
+    logged with mlflow.log_input, after checking MLflow's digest; relabelling the training
+    file after the run makes the next run `error`."""
+    from mlflow.models import infer_signature
+
+    name = f"{PREFIX}-logged-churn"
+    logged_dir = workdir / "logged"  # GATEKEEPER_LOGGED_DATA_SOURCES
+    logged_dir.mkdir(exist_ok=True)
+    columns = [*NUMERIC_FEATURES, "gender", TARGET]
+    train_csv, eval_csv = logged_dir / "train.csv", logged_dir / "eval.csv"
+    make_credit_data(n=2000, seed=21)[columns].to_csv(train_csv, index=False)
+    make_credit_data(n=1000, seed=22)[columns].to_csv(eval_csv, index=False)
+    train, evaluation = pd.read_csv(train_csv), pd.read_csv(eval_csv)
+    model = train_model(train, include_gender=True)
+    features = train.drop(columns=[TARGET])
+
+    mlflow.set_tracking_uri(mlflow_server.url)
+    with mlflow.start_run():
+        training_input = mlflow.data.from_pandas(train, source=str(train_csv), name="credit-train")
+        mlflow.log_input(training_input, context="training")
+        eval_input = mlflow.data.from_pandas(evaluation, source=str(eval_csv), name="credit-eval")
+        mlflow.log_input(eval_input, context="evaluation")
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=name, serialization_format="pickle",
+            signature=infer_signature(features, model.predict(features)),
+        )  # fmt: skip
+    version = int(info.registered_model_version)
+
+    first = service.run_version(name, version)
+    assert first["status"] == "passed", first["decision"]
+    by_name = {d["name"]: d for d in first["datasets"]}
+    assert by_name["evaluation"]["origin"] == "run-input"
+    assert by_name["evaluation"]["trainer_supplied"] is True
+    assert by_name["evaluation"]["target"] == TARGET  # the one column not in the signature
+    assert by_name["evaluation"]["logged"]["digest"] == eval_input.digest
+    assert by_name["training"]["logged"]["digest"] == training_input.digest
+    assert gate_result(first, "performance")["evidence"]["rows"] == 1000
+    assert gate_result(first, "drift")["status"] == "skipped"  # no earlier version to compare
+
+    relabelled = train.assign(**{TARGET: 1 - train[TARGET]})
+    relabelled.to_csv(train_csv, index=False)
+    second = service.run_version(name, version)
+    assert second["status"] == "error", second["decision"]
+    drift = gate_result(second, "drift")
+    assert drift["status"] == "error"
+    assert "changed after the run" in drift["message"]
+    assert training_input.digest in drift["message"]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from gates.base import GateMode, GateResult, Severity, Status
+from gates.drift import DriftConfig
 from gates.security.config import SecurityConfig
-from service.policy import ModelPolicy, OtherGate, decide
+from service.policy import ModelPolicy, decide
 from service.store.tables import RunStatus
 
 
@@ -28,13 +29,13 @@ def test_enforced_error_blocks() -> None:
 
 
 def test_failure_wins_over_error() -> None:
-    policy = ModelPolicy(drift=OtherGate(mode=GateMode.ENFORCE))
+    policy = ModelPolicy(drift=DriftConfig(mode=GateMode.ENFORCE))
     decision = decide([_result("security", "error"), _result("drift", "fail")], policy)
     assert decision.status == "failed"
 
 
 def test_warn_mode_failure_only_warns() -> None:
-    policy = ModelPolicy(drift=OtherGate(mode=GateMode.WARN))
+    policy = ModelPolicy(drift=DriftConfig(mode=GateMode.WARN))
     decision = decide([_result("security", "pass"), _result("drift", "fail")], policy)
     assert decision.status == "passed"
     assert decision.warn == ["drift: drift said fail"]
@@ -51,7 +52,7 @@ def test_policy_digest_changes_with_policy() -> None:
 
 
 def test_a_gate_in_warn_mode_that_errors_does_not_block() -> None:
-    policy = ModelPolicy(drift=OtherGate(mode=GateMode.WARN))
+    policy = ModelPolicy(drift=DriftConfig(mode=GateMode.WARN))
     decision = decide([_result("security", "pass"), _result("drift", "error")], policy)
     assert decision.status == RunStatus.PASSED
     assert decision.warn == ["drift: drift said error"]

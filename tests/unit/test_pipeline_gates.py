@@ -25,7 +25,6 @@ def test_security_failure_skips_model_loading_gates(tmp_path: Path) -> None:
         performance=PerformanceConfig(),
         fairness=FairnessConfig(sensitive_features=["gender"]),
         robustness=on,
-        drift=on,
     )
 
     deadline = Deadline(time.monotonic() + 300, 300)

@@ -1,0 +1,115 @@
+"""Logged datasets are the trainer's word: only operator-listed sources are read, and the
+target is found from the model's own signature. Real files and real MLflow digests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from service.errors import ConfigError
+from service.mlflow.logged_data import LoggedDataset, mlflow_digest
+from service.policy import parse_policy
+from service.runs.datasets import (
+    DatasetError,
+    Origin,
+    infer_target,
+    load_logged_dataset,
+    source_allowed,
+)
+
+INPUTS = [{"name": "age", "type": "double"}, {"name": "income", "type": "double"}]
+SIGNATURE = {"signature": {"inputs": json.dumps(INPUTS)}}  # as MLflow writes it in MLmodel
+
+
+@pytest.mark.parametrize(
+    ("source", "allowed"),
+    [
+        ("/srv/data/train.csv", True),
+        ("file:///srv/data/sub/train.parquet", True),
+        ("/srv/data/../../etc/passwd", False),
+        ("/srv/database.db", False),
+        ("/srv/data-other/x.csv", False),
+        ("relative/train.csv", False),
+        ("https://data.example.com/ml/train.csv", True),
+        ("https://data.example.com.evil.net/ml/train.csv", False),
+        ("https://data.example.com/ml/../admin", False),
+        ("https://data.example.com/mlx/train.csv", False),
+        ("http://data.example.com/ml/train.csv", False),
+        ("http://169.254.169.254/latest/meta-data/", False),
+        ("s3://ml-data/train.csv", True),
+        ("s3://ml-data-private/train.csv", False),
+        ("", False),
+    ],
+)
+def test_only_sources_under_an_allowed_prefix_are_read(source: str, allowed: bool) -> None:
+    prefixes = ("/srv/data/", "https://data.example.com/ml/", "s3://ml-data/")
+    assert source_allowed(source, prefixes) is allowed
+
+
+def test_a_symlink_out_of_an_allowed_root_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    secret = tmp_path / "gatekeeper.db"
+    secret.write_text("a,b\n1,2\n")
+    (root / "train.csv").symlink_to(secret)
+    assert not source_allowed(str(root / "train.csv"), (str(root),))
+
+
+def _logged(path: Path, frame: pd.DataFrame) -> LoggedDataset:
+    return LoggedDataset(
+        name="train", digest=mlflow_digest(frame), source_type="local", source=str(path),
+        context="training", columns=tuple(frame.columns),
+    )  # fmt: skip
+
+
+def test_logged_data_is_loaded_when_its_digest_matches(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"age": [31.0, 45.0, 52.0], "income": [1.0, 2.0, 3.0], "y": [0, 1, 1]})
+    path = tmp_path / "train.csv"
+    frame.to_csv(path, index=False)
+    loaded = load_logged_dataset(
+        "training", _logged(path, frame), allowed_sources=(str(tmp_path),),
+        origin=Origin.RUN_INPUT,
+    )  # fmt: skip
+    assert loaded.frame.shape == (3, 3)
+    assert loaded.record()["origin"] == "run-input" and loaded.trainer_supplied
+
+
+def test_logged_data_changed_after_the_run_is_refused(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"age": [31.0, 45.0, 52.0], "income": [1.0, 2.0, 3.0], "y": [0, 1, 1]})
+    path = tmp_path / "train.csv"
+    logged = _logged(path, frame)
+    frame.assign(y=[1, 1, 1]).to_csv(path, index=False)  # relabelled after the run
+    with pytest.raises(DatasetError, match="changed after the run"):
+        load_logged_dataset(
+            "training", logged, allowed_sources=(str(tmp_path),), origin=Origin.RUN_INPUT
+        )
+
+
+def test_logged_data_outside_the_allowed_sources_is_never_read(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"a": [1]})
+    path = tmp_path / "train.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DatasetError, match="not under an allowed source"):
+        load_logged_dataset(
+            "training", _logged(path, frame), allowed_sources=(), origin=Origin.RUN_INPUT
+        )
+
+
+def test_target_is_the_one_column_that_is_not_a_model_input() -> None:
+    frame = pd.DataFrame({"age": [1.0], "income": [2.0], "approved": [1]})
+    assert infer_target(frame, None, SIGNATURE) == "approved"
+    assert infer_target(frame, "income", SIGNATURE) == "income"
+    with pytest.raises(DatasetError, match="set `target`"):
+        infer_target(frame.assign(extra=1), None, SIGNATURE)
+    with pytest.raises(DatasetError, match="no input signature"):
+        infer_target(frame, None, {})
+
+
+def test_a_policy_enabling_a_gate_the_gatekeeper_does_not_have_is_refused() -> None:
+    text = "models:\n  - match: '*'\n    gates:\n      explainability: {mode: enforce}\n"
+    with pytest.raises(ConfigError) as refused:
+        parse_policy(text, "policy.yaml")
+    assert "policy.yaml:4: models[0].gates.explainability" in str(refused.value)
