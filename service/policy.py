@@ -26,6 +26,7 @@ from gates.base import GateMode, GateResult, Status
 from gates.drift import DriftConfig
 from gates.fairness import FairnessConfig
 from gates.performance import PerformanceConfig
+from gates.robustness import RobustnessConfig
 from gates.security.config import SecurityConfig
 from service.errors import ConfigError
 from service.store.tables import RunStatus
@@ -98,13 +99,6 @@ class LimitsConfig(_Strict):
     """Rows of one dataset, from parquet metadata or the CSV before it is used."""
 
 
-class OtherGate(_Strict):
-    """Robustness and drift: configured here, built in later releases."""
-
-    mode: GateMode = GateMode.OFF
-    model_config = ConfigDict(extra="allow")
-
-
 class SandboxConfig(_Strict):
     """Resources of the sandbox that loads the model and predicts."""
 
@@ -124,7 +118,7 @@ class GatesConfig(_Strict):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     performance: PerformanceConfig | None = None
     fairness: FairnessConfig | None = None
-    robustness: OtherGate | None = None
+    robustness: RobustnessConfig | None = None
     drift: DriftConfig | None = None
 
 
@@ -151,7 +145,7 @@ class ModelPolicy:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     performance: PerformanceConfig | None = None
     fairness: FairnessConfig | None = None
-    robustness: OtherGate | None = None
+    robustness: RobustnessConfig | None = None
     drift: DriftConfig | None = None
     data: DataConfig = field(default_factory=DataConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)

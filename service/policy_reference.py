@@ -20,6 +20,7 @@ from pydantic_core import PydanticUndefined
 from gates.drift import DriftConfig
 from gates.fairness import FairnessConfig
 from gates.performance import PerformanceConfig
+from gates.robustness import RobustnessConfig
 from gates.security.config import SecurityConfig
 from service.policy import LimitsConfig, SandboxConfig
 
@@ -30,6 +31,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("gates.security", SecurityConfig),
     ("gates.performance", PerformanceConfig),
     ("gates.fairness", FairnessConfig),
+    ("gates.robustness", RobustnessConfig),
     ("gates.drift", DriftConfig),
     ("sandbox", SandboxConfig),
     ("limits", LimitsConfig),

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from gates import drift, fairness, performance
+from gates import drift, fairness, performance, robustness
 from gates.base import GateContext, GateMode, GateResult, Status
 from gates.drift import DriftConfig
 from gates.evaluation import EvaluationData, ModelOutputs, infer_task
@@ -40,7 +41,7 @@ log = logging.getLogger("gatekeeper.pipeline")
 # Gates that load the model; they never run unless the security gate passed. Drift judges
 # data only and runs whatever the security gate said.
 MODEL_LOADING_GATES = ("performance", "fairness", "robustness")
-EVALUATION_GATES = ("performance", "fairness")
+EVALUATION_GATES = ("performance", "fairness", "robustness")
 
 # (model name, version) -> artifact digests of the runs the gatekeeper recorded as passed.
 PassingDigests = Callable[[str, int], Collection[str]]
@@ -220,12 +221,65 @@ def _evaluation_gates(
         results.append(
             _guarded("fairness", lambda c: fairness.check(c, fairness_config), gate_ctx, env.run_id)
         )
+    if policy.robustness is not None and policy.mode("robustness") != GateMode.OFF:
+        probing = _Probing(model_dir, features, limits, training.frame if training else None)
+        results.append(_robustness_gate(gate_ctx, policy.robustness, evaluation_data, probing, env))
     shared = {
         "sandbox": candidate.evidence,
         "champion": champion_note or (f"version {champion_version}" if champion else "none"),
         "dataset": evaluation.record(),
     }
     return [dataclasses.replace(r, evidence={**r.evidence, **shared}) for r in results]
+
+
+@dataclass(frozen=True)
+class _Probing:
+    model_dir: Path
+    features: pd.DataFrame  # the evaluation rows the candidate already answered
+    limits: SandboxLimits
+    training: pd.DataFrame | None
+
+
+def _robustness_gate(
+    ctx: GateContext,
+    config: robustness.RobustnessConfig,
+    evaluation: EvaluationData,
+    probing: _Probing,
+    env: _Evaluation,
+) -> GateResult:
+    """Perturbation and trigger probes, planned here, answered by the candidate in a second
+    sandbox call (a probe the model refuses, such as an unseen category, then fails this gate
+    alone), judged here."""
+    plan = robustness.plan_probes(
+        probing.features, list(probing.features.columns), config, probing.training,
+        task=evaluation.task,
+    )  # fmt: skip
+    if plan.error:
+        return _error("robustness", plan.error)
+    try:
+        limits = dataclasses.replace(
+            probing.limits,
+            wall_seconds=min(probing.limits.wall_seconds, env.deadline.remaining("the probes")),
+        )
+        answered = predict_in_sandbox(
+            probing.model_dir,
+            plan.rows,
+            limits=limits,
+            workdir=env.scratch / "sandbox-probes",
+            isolation=env.isolation,
+            run_id=env.run_id,
+        )
+    except SandboxError as exc:
+        return _sandbox_error("robustness", "candidate model on the probe rows", exc)
+    except GatekeeperError as exc:
+        return _error("robustness", f"candidate model on the probe rows: {exc}")
+    probes = _outputs(answered)
+    data = robustness.RobustnessData(plan, probes)
+    gate_ctx = dataclasses.replace(ctx, datasets={**ctx.datasets, "robustness": data})
+    result = _guarded("robustness", lambda c: robustness.check(c, config), gate_ctx, env.run_id)
+    return dataclasses.replace(
+        result, evidence={**result.evidence, "probe_sandbox": answered.evidence}
+    )
 
 
 def _champion(

@@ -18,6 +18,7 @@ from typing import Any
 import cloudpickle
 import httpx
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -50,6 +51,12 @@ models:
     gates:
       performance: {{mode: enforce, min: {{accuracy: 0.6}}}}
       drift: {{mode: enforce}}
+  - match: "{PREFIX}-robust-*"
+    data:
+      evaluation: {evaluation}
+    gates:
+      performance: {{mode: warn}}
+      robustness: {{mode: enforce, sample_rows: 300}}
   - match: "{PREFIX}-onegroup-*"
     data:
       evaluation: {{uri: "file://{one_group_csv}", target: {TARGET}}}
@@ -296,3 +303,38 @@ def test_data_the_run_logged_is_used_and_a_changed_training_file_is_an_error(
     assert drift["status"] == "error"
     assert "changed after the run" in drift["message"]
     assert training_input.digest in drift["message"]
+
+
+def test_a_brittle_model_fails_robustness_through_the_sandbox(
+    service: GatekeeperProcess, mlflow_server: MlflowServer
+) -> None:
+    """1-nearest-neighbour on noisy labels: the probe rows go to the sandbox in a second call
+    and the flip rate fails the gate; a logistic regression on the same data passes."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = make_credit_data(n=3000, seed=31)
+    noisy = data[TARGET].where(np.random.default_rng(3).random(len(data)) > 0.3, 1 - data[TARGET])
+    numeric = ColumnTransformer([("numeric", StandardScaler(), NUMERIC_FEATURES)])
+    brittle = Pipeline([("scale", numeric), ("knn", KNeighborsClassifier(n_neighbors=1))])
+    brittle.fit(data[NUMERIC_FEATURES], noisy)
+    steady = train_model(data, include_gender=False)
+
+    brittle_name, steady_name = f"{PREFIX}-robust-knn", f"{PREFIX}-robust-logreg"
+    brittle_run = service.run_version(
+        brittle_name, _log_sklearn(mlflow_server.url, brittle_name, brittle)
+    )
+    steady_run = service.run_version(
+        steady_name, _log_sklearn(mlflow_server.url, steady_name, steady)
+    )
+
+    failed = gate_result(brittle_run, "robustness")
+    assert brittle_run["status"] == "failed", failed["message"]
+    assert failed["status"] == "fail"
+    assert any(f["rule_id"] == "ROBUST-FLIP-001" for f in failed["findings"])
+    assert failed["evidence"]["probe_sandbox"]["timings_s"]["total"] > 0
+    passed = gate_result(steady_run, "robustness")
+    assert passed["status"] in ("pass", "warn"), passed["message"]
+    assert not any(f["rule_id"] == "ROBUST-FLIP-001" for f in passed["findings"])

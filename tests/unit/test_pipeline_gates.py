@@ -10,7 +10,8 @@ from demo.models import MLMODEL_SKLEARN_PICKLE, malicious_pickle
 from gates.base import GateContext, GateMode, Status
 from gates.fairness import FairnessConfig
 from gates.performance import PerformanceConfig
-from service.policy import ModelPolicy, OtherGate, decide
+from gates.robustness import RobustnessConfig
+from service.policy import ModelPolicy, decide
 from service.runs.pipeline import MODEL_LOADING_GATES, Deadline, _security_stage
 from service.store.tables import RunStatus
 
@@ -20,11 +21,10 @@ def test_security_failure_skips_model_loading_gates(tmp_path: Path) -> None:
     model_dir.mkdir()
     (model_dir / "MLmodel").write_text(MLMODEL_SKLEARN_PICKLE)
     (model_dir / "model.pkl").write_bytes(malicious_pickle(tmp_path / "MARKER"))
-    on = OtherGate(mode=GateMode.ENFORCE)
     policy = ModelPolicy(
         performance=PerformanceConfig(),
         fairness=FairnessConfig(sensitive_features=["gender"]),
-        robustness=on,
+        robustness=RobustnessConfig(mode=GateMode.ENFORCE),
     )
 
     deadline = Deadline(time.monotonic() + 300, 300)
