@@ -107,10 +107,12 @@ from gates.robustness.config import (
     RULE_TRIGGER,
     UNSEEN,
     FeatureKind,
+    GiskardLevel,
     ProbeKind,
     RobustnessConfig,
     TriggerMode,
 )
+from gates.robustness.giskard_issues import GiskardIssue, GiskardScan, judge_giskard, merge
 from gates.robustness.judge import check, judge
 from gates.robustness.plan import plan_probes
 from gates.robustness.probes import Probe, ProbePlan, RobustnessData, Skipped
@@ -124,6 +126,9 @@ __all__ = [
     "RULE_TRIGGER",
     "UNSEEN",
     "FeatureKind",
+    "GiskardIssue",
+    "GiskardLevel",
+    "GiskardScan",
     "Probe",
     "ProbeKind",
     "ProbePlan",
@@ -134,5 +139,7 @@ __all__ = [
     "TriggerMode",
     "check",
     "judge",
+    "judge_giskard",
+    "merge",
     "plan_probes",
 ]

@@ -16,6 +16,7 @@ GATE_NAME = "robustness"
 ROBUSTNESS_KEY = "robustness"
 RULE_FLIP = "ROBUST-FLIP-001"
 RULE_TRIGGER = "ROBUST-TRIGGER-001"
+RULE_GISKARD = "ROBUST-GISKARD-001"
 ALL_NUMERIC = "<all numeric features>"
 UNSEEN = "<gatekeeper-unseen-category>"
 MAX_SAMPLE_ROWS = 100_000
@@ -27,6 +28,18 @@ class TriggerMode(enum.StrEnum):
     WARN = "warn"
     FAIL = "fail"
     OFF = "off"
+
+
+class GiskardLevel(enum.StrEnum):
+    """Giskard's issue levels, most severe first."""
+
+    MAJOR = "major"
+    MEDIUM = "medium"
+    MINOR = "minor"
+
+    @property
+    def rank(self) -> int:
+        return {"major": 3, "medium": 2, "minor": 1}[self.value]
 
 
 class ProbeKind(enum.StrEnum):
@@ -101,6 +114,24 @@ class RobustnessConfig(GateConfig):
 
     seed: int = Field(0, strict=True, ge=0)
     """Seed of the samples and perturbations, so the same inputs always give the same result."""
+
+    giskard: bool = Field(True, strict=True)
+    """Also run Giskard's scan (giskard.scan) on a sample, in the sandbox."""
+
+    giskard_sample_rows: int = Field(1000, strict=True, ge=20, le=MAX_SAMPLE_ROWS)
+    """Evaluation rows (a seeded sample) Giskard scans."""
+
+    giskard_detectors: list[str] = Field(default_factory=lambda: ["robustness"])
+    """Giskard detector tags to run (`robustness`, `performance`, `calibration`, ...)."""
+
+    giskard_fail_level: GiskardLevel = GiskardLevel.MAJOR
+    """ROBUST-GISKARD-001: an issue at this level or above fails the gate."""
+
+    giskard_warn_level: GiskardLevel = GiskardLevel.MEDIUM
+    """ROBUST-GISKARD-001: an issue at this level or above (below the fail level) warns."""
+
+    giskard_time_budget_s: float = Field(120.0, strict=True, gt=0, le=3600)
+    """Seconds for the scan; past it the scan is killed and the gate is an `error` naming it."""
 
     @model_validator(mode="after")
     def _something_to_check(self) -> RobustnessConfig:

@@ -34,7 +34,13 @@ from service.runs.queue import ClaimedRun
 from service.runs.run_data import DataSources, RunData, resolve_run_data
 from service.runs.scan_runner import run_security_gate
 from service.sandbox.isolation import IsolationConfig
-from service.sandbox.runner import Predictions, SandboxError, SandboxLimits, predict_in_sandbox
+from service.sandbox.runner import (
+    GiskardRequest,
+    Predictions,
+    SandboxError,
+    SandboxLimits,
+    predict_in_sandbox,
+)
 
 log = logging.getLogger("gatekeeper.pipeline")
 
@@ -277,9 +283,59 @@ def _robustness_gate(
     data = robustness.RobustnessData(plan, probes)
     gate_ctx = dataclasses.replace(ctx, datasets={**ctx.datasets, "robustness": data})
     result = _guarded("robustness", lambda c: robustness.check(c, config), gate_ctx, env.run_id)
-    return dataclasses.replace(
+    result = dataclasses.replace(
         result, evidence={**result.evidence, "probe_sandbox": answered.evidence}
     )
+    if not config.giskard:
+        return result
+    return robustness.merge(result, _giskard_scan(config, evaluation, probing, env), config)
+
+
+def _giskard_scan(
+    config: robustness.RobustnessConfig,
+    evaluation: EvaluationData,
+    probing: _Probing,
+    env: _Evaluation,
+) -> robustness.GiskardScan:
+    """giskard.scan on a seeded sample, in its own sandbox call bounded by its time budget:
+    a scan that runs out of time is killed and reported, the flip and trigger results stand."""
+    rows = probing.features
+    if len(rows) > config.giskard_sample_rows:
+        rows = rows.sample(n=config.giskard_sample_rows, random_state=config.seed)
+    target_values = evaluation.frame.loc[rows.index, evaluation.target].tolist()
+    categorical = [str(c) for c in rows.columns if not pd.api.types.is_numeric_dtype(rows[c])]
+    request = GiskardRequest(
+        target_values=target_values,
+        task=evaluation.task.value,
+        cat_columns=categorical,
+        detectors=list(config.giskard_detectors),
+    )
+    budget = config.giskard_time_budget_s
+    try:
+        limits = dataclasses.replace(
+            probing.limits, wall_seconds=min(budget, env.deadline.remaining("the Giskard scan"))
+        )
+        answered = predict_in_sandbox(
+            probing.model_dir,
+            rows.reset_index(drop=True),
+            limits=limits,
+            workdir=env.scratch / "sandbox-giskard",
+            isolation=env.isolation,
+            run_id=env.run_id,
+            giskard=request,
+        )
+    except SandboxError as exc:
+        if exc.kind == "timeout":
+            return robustness.GiskardScan(
+                error=f"the Giskard scan did not finish within its budget of {budget:g} s and "
+                "was stopped (the flip and trigger results are complete)"
+            )
+        return robustness.GiskardScan(error=f"the Giskard scan failed: {exc.message}")
+    except GatekeeperError as exc:
+        return robustness.GiskardScan(error=f"the Giskard scan failed: {exc}")
+    if answered.giskard is None:
+        return robustness.GiskardScan(error="the sandbox returned no Giskard report")
+    return answered.giskard
 
 
 def _champion(

@@ -65,7 +65,9 @@ _KIND_BY_STAGE = {
     "import": "load",
     "load": "load",
     "predict": "predict",
+    "giskard": "predict",
 }
+_MAX_ISSUES = 200
 
 network_attempts: list[str] = []
 current_stage = "start"
@@ -200,7 +202,74 @@ def _run(request: dict[str, Any], stream: IO[str]) -> dict[str, Any]:
     raw = _underlying_model(loaded)
     scores = _scores(raw, rows)
     classes = _classes(raw) if scores is not None else None
-    return {"predictions": predictions, "scores": scores, "classes": classes}
+    result: dict[str, Any] = {"predictions": predictions, "scores": scores, "classes": classes}
+    if request.get("giskard"):
+        _enter(stream, "giskard")
+        result["giskard"] = _giskard_scan(request["giskard"], loaded, raw, rows, predictions)
+    return result
+
+
+def _giskard_scan(
+    spec: dict[str, Any], loaded: Any, raw: Any, rows: Any, predictions: list[Any]
+) -> dict[str, Any]:
+    """giskard.scan on these rows and their target values; it calls the model, so it runs
+    here. Its analytics are switched off before it is imported (the network namespace and the
+    audit hook would refuse them anyway, and an attempt would fail this run)."""
+    os.environ["GSK_DISABLE_ANALYTICS"] = "true"
+    import giskard
+    import numpy as np
+
+    features = [str(c) for c in rows.columns]
+    target = "__gatekeeper_target__"
+    data = rows.copy()
+    data.columns = features
+    data[target] = spec["target_values"]
+    if spec["task"] == "classification":
+        labels = list(getattr(raw, "classes_", [])) or sorted(
+            {*spec["target_values"], *predictions}, key=str
+        )
+
+        def probabilities(frame: Any) -> Any:
+            frame = frame[features]
+            if raw is not None and hasattr(raw, "predict_proba"):
+                proba = np.asarray(raw.predict_proba(frame), dtype=float)
+                order = [list(raw.classes_).index(label) for label in labels]
+                return proba[:, order]
+            out = _as_rows_list(loaded.predict(frame))
+            return np.array([[1.0 if o == label else 0.0 for label in labels] for o in out])
+
+        model = giskard.Model(
+            model=probabilities, model_type="classification",
+            classification_labels=labels, feature_names=features,
+        )  # fmt: skip
+    else:
+        model = giskard.Model(
+            model=lambda frame: np.asarray(_as_rows_list(loaded.predict(frame[features])), float),
+            model_type="regression", feature_names=features,
+        )  # fmt: skip
+    dataset = giskard.Dataset(df=data, target=target, cat_columns=spec["cat_columns"])
+    started = time.monotonic()
+    report = giskard.scan(
+        model, dataset, only=spec["detectors"] or None, raise_exceptions=False, verbose=False
+    )
+    return {
+        "issues": [_issue(i) for i in report.issues[:_MAX_ISSUES]],
+        "seconds": time.monotonic() - started,
+    }
+
+
+def _issue(issue: Any) -> dict[str, Any]:
+    meta = getattr(issue, "meta", {}) or {}
+    level = getattr(issue, "level", "")
+    return {
+        "level": str(getattr(level, "value", level)),
+        "detector": str(getattr(issue, "detector_name", "") or type(issue).__name__),
+        "group": str(getattr(getattr(issue, "group", None), "name", "")),
+        "features": [str(f) for f in (getattr(issue, "features", None) or [])],
+        "metric": str(meta.get("metric", "")),
+        "deviation": str(meta.get("deviation", "")),
+        "description": str(getattr(issue, "description", ""))[:1000],
+    }
 
 
 def main() -> int:

@@ -37,6 +37,7 @@ from typing import IO, Any
 
 import pandas as pd
 
+from gates.robustness import GiskardIssue, GiskardLevel, GiskardScan
 from service.errors import GatekeeperError
 from service.sandbox.isolation import (
     MODEL_MOUNT,
@@ -57,7 +58,7 @@ log = logging.getLogger("gatekeeper.sandbox")
 SANDBOX_KINDS = frozenset(
     {"isolation", "timeout", "memory", "crash", "network", "load", "predict", "protocol"}
 )
-STAGES = ("start", "rows", "import", "load", "predict")
+STAGES = ("start", "rows", "import", "load", "predict", "giskard")
 CHILD_SCRIPT = Path(__file__).with_name("child.py")
 STDERR_TAIL_BYTES = 64 * 1024
 DIAGNOSTIC_CHARS = 4000  # what of the model's own output an admin gets to see
@@ -117,6 +118,7 @@ class Predictions:
     scores: list[list[float]] | None
     classes: list[Any] | None
     evidence: dict[str, Any] = field(default_factory=dict)
+    giskard: GiskardScan | None = None  # when the request asked for Giskard's scan
 
 
 class SandboxError(GatekeeperError):
@@ -319,7 +321,72 @@ def _interpret(
         raise fail("protocol", "the sandbox's answer was cut off or its output left open")
     if malformed or final is None:
         raise fail("protocol", "the sandbox's answer was not the JSON it should be")
-    return _predictions(final, n_rows, evidence, fail)
+    predictions = _predictions(final, n_rows, evidence, fail)
+    if "giskard" in final:
+        predictions.giskard = _giskard_scan(final.get("giskard"))
+    return predictions
+
+
+@dataclass(frozen=True)
+class GiskardRequest:
+    """What the child needs to run giskard.scan on the rows it was given."""
+
+    target_values: list[Any]
+    task: str  # classification | regression
+    cat_columns: list[str]
+    detectors: list[str]
+
+    def as_request(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_MAX_GISKARD_ISSUES = 200
+_MAX_TEXT = 1000
+
+
+def _giskard_scan(raw: Any) -> GiskardScan:
+    """The child's scan report, bounded and typed: it came from the model's process, so every
+    field is text we cut to size, and a malformed report is an error, never a clean scan."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("issues"), list):
+        return GiskardScan(error="the Giskard scan returned no issue list")
+    issues = []
+    for item in raw["issues"][:_MAX_GISKARD_ISSUES]:
+        if not isinstance(item, dict):
+            return GiskardScan(error="the Giskard scan returned a malformed issue")
+        try:
+            level = GiskardLevel(str(item.get("level", "")).lower())
+        except ValueError:
+            return GiskardScan(error="the Giskard scan returned an issue of unknown level")
+        features = item.get("features")
+        issues.append(
+            GiskardIssue(
+                level=level,
+                detector=_text(item.get("detector")),
+                group=_text(item.get("group")),
+                features=tuple(_text(f) for f in features[:20])
+                if isinstance(features, list)
+                else (),
+                metric=_text(item.get("metric")),
+                deviation=_text(item.get("deviation")),
+                description=_text(item.get("description")),
+            )
+        )
+    seconds = raw.get("seconds")
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
+        seconds = 0.0
+    return GiskardScan(issues=tuple(issues), seconds=float(seconds))
+
+
+def _text(value: Any) -> str:
+    return str(value)[:_MAX_TEXT] if isinstance(value, str | int | float) else ""
+
+
+def _plain_json(value: Any) -> Any:
+    """numpy scalars in target values: JSON as their Python value."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _child_error_message(kind: str, stage: str, limits: SandboxLimits) -> str:
@@ -451,8 +518,10 @@ def predict_in_sandbox(
     workdir: Path,
     isolation: IsolationConfig | None = None,
     run_id: str | None = None,
+    giskard: GiskardRequest | None = None,
 ) -> Predictions:
-    """Load the model in a contained child process and return its predictions for `rows`.
+    """Load the model in a contained child process and return its predictions for `rows`
+    (and, when asked, Giskard's scan of the model on them).
 
     Raises SandboxError (kind isolation, timeout, memory, crash, network, load, predict or
     protocol); an isolation that cannot be set up is an error, never a run without it.
@@ -484,7 +553,8 @@ def predict_in_sandbox(
                 evidence=evidence,
             ) from exc
         evidence.update(launched.evidence)
-        request = json.dumps({**paths, "columns": columns}).encode()
+        extra = {"giskard": giskard.as_request()} if giskard is not None else {}
+        request = json.dumps({**paths, "columns": columns, **extra}, default=_plain_json).encode()
         try:
             outcome = _converse(launched, request, spawned_at, limits.wall_seconds)
         finally:

@@ -56,7 +56,7 @@ models:
       evaluation: {evaluation}
     gates:
       performance: {{mode: warn}}
-      robustness: {{mode: enforce, sample_rows: 300}}
+      robustness: {{mode: enforce, sample_rows: 300, giskard_sample_rows: 300}}
   - match: "{PREFIX}-onegroup-*"
     data:
       evaluation: {{uri: "file://{one_group_csv}", target: {TARGET}}}
@@ -335,6 +335,8 @@ def test_a_brittle_model_fails_robustness_through_the_sandbox(
     assert failed["status"] == "fail"
     assert any(f["rule_id"] == "ROBUST-FLIP-001" for f in failed["findings"])
     assert failed["evidence"]["probe_sandbox"]["timings_s"]["total"] > 0
+    scan = failed["evidence"]["giskard"]  # Giskard ran in the sandbox; its issues are here
+    assert scan["error"] is None and isinstance(scan["issues"], list) and scan["seconds"] > 0
     passed = gate_result(steady_run, "robustness")
     assert passed["status"] in ("pass", "warn"), passed["message"]
     assert not any(f["rule_id"] == "ROBUST-FLIP-001" for f in passed["findings"])

@@ -28,6 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from service.sandbox.isolation import IsolationConfig
 from service.sandbox.runner import (
     SANDBOX_ENV_KEYS,
+    GiskardRequest,
     Predictions,
     SandboxError,
     SandboxLimits,
@@ -214,6 +215,29 @@ def test_sklearn_model_predicts_with_scores(
     assert ev["limits"]["RLIMIT_AS"] == QUICK.memory_bytes
     assert ev["limits"]["RLIMIT_CORE"] == 0
     assert ev["process_limit"]["max"] == 64
+
+
+def test_giskard_scans_the_model_in_the_sandbox_without_a_network_attempt(
+    sklearn_model: Path, rows: pd.DataFrame, workdir: Path
+) -> None:
+    """giskard.scan runs in the bubblewrap child (it calls the model). Importing and running
+    it there makes no network attempt: the child's audit hook would have turned any attempt,
+    even a swallowed one, into a `network` error instead of this result."""
+    _, y = make_classification(n_samples=50, n_features=4, random_state=0)
+    request = GiskardRequest(
+        target_values=[int(v) for v in y], task="classification", cat_columns=[],
+        detectors=["robustness", "performance"],
+    )  # fmt: skip
+    result = predict_in_sandbox(
+        sklearn_model, rows, limits=SandboxLimits(wall_seconds=120), workdir=workdir,
+        giskard=request,
+    )  # fmt: skip
+
+    assert result.giskard is not None and result.giskard.error is None
+    assert result.giskard.seconds > 0
+    assert "giskard" in result.evidence["timings_s"]
+    for issue in result.giskard.issues:
+        assert issue.level.value in ("major", "medium", "minor") and issue.detector
 
 
 def test_model_finds_no_credentials_and_lives_in_its_own_dir(
