@@ -62,9 +62,43 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _datasets_section(datasets: list[Any] | None) -> str:
+    """Where each dataset came from: the data under a decision is part of the decision."""
+    rows = []
+    for item in datasets or []:
+        if not isinstance(item, dict):
+            continue
+        logged = item.get("logged") if isinstance(item.get("logged"), dict) else {}
+        rows.append(
+            {
+                "dataset": item.get("name"),
+                "origin": item.get("origin", "error" if item.get("error") else ""),
+                "source": item.get("source") or "",
+                "supplied by": "trainer-supplied" if item.get("trainer_supplied") else "",
+                "MLflow digest": logged.get("digest", "") if logged else "",
+                "sha256": str(item.get("sha256") or "")[:16],
+                "rows": item.get("rows"),
+                "error": item.get("error") or "",
+            }
+        )
+    if not rows:
+        return ""
+    columns = ["dataset", "origin", "source", "supplied by", "MLflow digest", "sha256", "rows"]
+    if any(r["error"] for r in rows):
+        columns.append("error")
+    return "<h2>Data</h2>" + _table(rows, columns)
+
+
 def _evidence_tables(evidence: dict[str, Any]) -> str:
-    """Per-metric table (performance) and per-group tables (fairness) from gate evidence."""
+    """Per-metric table (performance), per-group tables (fairness), per-feature flip rates
+    and Giskard's issues (robustness) from gate evidence."""
     out = ""
+    scan = evidence.get("giskard")
+    if isinstance(scan, dict) and isinstance(scan.get("issues"), list) and scan["issues"]:
+        issues = [i for i in scan["issues"] if isinstance(i, dict)]
+        out += "<p><b>Giskard scan</b></p>" + _table(
+            issues, ["level", "detector", "features", "metric", "deviation"]
+        )
     metrics = evidence.get("metrics")
     if isinstance(metrics, list):
         out += _table(metrics, ["metric", "candidate", "champion", "threshold", "verdict"])
@@ -125,7 +159,8 @@ def run_page(run_id: Annotated[str, Path(max_length=36)], session: SessionDep) -
             else ""
         )
         + "<h2>Gates</h2><table><tr><th>gate</th><th>status</th><th>detail</th></tr>"
-        f"{gates}</table><h2>Decision</h2><ul>{deny or '<li>nothing denied</li>'}</ul>"
+        f"{gates}</table>{_datasets_section(run.datasets)}"
+        f"<h2>Decision</h2><ul>{deny or '<li>nothing denied</li>'}</ul>"
         + (f"<p class='error'>{esc(run.error_message)}</p>" if run.error_message else "")
     )
     return _page(f"{run.model_name} v{run.model_version}", body)

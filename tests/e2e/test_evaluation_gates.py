@@ -294,6 +294,8 @@ def test_data_the_run_logged_is_used_and_a_changed_training_file_is_an_error(
     assert by_name["training"]["logged"]["digest"] == training_input.digest
     assert gate_result(first, "performance")["evidence"]["rows"] == 1000
     assert gate_result(first, "drift")["status"] == "skipped"  # no earlier version to compare
+    page = service.api("GET", f"/runs/{first['id']}").text
+    assert "run-input" in page and "trainer-supplied" in page and eval_input.digest in page
 
     relabelled = train.assign(**{TARGET: 1 - train[TARGET]})
     relabelled.to_csv(train_csv, index=False)
