@@ -19,7 +19,7 @@ lint: install
 	$(BIN)/mypy
 
 test: install lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=10
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 -n 2 --dist loadfile
 
 # A complete local installation: embedded MLflow + gatekeeper, two example versions decided.
 demo: install

@@ -13,7 +13,12 @@ import pytest
 
 from service.store.migrate import upgrade_to_head
 from tests.helpers import MlflowServer
-from tests.postgres import PostgresServer, PostgresUnavailable, find_or_start_postgres
+from tests.postgres import (
+    PostgresServer,
+    PostgresUnavailable,
+    WheelPostgres,
+    find_or_start_postgres,
+)
 
 # The suite is offline: never let giskard or anything else phone home.
 os.environ.setdefault("GSK_DISABLE_ANALYTICS", "true")
@@ -58,10 +63,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"PostgreSQL tests ran against {_session_postgres.used}")
 
 
-@pytest.fixture(scope="session")
-def postgres() -> PostgresServer:
-    """The PostgreSQL the suite uses, for tests that stop and start it."""
-    return postgres_server()
+@pytest.fixture
+def private_postgres() -> Iterator[WheelPostgres]:
+    """A PostgreSQL of the test's own (from the wheel), for a test that stops and starts it:
+    the shared server never goes down under tests running beside it (pytest-xdist)."""
+    server = WheelPostgres()
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="session")
@@ -72,8 +80,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
     server.stop()
 
 
-def _create_pg_database() -> tuple[str, str]:
-    server = postgres_server()
+def _create_pg_database(server: PostgresServer | None = None) -> tuple[str, str]:
+    server = server or postgres_server()
     name = f"gk_test_{uuid.uuid4().hex[:10]}"
     try:
         with psycopg.connect(server.admin_dsn, autocommit=True, connect_timeout=5) as conn:

@@ -126,17 +126,46 @@ def _log_pyfunc(tracking_uri: str, name: str, model: Any) -> int:
     return int(info.registered_model_version)
 
 
+def _cmdline(pid: str) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return None
+
+
+def _parent(pid: str) -> str | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), None)
+
+
 def _host_processes_with(text: str) -> list[str]:
     found = []
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+        if pid.isdigit() and text in (_cmdline(pid) or ""):
+            found.append(f"{pid}: {_cmdline(pid)}")
+    return found
+
+
+def _our_sandbox_processes(data_dir: Path) -> list[str]:
+    """Sandbox processes of this test's gatekeeper. Other tests may run sandboxes at the same
+    time (pytest-xdist): a bwrap counts when its command line binds our data dir, a sandboxed
+    child when its parent is such a bwrap, or when it has no bwrap parent left at all (an
+    orphan is what this check is for, whoever started it)."""
+    ours = str(data_dir)
+    found = []
+    for line in _host_processes_with("/sandbox/child.py"):
+        pid, cmdline = line.split(": ", 1)
+        if "bwrap" in cmdline.split(" ", 1)[0]:
+            if ours in cmdline:
+                found.append(line)
             continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(f"{pid}: {cmdline}")
+        parent = _parent(pid)
+        parent_cmdline = _cmdline(parent) if parent else None
+        if parent_cmdline is None or "bwrap" not in parent_cmdline or ours in parent_cmdline:
+            found.append(line)
     return found
 
 
@@ -181,7 +210,7 @@ def test_hostile_model_is_contained(setup: Setup, case: str) -> None:
     assert not (setup.gk.data_dir / "fill").exists()
     assert not (ROOT / "service" / "owned_by_model.py").exists()
     assert not _host_processes_with(survivor_tag), "a process of the model survived the run"
-    assert not _host_processes_with("/sandbox/child.py"), "a sandbox process survived the run"
+    assert not _our_sandbox_processes(setup.gk.data_dir), "a sandbox process survived the run"
     assert not list(Path("/sys/fs/cgroup/pids").glob("gatekeeper-sandbox-*"))
     _assert_service_healthy(setup)
 

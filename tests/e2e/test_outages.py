@@ -24,7 +24,7 @@ from demo.models import log_clean_model
 from service.mlflow.embedded import EmbeddedMlflow
 from service.store.db import transaction
 from service.store.tables import FINISHED_STATUSES, AuditEvent, GateRun, ModelPromotion, RunStatus
-from tests.conftest import _create_pg_database, _drop_pg_database
+from tests.conftest import _create_pg_database
 from tests.helpers import (
     GatekeeperProcess,
     MlflowServer,
@@ -34,7 +34,7 @@ from tests.helpers import (
     version_created_body,
     wait_for,
 )
-from tests.postgres import PostgresServer
+from tests.postgres import WheelPostgres
 
 ALIAS = "production-ready"
 FAST_RETRIES = {
@@ -159,9 +159,10 @@ def test_publisher_killed_mid_publish_converges_with_one_audit_row(
 
 
 def test_postgres_down_15_s_during_recording(
-    mlflow_server: MlflowServer, postgres: PostgresServer, tmp_path: Path
+    mlflow_server: MlflowServer, private_postgres: WheelPostgres, tmp_path: Path
 ) -> None:
-    pg_name, url = _create_pg_database()
+    postgres = private_postgres
+    _, url = _create_pg_database(postgres)
     name = unique_name("outage-pg")
     gk = GatekeeperProcess(
         data_dir=tmp_path / "gk",
@@ -199,8 +200,7 @@ def test_postgres_down_15_s_during_recording(
         gk.stop()
         from service.store.db import engine_for
 
-        engine_for(url).dispose()
-        _drop_pg_database(pg_name)
+        engine_for(url).dispose()  # the private server and its database go with the fixture
 
 
 @pytest.fixture
