@@ -429,7 +429,8 @@ def _make_pids_cgroup(max_processes: int) -> Path:
             continue
         if base == Path("/sys/fs/cgroup") and not _v2_has_pids(base):
             continue
-        path = base / f"gatekeeper-sandbox-{uuid.uuid4().hex[:12]}"
+        # the worker's pid in the name: an operator (or a test) can tell whose cgroup it is
+        path = base / f"gatekeeper-sandbox-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         try:
             path.mkdir()
             (path / "pids.max").write_text(str(max_processes))

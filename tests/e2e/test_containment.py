@@ -211,7 +211,10 @@ def test_hostile_model_is_contained(setup: Setup, case: str) -> None:
     assert not (ROOT / "service" / "owned_by_model.py").exists()
     assert not _host_processes_with(survivor_tag), "a process of the model survived the run"
     assert not _our_sandbox_processes(setup.gk.data_dir), "a sandbox process survived the run"
-    assert not list(Path("/sys/fs/cgroup/pids").glob("gatekeeper-sandbox-*"))
+    # this gatekeeper's cgroups only: other tests' sandboxes may run beside it (pytest-xdist)
+    assert setup.gk.process is not None
+    mine = f"gatekeeper-sandbox-{setup.gk.process.pid}-*"
+    assert not list(Path("/sys/fs/cgroup/pids").glob(mine))
     _assert_service_healthy(setup)
 
 

@@ -253,26 +253,16 @@ def test_malformed_policy_stops_serve_naming_key_and_line(tmp_path: Path) -> Non
     assert f"{policy}:4: models[0].gates.fairness.demographic_parity_ratio" in result.stderr
 
 
-def test_data_the_run_logged_is_used_and_a_changed_training_file_is_an_error(
-    service: GatekeeperProcess, mlflow_server: MlflowServer, workdir: Path
-) -> None:
-    """A policy with gates and no `data:`: the gatekeeper evaluates on the frames the run
-    logged with mlflow.log_input, after checking MLflow's digest; relabelling the training
-    file after the run makes the next run `error`."""
+def _log_with_data(
+    tracking_uri: str, name: str, train_csv: Path, eval_csv: Path
+) -> tuple[int, Any, Any]:
+    """A model trained on `train_csv`, its run logging both files with mlflow.log_input."""
     from mlflow.models import infer_signature
 
-    name = f"{PREFIX}-logged-churn"
-    logged_dir = workdir / "logged"  # GATEKEEPER_LOGGED_DATA_SOURCES
-    logged_dir.mkdir(exist_ok=True)
-    columns = [*NUMERIC_FEATURES, "gender", TARGET]
-    train_csv, eval_csv = logged_dir / "train.csv", logged_dir / "eval.csv"
-    make_credit_data(n=2000, seed=21)[columns].to_csv(train_csv, index=False)
-    make_credit_data(n=1000, seed=22)[columns].to_csv(eval_csv, index=False)
     train, evaluation = pd.read_csv(train_csv), pd.read_csv(eval_csv)
     model = train_model(train, include_gender=True)
     features = train.drop(columns=[TARGET])
-
-    mlflow.set_tracking_uri(mlflow_server.url)
+    mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run():
         training_input = mlflow.data.from_pandas(train, source=str(train_csv), name="credit-train")
         mlflow.log_input(training_input, context="training")
@@ -282,7 +272,27 @@ def test_data_the_run_logged_is_used_and_a_changed_training_file_is_an_error(
             model, name="model", registered_model_name=name, serialization_format="pickle",
             signature=infer_signature(features, model.predict(features)),
         )  # fmt: skip
-    version = int(info.registered_model_version)
+    return int(info.registered_model_version), training_input, eval_input
+
+
+def test_data_the_run_logged_is_used_drift_against_the_alias_holder_and_tampering(
+    service: GatekeeperProcess, mlflow_server: MlflowServer, workdir: Path
+) -> None:
+    """A policy with gates and no `data:`: the gatekeeper evaluates on the frames the run
+    logged with mlflow.log_input, after checking MLflow's digest; the next version's training
+    data is compared with the alias holder's (three features shifted by 1 std: drift fails
+    naming them); relabelling the logged training file after the run makes a re-run `error`."""
+    name = f"{PREFIX}-logged-churn"
+    logged_dir = workdir / "logged"  # GATEKEEPER_LOGGED_DATA_SOURCES
+    logged_dir.mkdir(exist_ok=True)
+    columns = [*NUMERIC_FEATURES, "gender", TARGET]
+    train_csv, eval_csv = logged_dir / "train.csv", logged_dir / "eval.csv"
+    train = make_credit_data(n=2000, seed=21)[columns]
+    train.to_csv(train_csv, index=False)
+    make_credit_data(n=1000, seed=22)[columns].to_csv(eval_csv, index=False)
+    version, training_input, eval_input = _log_with_data(
+        mlflow_server.url, name, train_csv, eval_csv
+    )
 
     first = service.run_version(name, version)
     assert first["status"] == "passed", first["decision"]
@@ -297,14 +307,25 @@ def test_data_the_run_logged_is_used_and_a_changed_training_file_is_an_error(
     page = service.api("GET", f"/runs/{first['id']}").text
     assert "run-input" in page and "trainer-supplied" in page and eval_input.digest in page
 
-    relabelled = train.assign(**{TARGET: 1 - train[TARGET]})
-    relabelled.to_csv(train_csv, index=False)
-    second = service.run_version(name, version)
-    assert second["status"] == "error", second["decision"]
+    shifted_csv = logged_dir / "train-v2.csv"
+    shifted = ["income", "debt_ratio", "age"]
+    train.assign(**{c: train[c] + train[c].std() for c in shifted}).to_csv(shifted_csv, index=False)
+    second_version, _, _ = _log_with_data(mlflow_server.url, name, shifted_csv, eval_csv)
+    second = service.run_version(name, second_version)
     drift = gate_result(second, "drift")
-    assert drift["status"] == "error"
-    assert "changed after the run" in drift["message"]
-    assert training_input.digest in drift["message"]
+    assert drift["status"] == "fail", drift["message"]
+    assert second["status"] == "failed"
+    table = drift["evidence"]["data_drift"]["columns"]
+    assert {row["column"] for row in table if row["drifted"]} == set(shifted), table
+    assert drift["evidence"]["datasets"]["reference"]["origin"] == "alias-holder"
+
+    train.assign(**{TARGET: 1 - train[TARGET]}).to_csv(train_csv, index=False)
+    rerun = service.run_version(name, version)
+    assert rerun["status"] == "error", rerun["decision"]
+    tampered = gate_result(rerun, "drift")
+    assert tampered["status"] == "error"
+    assert "changed after the run" in tampered["message"]
+    assert training_input.digest in tampered["message"]
 
 
 def test_a_brittle_model_fails_robustness_through_the_sandbox(
