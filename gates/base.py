@@ -115,6 +115,8 @@ class GateResult:
     duration_s: float = 0.0
     # what a hostile model wrote (stderr, exception text): admin-only, never published
     diagnostics: Mapping[str, Any] | None = None
+    # an HTML report made where the model ran (Giskard's): kept apart, served isolated
+    report_html: str | None = None
 
     @property
     def blocks(self) -> bool:

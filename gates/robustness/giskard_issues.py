@@ -43,6 +43,7 @@ class GiskardScan:
     issues: tuple[GiskardIssue, ...] = ()
     seconds: float = 0.0
     error: str | None = None  # set when the scan failed or ran out of time: the gate errors
+    html: str | None = None  # Giskard's own report page, made in the sandbox
 
 
 _SEVERITY = {GiskardLevel.MAJOR: Severity.HIGH, GiskardLevel.MEDIUM: Severity.MEDIUM,
@@ -85,6 +86,7 @@ def merge(result: GateResult, scan: GiskardScan, config: RobustnessConfig) -> Ga
             "error": scan.error,
             "detectors": list(config.giskard_detectors),
             "status": status.value,
+            "report": scan.html is not None,
         },
     }
     worst = status if _ORDER.get(status, 0) > _ORDER.get(result.status, 0) else result.status
@@ -103,4 +105,6 @@ def merge(result: GateResult, scan: GiskardScan, config: RobustnessConfig) -> Ga
         evidence=evidence,
         message=message,
         duration_s=result.duration_s + scan.seconds,
+        diagnostics=result.diagnostics,
+        report_html=scan.html,
     )

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from service.api.deps import SessionDep
 from service.errors import NotFound
-from service.store.tables import GateRun
+from service.store.tables import GateResultRow, GateRun
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -140,10 +140,16 @@ def run_page(run_id: Annotated[str, Path(max_length=36)], session: SessionDep) -
             f"{esc(str(f.get('message')))} ({esc(str(f.get('file') or ''))})</li>"
             for f in result.findings
         )
+        report = (
+            f"<p><a href='/runs/{esc(run.id)}/reports/{esc(result.gate)}'>Giskard's report</a> "
+            "(made in the sandbox; opens isolated)</p>"
+            if result.report_html
+            else ""
+        )
         gates += (
             f"<tr><td>{esc(result.gate)}</td><td class='{esc(result.status)}'>{esc(result.status)}"
             f"</td><td>{esc(result.message)}<ul>{findings}</ul>"
-            f"{_evidence_tables(result.evidence or {})}</td></tr>"
+            f"{_evidence_tables(result.evidence or {})}{report}</td></tr>"
         )
     deny = "".join(f"<li>{esc(d)}</li>" for d in (run.decision or {}).get("deny", []))
     body = (
@@ -164,3 +170,33 @@ def run_page(run_id: Annotated[str, Path(max_length=36)], session: SessionDep) -
         + (f"<p class='error'>{esc(run.error_message)}</p>" if run.error_message else "")
     )
     return _page(f"{run.model_name} v{run.model_version}", body)
+
+
+# A report made where the model ran is the model's to shape: served from an opaque origin
+# (CSP sandbox without allow-same-origin), so its scripts can neither read this site nor call
+# its API, and with no network at all (default-src 'none': no beacon can leave).
+REPORT_HEADERS = {
+    "Content-Security-Policy": (
+        "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; "
+        "style-src 'unsafe-inline'; img-src data:; font-src data:; form-action 'none'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+@router.get("/runs/{run_id}/reports/{gate}", response_class=HTMLResponse)
+def gate_report(
+    run_id: Annotated[str, Path(max_length=36)],
+    gate: Annotated[str, Path(max_length=32)],
+    session: SessionDep,
+) -> HTMLResponse:
+    """A gate's own HTML report (Giskard's scan), isolated from this site."""
+    row = session.scalar(
+        select(GateResultRow).where(GateResultRow.run_id == run_id, GateResultRow.gate == gate)
+    )
+    if row is None or not row.report_html:
+        raise NotFound(f"no report of gate {gate!r} in run {run_id}")
+    return HTMLResponse(row.report_html, headers=REPORT_HEADERS)

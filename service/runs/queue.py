@@ -276,6 +276,7 @@ def finish_run(
                 findings=stored["findings"],
                 evidence=stored["evidence"],
                 diagnostics=dict(result.diagnostics) if result.diagnostics is not None else None,
+                report_html=result.report_html,
                 duration_s=stored["duration_s"],
                 created_at=now,
             )

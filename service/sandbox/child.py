@@ -252,9 +252,15 @@ def _giskard_scan(
     report = giskard.scan(
         model, dataset, only=spec["detectors"] or None, raise_exceptions=False, verbose=False
     )
+    seconds = time.monotonic() - started
+    try:
+        html = report.to_html()
+    except Exception:  # the report page is a convenience; the issues above are the verdict
+        html = None
     return {
         "issues": [_issue(i) for i in report.issues[:_MAX_ISSUES]],
-        "seconds": time.monotonic() - started,
+        "seconds": seconds,
+        "html": html,
     }
 
 

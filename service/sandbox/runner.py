@@ -341,6 +341,7 @@ class GiskardRequest:
 
 
 _MAX_GISKARD_ISSUES = 200
+_MAX_REPORT_CHARS = 8 * 1024**2
 _MAX_TEXT = 1000
 
 
@@ -374,7 +375,10 @@ def _giskard_scan(raw: Any) -> GiskardScan:
     seconds = raw.get("seconds")
     if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
         seconds = 0.0
-    return GiskardScan(issues=tuple(issues), seconds=float(seconds))
+    html = raw.get("html")
+    if not isinstance(html, str) or len(html) > _MAX_REPORT_CHARS:
+        html = None  # kept only when it is text of a sane size
+    return GiskardScan(issues=tuple(issues), seconds=float(seconds), html=html)
 
 
 def _text(value: Any) -> str:

@@ -150,6 +150,9 @@ class GateResultRow(Base):
     # What a sandboxed model itself wrote (stderr tail, exception), truncated: admin-only in
     # the API, never on a page, a tag or in the decision.
     diagnostics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # An HTML report made in the sandbox (Giskard's scan): model-influenced, so it is only
+    # ever served from an opaque origin (service/api/pages.py), never embedded in our pages.
+    report_html: Mapped[str | None] = mapped_column(Text, nullable=True)
     duration_s: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

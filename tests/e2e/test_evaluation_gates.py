@@ -360,6 +360,15 @@ def test_a_brittle_model_fails_robustness_through_the_sandbox(
     assert failed["evidence"]["probe_sandbox"]["timings_s"]["total"] > 0
     scan = failed["evidence"]["giskard"]  # Giskard ran in the sandbox; its issues are here
     assert scan["error"] is None and isinstance(scan["issues"], list) and scan["seconds"] > 0
+    assert scan["report"] is True
+    page = service.api("GET", f"/runs/{brittle_run['id']}").text
+    assert f"/runs/{brittle_run['id']}/reports/robustness" in page
+    report = service.api("GET", f"/runs/{brittle_run['id']}/reports/robustness")
+    assert report.status_code == 200 and "giskard" in report.text.lower()
+    # made where the model ran: served from an opaque origin with no network
+    policy = report.headers["content-security-policy"]
+    assert policy.startswith("sandbox allow-scripts;") and "allow-same-origin" not in policy
+    assert "default-src 'none'" in policy and report.headers["x-content-type-options"] == "nosniff"
     passed = gate_result(steady_run, "robustness")
     assert passed["status"] in ("pass", "warn"), passed["message"]
     assert not any(f["rule_id"] == "ROBUST-FLIP-001" for f in passed["findings"])
