@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from gates.base import GateContext
+from gates.base import Finding, GateContext
 
 EVALUATION_KEY = "evaluation"
 
@@ -38,6 +38,16 @@ REGRESSION = Task.REGRESSION
 TASKS = tuple(Task)
 # an integer-valued target with at most this many distinct values is read as class labels
 MAX_INTEGER_CLASSES = 20
+
+
+@dataclass
+class Outcome:
+    """What judging one part of an evaluation gate produced (a feature, a check)."""
+
+    evidence: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
 
 class EvaluationInputError(ValueError):

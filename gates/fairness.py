@@ -48,7 +48,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,7 @@ from gates.evaluation import (
     REGRESSION,
     EvaluationData,
     EvaluationInputError,
+    Outcome,
     class_labels,
     evaluation_from_context,
     numeric_array,
@@ -183,16 +184,6 @@ class _ErrorRow:
         return {"group": self.group, "size": self.size, "mae": self.mae, "judged": self.judged}
 
 
-@dataclass
-class _Outcome:
-    """What judging one feature produced."""
-
-    evidence: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
 def check(ctx: GateContext, config: FairnessConfig) -> GateResult:
     started = time.perf_counter()
     try:
@@ -218,7 +209,7 @@ def check(ctx: GateContext, config: FairnessConfig) -> GateResult:
     except EvaluationInputError as exc:
         return _error(str(exc), config, started)
     evidence["positive_label"] = plain(pos)
-    outcome = _Outcome()
+    outcome = Outcome()
     features: dict[str, Any] = {}
     for name, columns in config.features:
         groups = group_labels(data.frame, columns)
@@ -242,7 +233,7 @@ def group_labels(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
 
 
 def _result(
-    outcome: _Outcome,
+    outcome: Outcome,
     base_findings: list[Finding],
     evidence: dict[str, Any],
     config: FairnessConfig,
@@ -307,9 +298,9 @@ def _binary_indicators(
 
 def _judge_binary(
     name: str, groups: pd.Series, y: NDArray[Any], p: NDArray[Any], config: FairnessConfig
-) -> _Outcome:
+) -> Outcome:
     table = _binary_group_table(groups, y, p, config.min_group_size)
-    out = _Outcome(evidence={"groups": table})
+    out = Outcome(evidence={"groups": table})
     judged = [row for row in table if row["judged"]]
     if len(judged) < 2:
         out.errors.append(_too_few_groups(name, table, config.min_group_size))
@@ -506,7 +497,7 @@ def _eo_from_counts(counts: NDArray[Any]) -> NDArray[Any]:
 
 def _judge_regression(
     name: str, groups: pd.Series, y: NDArray[Any], p: NDArray[Any], config: FairnessConfig
-) -> _Outcome:
+) -> Outcome:
     frame = MetricFrame(
         metrics={"size": count, "mae": skm.mean_absolute_error},
         y_true=y,
@@ -518,7 +509,7 @@ def _judge_regression(
         for group, values in frame.sort_index().iterrows()
     ]
     table: list[dict[str, Any]] = [row.as_dict() for row in rows]
-    out = _Outcome(evidence={"groups": table})
+    out = Outcome(evidence={"groups": table})
     judged = [row for row in rows if row.judged]
     if len(judged) < 2:
         out.errors.append(_too_few_groups(name, table, config.min_group_size))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from gates.evaluation import (
     TASKS,
     EvaluationInputError,
     ModelOutputs,
+    Outcome,
     Task,
     evaluation_from_context,
     numeric_array,
@@ -40,16 +40,6 @@ from gates.robustness.probes import Probe, ProbePlan, RobustnessData, json_value
 
 EXAMPLES = 3  # flipped rows shown per probe
 RELATIVE_FLOOR = 0.01  # regression: |prediction| floored at this share of the mean |prediction|
-
-
-@dataclass
-class _Outcome:
-    """What judging one check produced."""
-
-    evidence: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
 
 
 def check(ctx: GateContext, config: RobustnessConfig) -> GateResult:
@@ -124,12 +114,12 @@ def _judge(
         _same_label_types(baseline, probes)
     evidence: dict[str, Any] = {"task": task.value, "rows": plan.n_rows, **plan.summary}
     evidence["skipped"] = [s.as_dict() for s in plan.skipped]
-    outcomes: list[_Outcome] = []
+    outcomes: list[Outcome] = []
     if config.flips_on:
         flips = _judge_flips(plan, baseline, probes, task, config)
         evidence["flip"] = flips.evidence
         outcomes.append(flips)
-    triggers = _Outcome()
+    triggers = Outcome()
     if config.triggers_on and task == REGRESSION:
         evidence["trigger_search"] = {"checked": False, "reason": "for classifiers only"}
     elif config.triggers_on:
@@ -157,8 +147,8 @@ def _judge_flips(
     probes: NDArray[Any],
     task: Task,
     config: RobustnessConfig,
-) -> _Outcome:
-    out = _Outcome()
+) -> Outcome:
+    out = Outcome()
     scale = RELATIVE_FLOOR * float(np.mean(np.abs(baseline))) if task == REGRESSION else 0.0
     table: list[dict[str, Any]] = []
     judged = 0
@@ -282,8 +272,8 @@ def _flip_finding(row: dict[str, Any], task: Task, config: RobustnessConfig) -> 
 
 def _judge_triggers(
     plan: ProbePlan, baseline: NDArray[Any], probes: NDArray[Any], config: RobustnessConfig
-) -> _Outcome:
-    out = _Outcome()
+) -> Outcome:
+    out = Outcome()
     rows: dict[str, list[dict[str, Any]]] = {}
     previous: dict[tuple[str, str | None], NDArray[Any]] = {}
     for probe in (p for p in plan.probes if p.kind == ProbeKind.TRIGGER):
@@ -403,8 +393,8 @@ def _trigger_finding(
 
 
 def _result(
-    outcomes: list[_Outcome],
-    triggers: _Outcome,
+    outcomes: list[Outcome],
+    triggers: Outcome,
     evidence: dict[str, Any],
     config: RobustnessConfig,
     started: float,
