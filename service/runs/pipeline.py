@@ -24,12 +24,13 @@ import pandas as pd
 from gates import drift, fairness, performance, robustness
 from gates.base import GateContext, GateMode, GateResult, Status
 from gates.drift import DriftConfig
-from gates.evaluation import EvaluationData, ModelOutputs, infer_task
+from gates.evaluation import EvaluationData, ModelOutputs, Task, infer_task
 from gates.mlmodel import read_mlmodel
 from service.errors import BoundExceeded, GatekeeperError
 from service.mlflow.fetch import fetch_version
 from service.mlflow.registry import Registry, VersionInfo
 from service.policy import Decision, ModelPolicy, decide
+from service.runs.datasets import LoadedDataset
 from service.runs.queue import ClaimedRun
 from service.runs.run_data import DataSources, RunData, resolve_run_data
 from service.runs.scan_runner import run_security_gate
@@ -178,31 +179,41 @@ def _evaluation_gates(
     target = evaluation.target
     assert target is not None  # resolve_run_data infers it or records why it could not
     features = evaluation.frame.drop(columns=[target])
+    task = infer_task(evaluation.frame[target])
+    training = data.loaded.get("training")
+    probing = _plan_robustness(policy, evaluation.frame, target, features, training, task)
+    wall = policy.sandbox.wall_seconds + probing.extra_wall_s
     limits = SandboxLimits(
         memory_bytes=int(policy.sandbox.memory_gb * 1024**3),
         cpu_seconds=policy.sandbox.cpu_seconds,
-        wall_seconds=min(policy.sandbox.wall_seconds, env.deadline.remaining("the sandbox")),
+        wall_seconds=min(wall, env.deadline.remaining("the sandbox")),
     )
     env.sandbox_used = env.isolation.mode
     try:
+        # one sandbox call: the evaluation rows first, then the robustness probes and the
+        # Giskard scan in the same process (no second model load), each failing on its own
         candidate = predict_in_sandbox(
             model_dir,
-            features,
+            probing.rows(features),
             limits=limits,
             workdir=env.scratch / "sandbox",
             isolation=env.isolation,
             run_id=env.run_id,
+            n_primary=len(features),
+            giskard=probing.giskard,
         )
     except SandboxError as exc:
         return [_sandbox_error(g, "candidate model", exc) for g in enabled]
     except GatekeeperError as exc:
         return [_error(g, f"candidate model in the sandbox: {exc}") for g in enabled]
+    limits = dataclasses.replace(
+        limits, wall_seconds=min(limits.wall_seconds, policy.sandbox.wall_seconds)
+    )
     champion, champion_version, champion_note = _champion(ctx, policy, env, features, limits)
-    training = data.loaded.get("training")
     evaluation_data = EvaluationData(
         frame=evaluation.frame,
         target=target,
-        task=infer_task(evaluation.frame[target]),
+        task=task,
         candidate=_outputs(candidate),
         champion=_outputs(champion) if champion else None,
         champion_version=champion_version,
@@ -228,8 +239,9 @@ def _evaluation_gates(
             _guarded("fairness", lambda c: fairness.check(c, fairness_config), gate_ctx, env.run_id)
         )
     if policy.robustness is not None and policy.mode("robustness") != GateMode.OFF:
-        probing = _Probing(model_dir, features, limits, training.frame if training else None)
-        results.append(_robustness_gate(gate_ctx, policy.robustness, evaluation_data, probing, env))
+        results.append(
+            _robustness_gate(gate_ctx, policy.robustness, probing, candidate, env.run_id)
+        )
     shared = {
         "sandbox": candidate.evidence,
         "champion": champion_note or (f"version {champion_version}" if champion else "none"),
@@ -240,102 +252,77 @@ def _evaluation_gates(
 
 @dataclass(frozen=True)
 class _Probing:
-    model_dir: Path
-    features: pd.DataFrame  # the evaluation rows the candidate already answered
-    limits: SandboxLimits
-    training: pd.DataFrame | None
+    """What the robustness gate adds to the candidate's sandbox call."""
+
+    plan: robustness.ProbePlan | None = None
+    giskard: GiskardRequest | None = None
+    extra_wall_s: float = 0.0
+
+    def rows(self, features: pd.DataFrame) -> pd.DataFrame:
+        if self.plan is None or self.plan.error:
+            return features
+        return self.plan.batch(features)
+
+
+def _plan_robustness(
+    policy: ModelPolicy,
+    frame: pd.DataFrame,
+    target: str,
+    features: pd.DataFrame,
+    training: LoadedDataset | None,
+    task: Task,
+) -> _Probing:
+    """Probe rows planned here, outside the model's reach; the Giskard scan's sample."""
+    config = policy.robustness
+    if config is None or policy.mode("robustness") == GateMode.OFF:
+        return _Probing()
+    reference = training.frame if training is not None else None
+    plan = robustness.plan_probes(features, list(features.columns), config, reference, task=task)
+    if not config.giskard:
+        return _Probing(plan)
+    sample = features
+    if len(features) > config.giskard_sample_rows:
+        sample = features.sample(n=config.giskard_sample_rows, random_state=config.seed)
+    positions = [int(features.index.get_loc(i)) for i in sample.index]
+    request = GiskardRequest(
+        target_values=frame[target].iloc[positions].tolist(),
+        task=task.value,
+        cat_columns=[
+            str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])
+        ],
+        detectors=list(config.giskard_detectors),
+        row_indices=positions,
+        budget_s=config.giskard_time_budget_s,
+    )
+    return _Probing(plan, request, config.giskard_time_budget_s)
 
 
 def _robustness_gate(
     ctx: GateContext,
     config: robustness.RobustnessConfig,
-    evaluation: EvaluationData,
     probing: _Probing,
-    env: _Evaluation,
+    candidate: Predictions,
+    run_id: str,
 ) -> GateResult:
-    """Perturbation and trigger probes, planned here, answered by the candidate in a second
-    sandbox call (a probe the model refuses, such as an unseen category, then fails this gate
-    alone), judged here."""
-    plan = robustness.plan_probes(
-        probing.features, list(probing.features.columns), config, probing.training,
-        task=evaluation.task,
-    )  # fmt: skip
+    """Judge the probes the candidate answered (after the evaluation rows, in the same
+    sandbox call) and fold in Giskard's scan."""
+    plan = probing.plan
+    if plan is None:
+        return _error("robustness", "no robustness probes were planned")
     if plan.error:
         return _error("robustness", plan.error)
-    try:
-        limits = dataclasses.replace(
-            probing.limits,
-            wall_seconds=min(probing.limits.wall_seconds, env.deadline.remaining("the probes")),
-        )
-        answered = predict_in_sandbox(
-            probing.model_dir,
-            plan.rows,
-            limits=limits,
-            workdir=env.scratch / "sandbox-probes",
-            isolation=env.isolation,
-            run_id=env.run_id,
-        )
-    except SandboxError as exc:
-        return _sandbox_error("robustness", "candidate model on the probe rows", exc)
-    except GatekeeperError as exc:
-        return _error("robustness", f"candidate model on the probe rows: {exc}")
-    probes = _outputs(answered)
+    if candidate.extra_predictions is None:
+        return _error("robustness", f"candidate model on the probe rows: {candidate.extra_error}")
+    probes = ModelOutputs(predictions=np.asarray(candidate.extra_predictions))
     data = robustness.RobustnessData(plan, probes)
     gate_ctx = dataclasses.replace(ctx, datasets={**ctx.datasets, "robustness": data})
-    result = _guarded("robustness", lambda c: robustness.check(c, config), gate_ctx, env.run_id)
-    result = dataclasses.replace(
-        result, evidence={**result.evidence, "probe_sandbox": answered.evidence}
-    )
+    result = _guarded("robustness", lambda c: robustness.check(c, config), gate_ctx, run_id)
     if not config.giskard:
         return result
-    return robustness.merge(result, _giskard_scan(config, evaluation, probing, env), config)
-
-
-def _giskard_scan(
-    config: robustness.RobustnessConfig,
-    evaluation: EvaluationData,
-    probing: _Probing,
-    env: _Evaluation,
-) -> robustness.GiskardScan:
-    """giskard.scan on a seeded sample, in its own sandbox call bounded by its time budget:
-    a scan that runs out of time is killed and reported, the flip and trigger results stand."""
-    rows = probing.features
-    if len(rows) > config.giskard_sample_rows:
-        rows = rows.sample(n=config.giskard_sample_rows, random_state=config.seed)
-    target_values = evaluation.frame.loc[rows.index, evaluation.target].tolist()
-    categorical = [str(c) for c in rows.columns if not pd.api.types.is_numeric_dtype(rows[c])]
-    request = GiskardRequest(
-        target_values=target_values,
-        task=evaluation.task.value,
-        cat_columns=categorical,
-        detectors=list(config.giskard_detectors),
+    scan = candidate.giskard or robustness.GiskardScan(
+        error="the sandbox returned no Giskard report"
     )
-    budget = config.giskard_time_budget_s
-    try:
-        limits = dataclasses.replace(
-            probing.limits, wall_seconds=min(budget, env.deadline.remaining("the Giskard scan"))
-        )
-        answered = predict_in_sandbox(
-            probing.model_dir,
-            rows.reset_index(drop=True),
-            limits=limits,
-            workdir=env.scratch / "sandbox-giskard",
-            isolation=env.isolation,
-            run_id=env.run_id,
-            giskard=request,
-        )
-    except SandboxError as exc:
-        if exc.kind == "timeout":
-            return robustness.GiskardScan(
-                error=f"the Giskard scan did not finish within its budget of {budget:g} s and "
-                "was stopped (the flip and trigger results are complete)"
-            )
-        return robustness.GiskardScan(error=f"the Giskard scan failed: {exc.message}")
-    except GatekeeperError as exc:
-        return robustness.GiskardScan(error=f"the Giskard scan failed: {exc}")
-    if answered.giskard is None:
-        return robustness.GiskardScan(error="the sandbox returned no Giskard report")
-    return answered.giskard
+    return robustness.merge(result, scan, config)
 
 
 def _champion(

@@ -198,15 +198,57 @@ def _run(request: dict[str, Any], stream: IO[str]) -> dict[str, Any]:
     loaded = mlflow.pyfunc.load_model(request["model_dir"])
 
     _enter(stream, "predict")
-    predictions = _as_rows_list(loaded.predict(rows))
+    # The first `n_primary` rows are the evaluation rows every evaluation gate needs; rows after
+    # them are the robustness probes, answered apart so that a probe the model refuses (an
+    # unseen category, say) costs only the robustness gate.
+    n_primary = int(request.get("n_primary", len(rows)))
+    primary, extra = rows.iloc[:n_primary], rows.iloc[n_primary:]
+    predictions = _as_rows_list(loaded.predict(primary))
     raw = _underlying_model(loaded)
-    scores = _scores(raw, rows)
+    scores = _scores(raw, primary)
     classes = _classes(raw) if scores is not None else None
     result: dict[str, Any] = {"predictions": predictions, "scores": scores, "classes": classes}
+    if len(extra):
+        _enter(stream, "probes")
+        try:
+            result["extra"] = {"predictions": _as_rows_list(loaded.predict(extra))}
+        except Exception as exc:  # the probes' own verdict: the gate that asked errors
+            result["extra"] = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
     if request.get("giskard"):
         _enter(stream, "giskard")
-        result["giskard"] = _giskard_scan(request["giskard"], loaded, raw, rows, predictions)
+        spec = request["giskard"]
+        subset = primary.iloc[spec["row_indices"]].reset_index(drop=True)
+        answered = [predictions[i] for i in spec["row_indices"]]
+        result["giskard"] = _bounded(
+            spec["budget_s"], lambda: _giskard_scan(spec, loaded, raw, subset, answered)
+        )
     return result
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def _bounded(budget_s: float, work: Any) -> dict[str, Any]:
+    """`work()` under a SIGALRM budget; past it, or when it raises, an error record. The
+    parent's wall limit still bounds the whole process if native code ignores the alarm."""
+    import signal
+
+    def out_of_time(_signum: int, _frame: Any) -> None:
+        raise _OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, out_of_time)
+    signal.setitimer(signal.ITIMER_REAL, max(float(budget_s), 0.001))
+    try:
+        answer: dict[str, Any] = work()
+        return answer
+    except _OutOfTime:
+        return {"error": "timeout", "budget_s": budget_s}
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"[:1000]}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _giskard_scan(

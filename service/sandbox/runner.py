@@ -58,7 +58,7 @@ log = logging.getLogger("gatekeeper.sandbox")
 SANDBOX_KINDS = frozenset(
     {"isolation", "timeout", "memory", "crash", "network", "load", "predict", "protocol"}
 )
-STAGES = ("start", "rows", "import", "load", "predict", "giskard")
+STAGES = ("start", "rows", "import", "load", "predict", "probes", "giskard")
 CHILD_SCRIPT = Path(__file__).with_name("child.py")
 STDERR_TAIL_BYTES = 64 * 1024
 DIAGNOSTIC_CHARS = 4000  # what of the model's own output an admin gets to see
@@ -119,6 +119,10 @@ class Predictions:
     classes: list[Any] | None
     evidence: dict[str, Any] = field(default_factory=dict)
     giskard: GiskardScan | None = None  # when the request asked for Giskard's scan
+    # answers for the rows after the first `n_primary` (robustness probes), or why there are
+    # none; the primary predictions stand either way
+    extra_predictions: list[Any] | None = None
+    extra_error: str | None = None
 
 
 class SandboxError(GatekeeperError):
@@ -286,7 +290,11 @@ def _diagnostics(outcome: _Outcome, final: dict[str, Any] | None) -> dict[str, A
 
 
 def _interpret(
-    outcome: _Outcome, limits: SandboxLimits, n_rows: int, evidence: dict[str, Any]
+    outcome: _Outcome,
+    limits: SandboxLimits,
+    n_rows: int,
+    evidence: dict[str, Any],
+    n_extra: int = 0,
 ) -> Predictions:
     events, malformed = _parse_events(outcome.stdout)
     stages = [e for e in events if e.get("event") == "stage"]
@@ -322,9 +330,24 @@ def _interpret(
     if malformed or final is None:
         raise fail("protocol", "the sandbox's answer was not the JSON it should be")
     predictions = _predictions(final, n_rows, evidence, fail)
+    if n_extra:
+        predictions.extra_predictions, predictions.extra_error = _extra(final.get("extra"), n_extra)
     if "giskard" in final:
         predictions.giskard = _giskard_scan(final.get("giskard"))
     return predictions
+
+
+def _extra(raw: Any, n_extra: int) -> tuple[list[Any] | None, str | None]:
+    """The probe rows' answers, checked like predictions; what went wrong is told in our words
+    (the child's exception text is the model's to write)."""
+    if not isinstance(raw, dict):
+        return None, "the sandbox returned no answers for the probe rows"
+    if "error" in raw:
+        return None, "the model raised an exception on the probe rows (an unseen category?)"
+    answers = raw.get("predictions")
+    if not isinstance(answers, list) or len(answers) != n_extra or not _plain_values(answers):
+        return None, f"the model did not give one plain answer per probe row ({n_extra})"
+    return answers, None
 
 
 @dataclass(frozen=True)
@@ -335,6 +358,8 @@ class GiskardRequest:
     task: str  # classification | regression
     cat_columns: list[str]
     detectors: list[str]
+    row_indices: list[int]  # which primary rows the scan uses (a seeded sample)
+    budget_s: float  # the child stops the scan at this; the wall limit bounds the rest
 
     def as_request(self) -> dict[str, Any]:
         return asdict(self)
@@ -348,6 +373,12 @@ _MAX_TEXT = 1000
 def _giskard_scan(raw: Any) -> GiskardScan:
     """The child's scan report, bounded and typed: it came from the model's process, so every
     field is text we cut to size, and a malformed report is an error, never a clean scan."""
+    if isinstance(raw, dict) and raw.get("error") == "timeout":
+        return GiskardScan(
+            error="the Giskard scan did not finish within its budget and was stopped"
+        )
+    if isinstance(raw, dict) and "error" in raw:
+        return GiskardScan(error="the Giskard scan failed in the sandbox")
     if not isinstance(raw, dict) or not isinstance(raw.get("issues"), list):
         return GiskardScan(error="the Giskard scan returned no issue list")
     issues = []
@@ -523,6 +554,7 @@ def predict_in_sandbox(
     isolation: IsolationConfig | None = None,
     run_id: str | None = None,
     giskard: GiskardRequest | None = None,
+    n_primary: int | None = None,
 ) -> Predictions:
     """Load the model in a contained child process and return its predictions for `rows`
     (and, when asked, Giskard's scan of the model on them).
@@ -557,14 +589,17 @@ def predict_in_sandbox(
                 evidence=evidence,
             ) from exc
         evidence.update(launched.evidence)
-        extra = {"giskard": giskard.as_request()} if giskard is not None else {}
+        primary = len(rows) if n_primary is None else n_primary
+        extra: dict[str, Any] = {"n_primary": primary}
+        if giskard is not None:
+            extra["giskard"] = giskard.as_request()
         request = json.dumps({**paths, "columns": columns, **extra}, default=_plain_json).encode()
         try:
             outcome = _converse(launched, request, spawned_at, limits.wall_seconds)
         finally:
             launched.close()
         try:
-            result = _interpret(outcome, limits, len(rows), evidence)
+            result = _interpret(outcome, limits, primary, evidence, len(rows) - primary)
         except SandboxError as exc:
             log.warning(
                 "run=%s %s (stage %s); model diagnostics (truncated): %r",

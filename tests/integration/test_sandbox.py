@@ -226,7 +226,8 @@ def test_giskard_scans_the_model_in_the_sandbox_without_a_network_attempt(
     _, y = make_classification(n_samples=50, n_features=4, random_state=0)
     request = GiskardRequest(
         target_values=[int(v) for v in y], task="classification", cat_columns=[],
-        detectors=["robustness", "performance"],
+        detectors=["robustness", "performance"], row_indices=list(range(len(rows))),
+        budget_s=100.0,
     )  # fmt: skip
     result = predict_in_sandbox(
         sklearn_model, rows, limits=SandboxLimits(wall_seconds=120), workdir=workdir,
@@ -238,6 +239,39 @@ def test_giskard_scans_the_model_in_the_sandbox_without_a_network_attempt(
     assert "giskard" in result.evidence["timings_s"]
     for issue in result.giskard.issues:
         assert issue.level.value in ("major", "medium", "minor") and issue.detector
+
+
+def test_probe_rows_the_model_refuses_cost_only_the_probes(
+    sklearn_model: Path, rows: pd.DataFrame, workdir: Path
+) -> None:
+    """Rows after `n_primary` are answered apart: when the model raises on them, the primary
+    predictions still come back, with the probes' failure in the parent's own words."""
+    probes = rows.head(5).assign(a=float("nan"))  # LogisticRegression refuses NaN
+    result = predict_in_sandbox(
+        sklearn_model, pd.concat([rows, probes], ignore_index=True), limits=QUICK,
+        workdir=workdir, n_primary=len(rows),
+    )  # fmt: skip
+    assert len(result.predictions) == len(rows)
+    assert result.extra_predictions is None
+    assert result.extra_error is not None and "probe rows" in result.extra_error
+
+
+def test_a_giskard_scan_past_its_budget_is_stopped_and_the_predictions_stand(
+    sklearn_model: Path, rows: pd.DataFrame, workdir: Path
+) -> None:
+    _, y = make_classification(n_samples=50, n_features=4, random_state=0)
+    request = GiskardRequest(
+        target_values=[int(v) for v in y], task="classification", cat_columns=[],
+        detectors=["robustness", "performance"], row_indices=list(range(len(rows))),
+        budget_s=0.001,
+    )  # fmt: skip
+    result = predict_in_sandbox(
+        sklearn_model, rows, limits=SandboxLimits(wall_seconds=120), workdir=workdir,
+        giskard=request,
+    )  # fmt: skip
+    assert len(result.predictions) == len(rows)
+    assert result.giskard is not None and result.giskard.error is not None
+    assert "budget" in result.giskard.error
 
 
 def test_model_finds_no_credentials_and_lives_in_its_own_dir(
