@@ -106,7 +106,7 @@ class RobustnessConfig(GateConfig):
 
     unseen_category: bool = Field(True, strict=True)
     """Also try a category never seen, on text columns (an encoder that rejects unknown
-    categories then fails the sandbox call)."""
+    categories then fails the probes, and so this gate, not the other gates)."""
 
     max_probe_rows: int = Field(250_000, strict=True, ge=1000)
     """Bound on the probe rows sent to the sandbox: above it both samples shrink alike (never
