@@ -280,10 +280,12 @@ def _plan_robustness(
     plan = robustness.plan_probes(features, list(features.columns), config, reference, task=task)
     if not config.giskard:
         return _Probing(plan)
-    sample = features
+    # positions, not index labels: a parquet file may bring its own (even duplicate) index
+    positions = list(range(len(features)))
     if len(features) > config.giskard_sample_rows:
-        sample = features.sample(n=config.giskard_sample_rows, random_state=config.seed)
-    positions = [int(features.index.get_loc(i)) for i in sample.index]
+        rng = np.random.default_rng(config.seed)
+        chosen = rng.choice(len(features), size=config.giskard_sample_rows, replace=False)
+        positions = sorted(int(i) for i in chosen)
     request = GiskardRequest(
         target_values=frame[target].iloc[positions].tolist(),
         task=task.value,
