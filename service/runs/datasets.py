@@ -144,7 +144,8 @@ def load_logged_dataset(
             f"{where} is not under an allowed source (GATEKEEPER_LOGGED_DATA_SOURCES: "
             f"{listed}); a logged source is the trainer's word, so it was not read"
         )
-    data = _read_uri(logged.source)
+    # no redirects: the allow-list judged this URL, not wherever its server sends us next
+    data = _read_uri(logged.source, follow_redirects=False)
     if len(data) > bounds.max_bytes:
         raise DatasetError(f"{where} is {len(data)} bytes, {_over(bounds)}")
     frame = _parse(data, None, logged.source, bounds)
@@ -180,7 +181,7 @@ def _under(source: str, prefix: str) -> bool:
         return path.resolve().is_relative_to(root.resolve())
     if (src.scheme.lower(), src.netloc.lower()) != (pre.scheme.lower(), pre.netloc.lower()):
         return False
-    if src.query or src.fragment or ".." in src.path.split("/"):
+    if src.query or src.fragment or ".." in unquote(src.path).replace("\\", "/").split("/"):
         return False
     root_path = pre.path if pre.path.endswith("/") else pre.path + "/"
     return src.path.startswith(root_path) or src.path == pre.path
@@ -235,14 +236,14 @@ def _read_bytes(
     raise DatasetError("from_run / from_alias datasets are read from what the run logged")
 
 
-def _read_uri(uri: str) -> bytes:
+def _read_uri(uri: str, *, follow_redirects: bool = True) -> bytes:
     parsed = urlparse(uri)
     scheme = parsed.scheme.lower()
     if scheme in ("", "file"):
         path = Path(unquote(parsed.path) if scheme == "file" else uri)
         return _read_local(path)
     if scheme in ("http", "https"):
-        return _read_http(uri)
+        return _read_http(uri, follow_redirects=follow_redirects)
     if scheme == "s3":
         return _read_s3(parsed.netloc, parsed.path.lstrip("/"))
     raise DatasetError(f"unsupported dataset URI scheme {scheme!r} in {uri}")
@@ -260,11 +261,11 @@ def _read_local(path: Path) -> bytes:
         raise DatasetError(f"cannot read dataset {path}: {exc}") from exc
 
 
-def _read_http(uri: str) -> bytes:
+def _read_http(uri: str, *, follow_redirects: bool = True) -> bytes:
     import httpx
 
     try:
-        with httpx.stream("GET", uri, timeout=60, follow_redirects=True) as response:
+        with httpx.stream("GET", uri, timeout=60, follow_redirects=follow_redirects) as response:
             response.raise_for_status()
             buffer = bytearray()
             for chunk in response.iter_bytes():

@@ -36,6 +36,8 @@ SIGNATURE = {"signature": {"inputs": json.dumps(INPUTS)}}  # as MLflow writes it
         ("https://data.example.com/ml/train.csv", True),
         ("https://data.example.com.evil.net/ml/train.csv", False),
         ("https://data.example.com/ml/../admin", False),
+        ("https://data.example.com/ml/%2e%2e/admin", False),
+        ("https://data.example.com@evil.example/ml/train.csv", False),
         ("https://data.example.com/mlx/train.csv", False),
         ("http://data.example.com/ml/train.csv", False),
         ("http://169.254.169.254/latest/meta-data/", False),
@@ -113,3 +115,41 @@ def test_a_policy_enabling_a_gate_the_gatekeeper_does_not_have_is_refused() -> N
     with pytest.raises(ConfigError) as refused:
         parse_policy(text, "policy.yaml")
     assert "policy.yaml:4: models[0].gates.explainability" in str(refused.value)
+
+
+def test_a_logged_url_that_redirects_off_its_allowed_prefix_is_not_followed() -> None:
+    """A real HTTP server on loopback: /ml/train.csv redirects to /private/secret.csv. The
+    allow-list judged the first URL only, so the redirect is refused, never followed."""
+    import http.server
+    import threading
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/ml/"):
+                self.send_response(302)
+                self.send_header("Location", "/private/secret.csv")
+                self.end_headers()
+            else:
+                body = b"secret\n42\n"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        logged = LoggedDataset(
+            name="train", digest="0" * 8, source_type="http", source=f"{base}/ml/train.csv",
+            context="training", columns=(),
+        )  # fmt: skip
+        with pytest.raises(DatasetError, match="cannot download"):
+            load_logged_dataset(
+                "training", logged, allowed_sources=(f"{base}/ml/",), origin=Origin.RUN_INPUT
+            )
+    finally:
+        server.shutdown()
