@@ -7,9 +7,10 @@ scikit-learn pipeline saved as an MLflow model):
   in memory, detectors `robustness` (the gate's default); and the same plus `import giskard`
   in a fresh interpreter, as a CI job that runs the scan pays it.
 - `gate`: what the robustness gate adds to a run: plan the flip and trigger probes, the
-  candidate answers them and Giskard scans it in the same sandbox call (bubblewrap) that
-  answers the evaluation rows, judge. Measured as that call minus the same call without the
-  probes and the scan, plus planning and judging; median of 3 interleaved pairs.
+  candidate answers them in the same sandbox call (bubblewrap) that answers the evaluation
+  rows, Giskard scans it in a call of its own (it needs the labels, which must never reach a
+  process whose answers are scored), judge. Measured as those calls minus the evaluation call
+  alone, plus planning and judging; median of 3 interleaved pairs.
 
 Prints one table and the ratio gate / giskard-alone; the goal is at most 1.2.
 
@@ -107,14 +108,16 @@ def _with(
         detectors=["robustness"], row_indices=list(range(len(rows))), budget_s=600.0,
     )  # fmt: skip
     answered = predict_in_sandbox(model_dir, plan.batch(features), limits=limits,
-                                  workdir=work / "with", n_primary=len(features),
-                                  giskard=request)  # fmt: skip
-    assert answered.extra_predictions is not None and answered.giskard is not None
-    assert answered.giskard.error is None, answered.giskard
+                                  workdir=work / "with", n_primary=len(features))  # fmt: skip
+    # Giskard needs the labels: its own call, whose answers are never scored
+    scanned = predict_in_sandbox(model_dir, features, limits=limits, workdir=work / "giskard",
+                                 giskard=request)  # fmt: skip
+    assert answered.extra_predictions is not None and scanned.giskard is not None
+    assert scanned.giskard.error is None, scanned.giskard
     result = robustness.judge(plan, _outputs(plain).predictions,
                               np.asarray(answered.extra_predictions), Task.CLASSIFICATION,
                               config)  # fmt: skip
-    robustness.merge(result, answered.giskard, config)
+    robustness.merge(result, scanned.giskard, config)
     return time.perf_counter() - started
 
 

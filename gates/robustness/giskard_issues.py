@@ -64,10 +64,10 @@ def judge_giskard(scan: GiskardScan, config: RobustnessConfig) -> tuple[Status, 
         else:
             continue
         status = verdict if _ORDER[verdict] > _ORDER[status] else status
-        on = ", ".join(issue.features) or "the model"
+        # our words only: the fields came from the process the model ran in (see evidence)
         message = (
-            f"Giskard {issue.detector} ({issue.level.value}) on {on}: {issue.metric} "
-            f"{issue.deviation}".strip()
+            f"Giskard's scan reported a {issue.level.value} issue on "
+            f"{len(issue.features)} feature(s) (details in the evidence)"
         )
         findings.append(
             Finding(RULE_GISKARD, _SEVERITY[issue.level], message, evidence=issue.as_dict())

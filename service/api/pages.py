@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse
@@ -62,6 +63,16 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _without_secrets(source: str) -> str:
+    """A source as shown on a page: no user:password@, no query (presigned URLs sign there)."""
+    parsed = urlsplit(source)
+    if not parsed.scheme or not parsed.netloc:
+        return source
+    host = parsed.hostname or ""
+    netloc = host + (f":{parsed.port}" if parsed.port else "")
+    return urlunsplit((parsed.scheme, netloc, parsed.path, "", ""))
+
+
 def _datasets_section(datasets: list[Any] | None) -> str:
     """Where each dataset came from: the data under a decision is part of the decision."""
     rows = []
@@ -73,12 +84,14 @@ def _datasets_section(datasets: list[Any] | None) -> str:
             {
                 "dataset": item.get("name"),
                 "origin": item.get("origin", "error" if item.get("error") else ""),
-                "source": item.get("source") or "",
+                "source": _without_secrets(str(item.get("source") or "")),
                 "supplied by": "trainer-supplied" if item.get("trainer_supplied") else "",
                 "MLflow digest": logged.get("digest", "") if logged else "",
                 "sha256": str(item.get("sha256") or "")[:16],
                 "rows": item.get("rows"),
-                "error": item.get("error") or "",
+                "error": "could not be loaded (see the run's gate messages)"
+                if item.get("error")
+                else "",
             }
         )
     if not rows:
@@ -184,6 +197,9 @@ REPORT_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Resource-Policy": "same-origin",
+    # a download, not a page of this site: a script in it could still navigate the tab away
+    # carrying what the report shows
+    "Content-Disposition": 'attachment; filename="giskard-report.html"',
 }
 
 

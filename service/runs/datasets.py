@@ -15,6 +15,7 @@ import enum
 import hashlib
 import io
 import json
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,10 @@ def source_allowed(source: str, allowed: tuple[str, ...]) -> bool:
     `https://data.example.com.evil/` is not under `https://data.example.com/`."""
     if not source:
         return False
-    return any(_under(source, prefix) for prefix in allowed)
+    try:
+        return any(_under(source, prefix) for prefix in allowed)
+    except (ValueError, OSError, RuntimeError):  # a NUL byte, a symlink loop: not allowed
+        return False
 
 
 def _under(source: str, prefix: str) -> bool:
@@ -181,7 +185,9 @@ def _under(source: str, prefix: str) -> bool:
         return path.resolve().is_relative_to(root.resolve())
     if (src.scheme.lower(), src.netloc.lower()) != (pre.scheme.lower(), pre.netloc.lower()):
         return False
-    if src.query or src.fragment or ".." in unquote(src.path).replace("\\", "/").split("/"):
+    if src.query or src.fragment or any(c in src.path for c in "%;\\"):
+        return False  # no encodings or ;params: what we compare is what the server gets
+    if ".." in src.path.split("/"):
         return False
     root_path = pre.path if pre.path.endswith("/") else pre.path + "/"
     return src.path.startswith(root_path) or src.path == pre.path
@@ -251,7 +257,10 @@ def _read_uri(uri: str, *, follow_redirects: bool = True) -> bytes:
 
 def _read_local(path: Path) -> bytes:
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
+            raise DatasetError(f"dataset {path} is not a regular file")
+        size = info.st_size
         if size > MAX_DATASET_BYTES:
             raise DatasetError(f"{path} is {size} bytes, over the {MAX_DATASET_BYTES} limit")
         return path.read_bytes()

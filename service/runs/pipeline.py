@@ -182,16 +182,16 @@ def _evaluation_gates(
     task = infer_task(evaluation.frame[target])
     training = data.loaded.get("training")
     probing = _plan_robustness(policy, evaluation.frame, target, features, training, task)
-    wall = policy.sandbox.wall_seconds + probing.extra_wall_s
     limits = SandboxLimits(
         memory_bytes=int(policy.sandbox.memory_gb * 1024**3),
         cpu_seconds=policy.sandbox.cpu_seconds,
-        wall_seconds=min(wall, env.deadline.remaining("the sandbox")),
+        wall_seconds=min(policy.sandbox.wall_seconds, env.deadline.remaining("the sandbox")),
     )
     env.sandbox_used = env.isolation.mode
     try:
-        # one sandbox call: the evaluation rows first, then the robustness probes and the
-        # Giskard scan in the same process (no second model load), each failing on its own
+        # the evaluation rows first, then the robustness probes in the same process (no second
+        # model load), answered apart. Never any label here: whatever this process holds, the
+        # model can read before it answers (Giskard, which needs the labels, runs elsewhere).
         candidate = predict_in_sandbox(
             model_dir,
             probing.rows(features),
@@ -200,15 +200,11 @@ def _evaluation_gates(
             isolation=env.isolation,
             run_id=env.run_id,
             n_primary=len(features),
-            giskard=probing.giskard,
         )
     except SandboxError as exc:
         return [_sandbox_error(g, "candidate model", exc) for g in enabled]
     except GatekeeperError as exc:
         return [_error(g, f"candidate model in the sandbox: {exc}") for g in enabled]
-    limits = dataclasses.replace(
-        limits, wall_seconds=min(limits.wall_seconds, policy.sandbox.wall_seconds)
-    )
     champion, champion_version, champion_note = _champion(ctx, policy, env, features, limits)
     evaluation_data = EvaluationData(
         frame=evaluation.frame,
@@ -240,7 +236,7 @@ def _evaluation_gates(
         )
     if policy.robustness is not None and policy.mode("robustness") != GateMode.OFF:
         results.append(
-            _robustness_gate(gate_ctx, policy.robustness, probing, candidate, env.run_id)
+            _robustness_gate(gate_ctx, policy.robustness, probing, candidate, env, model_dir)
         )
     shared = {
         "sandbox": candidate.evidence,
@@ -256,6 +252,7 @@ class _Probing:
 
     plan: robustness.ProbePlan | None = None
     giskard: GiskardRequest | None = None
+    giskard_rows: pd.DataFrame | None = None  # the sample the scan runs on
     extra_wall_s: float = 0.0
 
     def rows(self, features: pd.DataFrame) -> pd.DataFrame:
@@ -293,10 +290,12 @@ def _plan_robustness(
             str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])
         ],
         detectors=list(config.giskard_detectors),
-        row_indices=positions,
+        row_indices=list(range(len(positions))),
         budget_s=config.giskard_time_budget_s,
     )
-    return _Probing(plan, request, config.giskard_time_budget_s)
+    rows = features.iloc[positions].reset_index(drop=True)
+    wall = policy.sandbox.wall_seconds + config.giskard_time_budget_s  # load, then the scan
+    return _Probing(plan, request, rows, wall)
 
 
 def _robustness_gate(
@@ -304,10 +303,12 @@ def _robustness_gate(
     config: robustness.RobustnessConfig,
     probing: _Probing,
     candidate: Predictions,
-    run_id: str,
+    env: _Evaluation,
+    model_dir: Path,
 ) -> GateResult:
     """Judge the probes the candidate answered (after the evaluation rows, in the same
-    sandbox call) and fold in Giskard's scan."""
+    sandbox call) and fold in Giskard's scan, run in a sandbox call of its own."""
+    run_id = env.run_id
     plan = probing.plan
     if plan is None:
         return _error("robustness", "no robustness probes were planned")
@@ -321,10 +322,37 @@ def _robustness_gate(
     result = _guarded("robustness", lambda c: robustness.check(c, config), gate_ctx, run_id)
     if not config.giskard:
         return result
-    scan = candidate.giskard or robustness.GiskardScan(
-        error="the sandbox returned no Giskard report"
-    )
-    return robustness.merge(result, scan, config)
+    if probing.giskard is None or probing.giskard_rows is None:
+        return result
+    return robustness.merge(result, _giskard_scan(probing, env, model_dir), config)
+
+
+def _giskard_scan(probing: _Probing, env: _Evaluation, model_dir: Path) -> robustness.GiskardScan:
+    """Giskard needs the labels, so it runs in a process whose answers are never scored; its
+    verdict can only add warnings or failures (a model can hide issues from a scan run in its
+    own process, it cannot make another check pass)."""
+    assert probing.giskard is not None and probing.giskard_rows is not None
+    try:
+        answered = predict_in_sandbox(
+            model_dir,
+            probing.giskard_rows,
+            limits=SandboxLimits(
+                wall_seconds=min(probing.extra_wall_s, env.deadline.remaining("Giskard"))
+            ),
+            workdir=env.scratch / "sandbox-giskard",
+            isolation=env.isolation,
+            run_id=env.run_id,
+            giskard=probing.giskard,
+        )
+    except SandboxError as exc:
+        if exc.kind == "timeout":
+            return robustness.GiskardScan(
+                error="the Giskard scan did not finish within its budget and was stopped"
+            )
+        return robustness.GiskardScan(error=f"the Giskard scan failed: {exc.message}")
+    except GatekeeperError as exc:
+        return robustness.GiskardScan(error=f"the Giskard scan failed: {exc}")
+    return answered.giskard or robustness.GiskardScan(error="the sandbox returned no report")
 
 
 def _champion(

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -400,7 +401,7 @@ def _giskard_scan(raw: Any) -> GiskardScan:
                 else (),
                 metric=_text(item.get("metric")),
                 deviation=_text(item.get("deviation")),
-                description=_text(item.get("description")),
+                description="",  # free text written in the model's process: not kept
             )
         )
     seconds = raw.get("seconds")
@@ -412,8 +413,15 @@ def _giskard_scan(raw: Any) -> GiskardScan:
     return GiskardScan(issues=tuple(issues), seconds=float(seconds), html=html)
 
 
+_SAFE_TEXT = re.compile(r"[^A-Za-z0-9 _.,:%+<>=()/-]")
+
+
 def _text(value: Any) -> str:
-    return str(value)[:_MAX_TEXT] if isinstance(value, str | int | float) else ""
+    """A short field of the model's process, cut to a plain charset and 120 characters: it is
+    shown (escaped) as evidence, never used as a message."""
+    if not isinstance(value, str | int | float):
+        return ""
+    return _SAFE_TEXT.sub("", str(value))[:120]
 
 
 def _plain_json(value: Any) -> Any:

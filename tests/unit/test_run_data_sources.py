@@ -4,6 +4,7 @@ target is found from the model's own signature. Real files and real MLflow diges
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -38,6 +39,8 @@ SIGNATURE = {"signature": {"inputs": json.dumps(INPUTS)}}  # as MLflow writes it
         ("https://data.example.com/ml/../admin", False),
         ("https://data.example.com/ml/%2e%2e/admin", False),
         ("https://data.example.com@evil.example/ml/train.csv", False),
+        ("https://data.example.com/ml/..;/admin", False),
+        ("/srv/data/train\x00.csv", False),
         ("https://data.example.com/mlx/train.csv", False),
         ("http://data.example.com/ml/train.csv", False),
         ("http://169.254.169.254/latest/meta-data/", False),
@@ -49,6 +52,19 @@ SIGNATURE = {"signature": {"inputs": json.dumps(INPUTS)}}  # as MLflow writes it
 def test_only_sources_under_an_allowed_prefix_are_read(source: str, allowed: bool) -> None:
     prefixes = ("/srv/data/", "https://data.example.com/ml/", "s3://ml-data/")
     assert source_allowed(source, prefixes) is allowed
+
+
+def test_a_fifo_under_an_allowed_root_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "train.csv"
+    os.mkfifo(fifo)
+    logged = LoggedDataset(
+        name="train", digest="0" * 8, source_type="local", source=str(fifo),
+        context="training", columns=(),
+    )  # fmt: skip
+    with pytest.raises(DatasetError, match="not a regular file"):
+        load_logged_dataset(
+            "training", logged, allowed_sources=(str(tmp_path),), origin=Origin.RUN_INPUT
+        )
 
 
 def test_a_symlink_out_of_an_allowed_root_is_refused(tmp_path: Path) -> None:
