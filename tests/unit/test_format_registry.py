@@ -66,23 +66,28 @@ def test_every_scanner_has_a_name_and_stages_and_each_stage_a_fallback() -> None
     ]
 
 
+BLOB_CASES = [
+    (OS_SYSTEM_PICKLE, "weights.bin", "pickle"),  # content, not the name
+    (b"not really a pickle at all\n", "model.pkl", "pickle"),  # the name breaks the tie
+    (b"cos\nsystem\n(S'id'\ntR.", "notes.txt", "pickle"),  # protocol 0 GLOBAL first
+    (_zip(**{"data.pkl": OS_SYSTEM_PICKLE}), "config.json", "zip"),
+    (b"junk in front" + _zip(**{"a.txt": b"x"}), "model.bin", "zip"),  # a polyglot
+    (gzip.compress(OS_SYSTEM_PICKLE, mtime=0), "model.joblib", "compressed stream"),
+    (_npy(np.zeros(3)), "w.npy", "npy"),
+    (benign_safetensors(), "w.bin", "safetensors"),
+    (b"\x89HDF\r\n\x1a\n" + b"\x00" * 64, "w.bin", "hdf5"),
+    (SAVED_MODEL_HEAD, "saved_model.pb", "tensorflow-protobuf"),
+    (SAVED_MODEL_HEAD, "saved_model.bin", "raw data"),  # TensorFlow loads .pb by name
+    (b"name: model\nflavors: {}\n", "MLmodel", "text"),
+    (bytes(range(256)) * 4, "tensor.bin", "raw data"),
+]
+
+
 @pytest.mark.parametrize(
     ("data", "name", "expected"),
-    [
-        (OS_SYSTEM_PICKLE, "weights.bin", "pickle"),  # content, not the name
-        (b"not really a pickle at all\n", "model.pkl", "pickle"),  # the name breaks the tie
-        (b"cos\nsystem\n(S'id'\ntR.", "notes.txt", "pickle"),  # protocol 0 GLOBAL first
-        (_zip(**{"data.pkl": OS_SYSTEM_PICKLE}), "config.json", "zip"),
-        (b"junk in front" + _zip(**{"a.txt": b"x"}), "model.bin", "zip"),  # a polyglot
-        (gzip.compress(OS_SYSTEM_PICKLE), "model.joblib", "compressed stream"),
-        (_npy(np.zeros(3)), "w.npy", "npy"),
-        (benign_safetensors(), "w.bin", "safetensors"),
-        (b"\x89HDF\r\n\x1a\n" + b"\x00" * 64, "w.bin", "hdf5"),
-        (SAVED_MODEL_HEAD, "saved_model.pb", "tensorflow-protobuf"),
-        (SAVED_MODEL_HEAD, "saved_model.bin", "raw data"),  # TensorFlow loads .pb by name
-        (b"name: model\nflavors: {}\n", "MLmodel", "text"),
-        (bytes(range(256)) * 4, "tensor.bin", "raw data"),
-    ],
+    BLOB_CASES,
+    # ids from the names, never from the bytes: every xdist worker must collect the same ids
+    ids=[f"{name}->{expected}" for _, name, expected in BLOB_CASES],
 )
 def test_in_memory_blobs_go_to_the_engine_their_content_calls_for(
     data: bytes, name: str, expected: str
