@@ -79,12 +79,10 @@ applied by the policy decision.
 from __future__ import annotations
 
 import enum
-import json
 import math
 import time
 import warnings
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -97,6 +95,7 @@ from scipy.stats import chi2_contingency, ks_2samp, wasserstein_distance
 
 from gates.base import Finding, GateConfig, GateContext, GateResult, Severity, Status
 from gates.evaluation import EVALUATION_KEY, EvaluationData
+from gates.mlmodel import model_inputs
 
 GATE_NAME = "drift"
 TRAINING_KEY = "training"
@@ -251,28 +250,6 @@ def _checked(frame: Any, where: str, what: str) -> pd.DataFrame | None:
     if twice:
         raise DriftInputError(f"the {what} has duplicate column names: {', '.join(twice)}")
     return frame
-
-
-def model_inputs(mlmodel: Mapping[str, Any]) -> tuple[frozenset[str] | None, str]:
-    """The input column names of the MLmodel signature, or None when every column counts.
-
-    A missing, unreadable or tensor-based signature names no columns: every column then
-    counts as a model input, the stricter reading.
-    """
-    signature = mlmodel.get("signature")
-    raw = signature.get("inputs") if isinstance(signature, Mapping) else None
-    if raw is None:
-        return None, "no signature: every column counts as a model input"
-    try:
-        specs = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError:
-        return None, "unreadable signature inputs: every column counts as a model input"
-    if not isinstance(specs, list):
-        return None, "unreadable signature inputs: every column counts as a model input"
-    names = [s.get("name") for s in specs if isinstance(s, Mapping)]
-    if not names or not all(isinstance(n, str) and n for n in names):
-        return None, "the signature names no columns (tensor inputs): every column counts"
-    return frozenset(str(n) for n in names), "signature"
 
 
 def sample(frame: pd.DataFrame, max_rows: int, seed: int, stream: int) -> pd.DataFrame:

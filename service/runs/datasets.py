@@ -14,7 +14,6 @@ import dataclasses
 import enum
 import hashlib
 import io
-import json
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
+from gates.mlmodel import model_inputs
 from service.errors import GatekeeperError
 from service.mlflow.logged_data import LoggedDataset, mlflow_digest
 from service.mlflow.registry import Registry
@@ -199,7 +199,8 @@ def infer_target(frame: pd.DataFrame, configured: str | None, mlmodel: dict[str,
         if configured not in frame.columns:
             raise DatasetError(f"the target column {configured!r} is not in the data")
         return configured
-    inputs = signature_inputs(mlmodel)
+    # the MLmodel is the model author's file: gates.mlmodel reads it without trusting its shape
+    inputs, _ = model_inputs(mlmodel)
     if not inputs:
         raise DatasetError(
             "the model has no input signature to tell the target apart: set `target` for "
@@ -212,18 +213,6 @@ def infer_target(frame: pd.DataFrame, configured: str | None, mlmodel: dict[str,
             f"({', '.join(rest[:10]) or 'none'}); set `target` for this dataset in the policy"
         )
     return rest[0]
-
-
-def signature_inputs(mlmodel: dict[str, Any]) -> set[str]:
-    """Column names of the MLmodel's input signature (column-based signatures only)."""
-    raw = (mlmodel.get("signature") or {}).get("inputs")
-    try:
-        specs = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError:
-        return set()
-    if not isinstance(specs, list):
-        return set()
-    return {str(s["name"]) for s in specs if isinstance(s, dict) and "name" in s}
 
 
 def _read_bytes(

@@ -124,6 +124,9 @@ def test_target_is_the_one_column_that_is_not_a_model_input() -> None:
         infer_target(frame.assign(extra=1), None, SIGNATURE)
     with pytest.raises(DatasetError, match="no input signature"):
         infer_target(frame, None, {})
+    # the MLmodel is the model author's file: a signature of the wrong shape is no signature
+    with pytest.raises(DatasetError, match="no input signature"):
+        infer_target(frame, None, {"signature": "inputs: everything"})
 
 
 def test_a_policy_enabling_a_gate_the_gatekeeper_does_not_have_is_refused() -> None:
