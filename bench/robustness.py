@@ -7,10 +7,10 @@ scikit-learn pipeline saved as an MLflow model):
   in memory, detectors `robustness` (the gate's default); and the same plus `import giskard`
   in a fresh interpreter, as a CI job that runs the scan pays it.
 - `gate`: what the robustness gate adds to a run: plan the flip and trigger probes, the
-  candidate answers them in the same sandbox call (bubblewrap) that answers the evaluation
-  rows, Giskard scans it in a call of its own (it needs the labels, which must never reach a
-  process whose answers are scored), judge. Measured as those calls minus the evaluation call
-  alone, plus planning and judging; median of 3 interleaved pairs.
+  candidate answers them mixed among the evaluation rows in its sandbox call (bubblewrap),
+  then Giskard scans it in that same process (the labels sent only once the answers are
+  out), judge. Measured as that call minus the evaluation call alone, plus planning and
+  judging; median of 3 interleaved pairs.
 
 Prints one table and the ratio gate / giskard-alone; the goal is at most 1.2.
 
@@ -71,22 +71,22 @@ def giskard_import_seconds() -> float:
 
 def gate(
     model_dir: Path, rows: pd.DataFrame, training: pd.DataFrame, work: Path
-) -> tuple[float, Predictions, robustness.RobustnessConfig]:
+) -> tuple[float, robustness.RobustnessConfig]:
     """The candidate's sandbox call on the evaluation rows alone (the baseline)."""
     config = robustness.RobustnessConfig(sample_rows=len(rows), giskard_sample_rows=len(rows))
     features = rows[FEATURES]
     limits = SandboxLimits(wall_seconds=900)
     started = time.perf_counter()
-    plain = predict_in_sandbox(model_dir, features, limits=limits, workdir=work / "plain")
-    return time.perf_counter() - started, plain, config
+    predict_in_sandbox(model_dir, features, limits=limits, workdir=work / "plain")
+    return time.perf_counter() - started, config
 
 
 def gate_added(model_dir: Path, rows: pd.DataFrame, training: pd.DataFrame, work: Path) -> float:
     """Median over REPEATS of (call with probes and scan) - (call without), interleaved."""
     added = []
     for i in range(REPEATS):
-        without, plain, config = gate(model_dir, rows, training, work / f"{i}")
-        added.append(_with(model_dir, rows, training, work / f"{i}", plain, config) - without)
+        without, config = gate(model_dir, rows, training, work / f"{i}")
+        added.append(_with(model_dir, rows, training, work / f"{i}", config) - without)
     return statistics.median(added)
 
 
@@ -95,7 +95,6 @@ def _with(
     rows: pd.DataFrame,
     training: pd.DataFrame,
     work: Path,
-    plain: Predictions,
     config: robustness.RobustnessConfig,
 ) -> float:
     features = rows[FEATURES]
@@ -108,16 +107,14 @@ def _with(
         detectors=["robustness"], row_indices=list(range(len(rows))), budget_s=600.0,
     )  # fmt: skip
     answered = predict_in_sandbox(model_dir, plan.batch(features), limits=limits,
-                                  workdir=work / "with", n_primary=len(features))  # fmt: skip
-    # Giskard needs the labels: its own call, whose answers are never scored
-    scanned = predict_in_sandbox(model_dir, features, limits=limits, workdir=work / "giskard",
-                                 giskard=request)  # fmt: skip
-    assert answered.extra_predictions is not None and scanned.giskard is not None
-    assert scanned.giskard.error is None, scanned.giskard
-    result = robustness.judge(plan, _outputs(plain).predictions,
+                                  workdir=work / "with", n_primary=len(features),
+                                  giskard=request)  # fmt: skip
+    assert answered.extra_predictions is not None and answered.giskard is not None
+    assert answered.giskard.error is None, answered.giskard
+    result = robustness.judge(plan, _outputs(answered).predictions,
                               np.asarray(answered.extra_predictions), Task.CLASSIFICATION,
                               config)  # fmt: skip
-    robustness.merge(result, scanned.giskard, config)
+    robustness.merge(result, answered.giskard, config)
     return time.perf_counter() - started
 
 

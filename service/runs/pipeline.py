@@ -189,17 +189,23 @@ def _evaluation_gates(
     )
     env.sandbox_used = env.isolation.mode
     try:
-        # the evaluation rows first, then the robustness probes in the same process (no second
-        # model load), answered apart. Never any label here: whatever this process holds, the
-        # model can read before it answers (Giskard, which needs the labels, runs elsewhere).
+        # The evaluation rows and the robustness probes, mixed, in one call (one model load);
+        # then Giskard's scan in the same process, its labels sent only once the answers are
+        # out of the model's reach (the runner guarantees the order).
         candidate = predict_in_sandbox(
             model_dir,
             probing.rows(features),
-            limits=limits,
+            limits=dataclasses.replace(
+                limits,
+                wall_seconds=min(
+                    limits.wall_seconds + probing.extra_wall_s, env.deadline.remaining("Giskard")
+                ),
+            ),
             workdir=env.scratch / "sandbox",
             isolation=env.isolation,
             run_id=env.run_id,
             n_primary=len(features),
+            giskard=probing.giskard,
         )
     except SandboxError as exc:
         return [_sandbox_error(g, "candidate model", exc) for g in enabled]
@@ -236,7 +242,7 @@ def _evaluation_gates(
         )
     if policy.robustness is not None and policy.mode("robustness") != GateMode.OFF:
         results.append(
-            _robustness_gate(gate_ctx, policy.robustness, probing, candidate, env, model_dir)
+            _robustness_gate(gate_ctx, policy.robustness, probing, candidate, env.run_id)
         )
     shared = {
         "sandbox": candidate.evidence,
@@ -251,9 +257,8 @@ class _Probing:
     """What the robustness gate adds to the candidate's sandbox call."""
 
     plan: robustness.ProbePlan | None = None
-    giskard: GiskardRequest | None = None
-    giskard_rows: pd.DataFrame | None = None  # the sample the scan runs on
-    extra_wall_s: float = 0.0
+    giskard: GiskardRequest | None = None  # the scan's sample and labels
+    extra_wall_s: float = 0.0  # the scan's budget, on top of the call's own wall time
 
     def rows(self, features: pd.DataFrame) -> pd.DataFrame:
         if self.plan is None or self.plan.error:
@@ -290,12 +295,10 @@ def _plan_robustness(
             str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])
         ],
         detectors=list(config.giskard_detectors),
-        row_indices=list(range(len(positions))),
+        row_indices=positions,
         budget_s=config.giskard_time_budget_s,
     )
-    rows = features.iloc[positions].reset_index(drop=True)
-    wall = policy.sandbox.wall_seconds + config.giskard_time_budget_s  # load, then the scan
-    return _Probing(plan, request, rows, wall)
+    return _Probing(plan, request, config.giskard_time_budget_s)
 
 
 def _robustness_gate(
@@ -303,12 +306,12 @@ def _robustness_gate(
     config: robustness.RobustnessConfig,
     probing: _Probing,
     candidate: Predictions,
-    env: _Evaluation,
-    model_dir: Path,
+    run_id: str,
 ) -> GateResult:
-    """Judge the probes the candidate answered (after the evaluation rows, in the same
-    sandbox call) and fold in Giskard's scan, run in a sandbox call of its own."""
-    run_id = env.run_id
+    """Judge the probes the candidate answered (mixed with the evaluation rows, in one call)
+    and fold in Giskard's scan of the same process. The scan's verdict can only add warnings
+    or failures: a model can hide issues from a scan that holds the labels in its process,
+    it cannot make another check pass."""
     plan = probing.plan
     if plan is None:
         return _error("robustness", "no robustness probes were planned")
@@ -320,39 +323,10 @@ def _robustness_gate(
     data = robustness.RobustnessData(plan, probes)
     gate_ctx = dataclasses.replace(ctx, datasets={**ctx.datasets, "robustness": data})
     result = _guarded("robustness", lambda c: robustness.check(c, config), gate_ctx, run_id)
-    if not config.giskard:
+    if probing.giskard is None:
         return result
-    if probing.giskard is None or probing.giskard_rows is None:
-        return result
-    return robustness.merge(result, _giskard_scan(probing, env, model_dir), config)
-
-
-def _giskard_scan(probing: _Probing, env: _Evaluation, model_dir: Path) -> robustness.GiskardScan:
-    """Giskard needs the labels, so it runs in a process whose answers are never scored; its
-    verdict can only add warnings or failures (a model can hide issues from a scan run in its
-    own process, it cannot make another check pass)."""
-    assert probing.giskard is not None and probing.giskard_rows is not None
-    try:
-        answered = predict_in_sandbox(
-            model_dir,
-            probing.giskard_rows,
-            limits=SandboxLimits(
-                wall_seconds=min(probing.extra_wall_s, env.deadline.remaining("Giskard"))
-            ),
-            workdir=env.scratch / "sandbox-giskard",
-            isolation=env.isolation,
-            run_id=env.run_id,
-            giskard=probing.giskard,
-        )
-    except SandboxError as exc:
-        if exc.kind == "timeout":
-            return robustness.GiskardScan(
-                error="the Giskard scan did not finish within its budget and was stopped"
-            )
-        return robustness.GiskardScan(error=f"the Giskard scan failed: {exc.message}")
-    except GatekeeperError as exc:
-        return robustness.GiskardScan(error=f"the Giskard scan failed: {exc}")
-    return answered.giskard or robustness.GiskardScan(error="the sandbox returned no report")
+    scan = candidate.giskard or robustness.GiskardScan(error="the sandbox returned no report")
+    return robustness.merge(result, scan, config)
 
 
 def _champion(

@@ -15,9 +15,12 @@ own; what this module adds:
 - Progress is reported stage by stage (`rows`, `import`, `load`, `predict`), so a process that
   dies without a word can still be blamed on the right stage by the parent.
 
-Protocol: the parent writes one JSON request on stdin, `{"model_dir", "rows_path", "columns"}`.
-The child writes JSON lines on the protocol stream: `{"event": "stage", ...}` as it goes, and
-exactly one final `{"event": "result", ...}` or `{"event": "error", ...}`. Only plain data
+Protocol: the parent writes one JSON line on stdin, `{"model_dir", "rows_path", "columns"}`.
+The child writes JSON lines on the protocol stream: `{"event": "stage", ...}` as it goes, one
+`{"event": "answers", ...}` with the predictions of every row, and exactly one final
+`{"event": "result", ...}` or `{"event": "error", ...}`. Between the two, it reads a second
+line on stdin: empty (stdin closed) or `{"giskard": {...}}` with the labels of a scan, which
+the parent sends only once it holds the answers. Only plain data
 (lists of numbers and strings) leaves this process; the model object never does. The parent
 trusts none of it beyond predictions, stage names and timings, which it validates: whatever
 the model does to this interpreter (this module is in its reach) cannot forge the evidence.
@@ -184,7 +187,8 @@ def _enter(stream: IO[str], stage: str) -> None:
     _emit(stream, {"event": "stage", "stage": stage, "t": time.monotonic()})
 
 
-def _run(request: dict[str, Any], stream: IO[str]) -> dict[str, Any]:
+def _answer(request: dict[str, Any], stream: IO[str]) -> tuple[Any, Any, Any, list[Any]]:
+    """Load the model and answer every row in one call; returns what a scan needs after."""
     _enter(stream, "rows")
     import pandas as pd
 
@@ -198,31 +202,33 @@ def _run(request: dict[str, Any], stream: IO[str]) -> dict[str, Any]:
     loaded = mlflow.pyfunc.load_model(request["model_dir"])
 
     _enter(stream, "predict")
-    # The first `n_primary` rows are the evaluation rows every evaluation gate needs; rows after
-    # them are the robustness probes, answered apart so that a probe the model refuses (an
-    # unseen category, say) costs only the robustness gate.
-    n_primary = int(request.get("n_primary", len(rows)))
-    primary, extra = rows.iloc[:n_primary], rows.iloc[n_primary:]
-    predictions = _as_rows_list(loaded.predict(primary))
+    # One call for every row. The parent mixed the robustness probes in among the evaluation
+    # rows in an order only it knows, so this process cannot tell which answers are scored
+    # as evaluation and which as probes by call or by position.
+    predictions = _as_rows_list(loaded.predict(rows))
     raw = _underlying_model(loaded)
-    scores = _scores(raw, primary)
+    scores = _scores(raw, rows)
     classes = _classes(raw) if scores is not None else None
-    result: dict[str, Any] = {"predictions": predictions, "scores": scores, "classes": classes}
-    if len(extra):
-        _enter(stream, "probes")
-        try:
-            result["extra"] = {"predictions": _as_rows_list(loaded.predict(extra))}
-        except Exception as exc:  # the probes' own verdict: the gate that asked errors
-            result["extra"] = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
-    if request.get("giskard"):
-        _enter(stream, "giskard")
-        spec = request["giskard"]
-        subset = primary.iloc[spec["row_indices"]].reset_index(drop=True)
-        answered = [predictions[i] for i in spec["row_indices"]]
-        result["giskard"] = _bounded(
-            spec["budget_s"], lambda: _giskard_scan(spec, loaded, raw, subset, answered)
-        )
-    return result
+    _emit(
+        stream,
+        {"event": "answers", "predictions": predictions, "scores": scores, "classes": classes},
+    )
+    return loaded, raw, rows, predictions
+
+
+def _run(request: dict[str, Any], stream: IO[str]) -> dict[str, Any]:
+    loaded, raw, rows, predictions = _answer(request, stream)
+    # The labels for Giskard's scan come only now, after the parent has the answers above: no
+    # label is ever in this process while an answer it will be scored on can still change.
+    follow_up = sys.stdin.readline()
+    if not follow_up.strip():
+        return {}
+    spec = json.loads(follow_up)["giskard"]
+    _enter(stream, "giskard")
+    subset = rows.iloc[spec["row_indices"]].reset_index(drop=True)
+    answered = [predictions[i] for i in spec["row_indices"]]
+    scan = _bounded(spec["budget_s"], lambda: _giskard_scan(spec, loaded, raw, subset, answered))
+    return {"giskard": scan}
 
 
 class _OutOfTime(Exception):
@@ -325,7 +331,7 @@ def main() -> int:
     sys.addaudithook(_audit)
     _enter(stream, "start")
     try:
-        request = json.loads(sys.stdin.read())
+        request = json.loads(sys.stdin.readline())
         result = _run(request, stream)
         if network_attempts:
             raise ConnectionRefusedError("the model caught the refusal and carried on")

@@ -21,6 +21,7 @@ no other process, and limits on memory, CPU, processes, files and disk it cannot
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -36,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pandas as pd
 
 from gates.robustness import GiskardIssue, GiskardLevel, GiskardScan
@@ -59,7 +61,7 @@ log = logging.getLogger("gatekeeper.sandbox")
 SANDBOX_KINDS = frozenset(
     {"isolation", "timeout", "memory", "crash", "network", "load", "predict", "protocol"}
 )
-STAGES = ("start", "rows", "import", "load", "predict", "probes", "giskard")
+STAGES = ("start", "rows", "import", "load", "predict", "giskard")
 CHILD_SCRIPT = Path(__file__).with_name("child.py")
 STDERR_TAIL_BYTES = 64 * 1024
 DIAGNOSTIC_CHARS = 4000  # what of the model's own output an admin gets to see
@@ -196,6 +198,8 @@ class _Outcome:
     stdout_overflowed: bool
     stdout_complete: bool
     stderr: str
+    # how much of stdout we held when the follow-up (the scan's labels) went in, if it did
+    committed_bytes: int | None = None
 
 
 def _wait_exited(pid: int, deadline: float) -> bool:
@@ -207,20 +211,71 @@ def _wait_exited(pid: int, deadline: float) -> bool:
     return False
 
 
-def _converse(launched: Launched, request: bytes, started_at: float, wall_s: float) -> _Outcome:
-    """Send the request, wait until the wall time is up, kill everything, collect the output."""
+def _answers_seen(out: _Reader) -> bool:
+    """Whether a complete `answers` line is in what the child has written so far."""
+    data = bytes(out.data)
+    end = data.rfind(b"\n")
+    for line in data[: end + 1].splitlines():
+        if b'"answers"' in line:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "answers":
+                return True
+    return False
+
+
+def _send_after_answers(proc: Any, out: _Reader, follow_up: bytes, deadline: float) -> int | None:
+    """Write `follow_up` once the child's answers are in our buffer; returns how many bytes of
+    stdout we held then (the answers are in them, beyond the child's reach), or None when the
+    child died, overflowed or ran out of time first and never got it."""
+    while time.monotonic() < deadline and not out.overflowed:
+        if _answers_seen(out):
+            committed = len(out.data)
+            try:
+                proc.stdin.write(follow_up)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            return committed
+        if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+            break
+        time.sleep(_POLL_S)
+    return None
+
+
+def _converse(
+    launched: Launched,
+    request: bytes,
+    started_at: float,
+    wall_s: float,
+    follow_up: bytes | None = None,
+) -> _Outcome:
+    """Send the request (and, once the answers are in, the follow-up), wait until the wall
+    time is up, kill everything, collect the output."""
     proc = launched.proc
     assert proc.stdin and proc.stdout and proc.stderr
     out = _Reader(proc.stdout, STDOUT_MAX_BYTES, keep_tail=False)
     err = _Reader(proc.stderr, STDERR_TAIL_BYTES, keep_tail=True)
     out.start()
     err.start()
+    deadline = started_at + wall_s
+    committed = None
     try:
-        proc.stdin.write(request)
-        proc.stdin.close()
+        proc.stdin.write(request + b"\n")
+        proc.stdin.flush()
+        if follow_up is not None:
+            committed = _send_after_answers(proc, out, follow_up + b"\n", deadline)
     except BrokenPipeError:
         pass  # the child died before reading; its exit status says why
-    exited = _wait_exited(proc.pid, started_at + wall_s)
+    finally:
+        if not proc.stdin.closed:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+    exited = _wait_exited(proc.pid, deadline)
     # The leader is a zombie or still running, so its pid cannot have been reused: kill the
     # group, the namespace and the cgroup, including anything the model left running.
     launched.kill()
@@ -239,6 +294,7 @@ def _converse(launched: Launched, request: bytes, started_at: float, wall_s: flo
         stdout_overflowed=out.overflowed,
         stdout_complete=not out.is_alive(),
         stderr=bytes(err.data).decode("utf-8", "replace"),
+        committed_bytes=committed,
     )
 
 
@@ -291,17 +347,14 @@ def _diagnostics(outcome: _Outcome, final: dict[str, Any] | None) -> dict[str, A
 
 
 def _interpret(
-    outcome: _Outcome,
-    limits: SandboxLimits,
-    n_rows: int,
-    evidence: dict[str, Any],
-    n_extra: int = 0,
+    outcome: _Outcome, limits: SandboxLimits, n_rows: int, evidence: dict[str, Any]
 ) -> Predictions:
     events, malformed = _parse_events(outcome.stdout)
     stages = [e for e in events if e.get("event") == "stage"]
     stage = _stage(stages[-1].get("stage")) if stages else "start"
     final = events[-1] if events and events[-1].get("event") in ("result", "error") else None
     _add_stage_timings(evidence, stages, final, outcome)
+    answers = next((e for e in events if e.get("event") == "answers"), None)
 
     def fail(kind: str, message: str) -> SandboxError:
         return SandboxError(
@@ -312,43 +365,54 @@ def _interpret(
             evidence=evidence,
         )
 
+    if outcome.committed_bytes is not None and answers is not None:
+        # The scan's labels went in after these answers: they stand whatever happens next,
+        # and what happens next decides only the scan (a network attempt fails everything).
+        predictions = _predictions(answers, n_rows, evidence, fail)
+        failure = _failure(outcome, final, stage, limits)
+        if failure is not None and failure[0] == "network":
+            raise fail(*failure)
+        if failure is not None or malformed or final is None:
+            predictions.giskard = _failed_scan(failure)
+        else:
+            predictions.giskard = _giskard_scan(final.get("giskard"))
+        return predictions
+    failure = _failure(outcome, final, stage, limits)
+    if failure is not None:
+        raise fail(*failure)
+    if malformed or final is None or answers is None:
+        raise fail("protocol", "the sandbox's answer was not the JSON it should be")
+    return _predictions(answers, n_rows, evidence, fail)
+
+
+def _failure(
+    outcome: _Outcome, final: dict[str, Any] | None, stage: str, limits: SandboxLimits
+) -> tuple[str, str] | None:
+    """What went wrong with the child, in the parent's words (kind, message), or None."""
     if outcome.timed_out:
-        raise fail(
-            "timeout",
-            f"model did not finish within {limits.wall_seconds:g} s (in {stage}); killed",
+        return "timeout", (
+            f"model did not finish within {limits.wall_seconds:g} s (in {stage}); killed"
         )
     if outcome.returncode < 0:
-        raise fail(*_signal_error(outcome.returncode, stage, limits))
+        return _signal_error(outcome.returncode, stage, limits)
     if final is not None and final.get("event") == "error":
         reported = final.get("kind")
         kind = reported if isinstance(reported, str) and reported in SANDBOX_KINDS else "crash"
         kind = "crash" if kind == "isolation" else kind  # only the parent says "isolation"
-        raise fail(kind, _child_error_message(kind, _stage(final.get("stage")), limits))
+        return kind, _child_error_message(kind, _stage(final.get("stage")), limits)
     if outcome.returncode != 0:
-        raise fail("crash", f"model process exited with status {outcome.returncode} in {stage}")
+        return "crash", f"model process exited with status {outcome.returncode} in {stage}"
     if outcome.stdout_overflowed or not outcome.stdout_complete:
-        raise fail("protocol", "the sandbox's answer was cut off or its output left open")
-    if malformed or final is None:
-        raise fail("protocol", "the sandbox's answer was not the JSON it should be")
-    predictions = _predictions(final, n_rows, evidence, fail)
-    if n_extra:
-        predictions.extra_predictions, predictions.extra_error = _extra(final.get("extra"), n_extra)
-    if "giskard" in final:
-        predictions.giskard = _giskard_scan(final.get("giskard"))
-    return predictions
+        return "protocol", "the sandbox's answer was cut off or its output left open"
+    return None
 
 
-def _extra(raw: Any, n_extra: int) -> tuple[list[Any] | None, str | None]:
-    """The probe rows' answers, checked like predictions; what went wrong is told in our words
-    (the child's exception text is the model's to write)."""
-    if not isinstance(raw, dict):
-        return None, "the sandbox returned no answers for the probe rows"
-    if "error" in raw:
-        return None, "the model raised an exception on the probe rows (an unseen category?)"
-    answers = raw.get("predictions")
-    if not isinstance(answers, list) or len(answers) != n_extra or not _plain_values(answers):
-        return None, f"the model did not give one plain answer per probe row ({n_extra})"
-    return answers, None
+def _failed_scan(failure: tuple[str, str] | None) -> GiskardScan:
+    if failure is not None and failure[0] == "timeout":
+        return GiskardScan(error="the Giskard scan did not finish within the sandbox's wall time")
+    if failure is not None:
+        return GiskardScan(error=f"the Giskard scan failed: sandbox {failure[0]} error")
+    return GiskardScan(error="the Giskard scan's answer was not the JSON it should be")
 
 
 @dataclass(frozen=True)
@@ -565,11 +629,61 @@ def predict_in_sandbox(
     n_primary: int | None = None,
 ) -> Predictions:
     """Load the model in a contained child process and return its predictions for `rows`
-    (and, when asked, Giskard's scan of the model on them).
+    (and, when asked, Giskard's scan of the model on the rows `giskard.row_indices` names).
+
+    Rows after the first `n_primary` are extra rows (the robustness probes). The child gets
+    every row in one file, in an order drawn here from the OS's entropy and never sent, and
+    answers them in one `predict` call: a model cannot answer the probes differently from the
+    evaluation rows by telling which call or which position they are in. Their answers come
+    back in `extra_predictions`. When the model fails on the mixed rows, the evaluation rows
+    are asked again alone and `extra_error` says why the probes have no answers.
 
     Raises SandboxError (kind isolation, timeout, memory, crash, network, load, predict or
     protocol); an isolation that cannot be set up is an error, never a run without it.
     """
+    primary = len(rows) if n_primary is None else n_primary
+    if primary == len(rows):
+        return _predict_once(model_dir, rows, limits, workdir, isolation, run_id, giskard)
+    order = np.random.default_rng().permutation(len(rows))  # unseeded: the OS's entropy
+    position = np.empty_like(order)
+    position[order] = np.arange(len(rows))  # where row i went in the shuffled file
+    shuffled_scan = None
+    if giskard is not None:
+        rows_scanned = [int(position[i]) for i in giskard.row_indices]
+        shuffled_scan = dataclasses.replace(giskard, row_indices=rows_scanned)
+    try:
+        mixed = _predict_once(
+            model_dir, rows.iloc[order], limits, workdir, isolation, run_id, shuffled_scan
+        )
+    except SandboxError as exc:
+        if exc.kind != "predict":
+            raise
+        log.warning("run=%s model failed on the rows with probes; asking without them", run_id)
+        alone = _predict_once(
+            model_dir, rows.iloc[:primary], limits, workdir, isolation, run_id, giskard
+        )
+        alone.extra_error = (
+            "the model failed when the probe rows were among the evaluation rows "
+            "(an unseen category?); the evaluation rows were answered alone"
+        )
+        return alone
+    answers = [mixed.predictions[p] for p in position]
+    mixed.predictions, mixed.extra_predictions = answers[:primary], answers[primary:]
+    if mixed.scores is not None:
+        mixed.scores = [mixed.scores[p] for p in position[:primary]]
+    return mixed
+
+
+def _predict_once(
+    model_dir: Path,
+    rows: pd.DataFrame,
+    limits: SandboxLimits,
+    workdir: Path,
+    isolation: IsolationConfig | None,
+    run_id: str | None,
+    giskard: GiskardRequest | None,
+) -> Predictions:
+    """One sandbox call: every row of `rows` answered, then the scan when asked."""
     isolation = isolation or IsolationConfig()
     workdir.mkdir(parents=True, exist_ok=True)
     sandbox_dir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=workdir))
@@ -597,17 +711,17 @@ def predict_in_sandbox(
                 evidence=evidence,
             ) from exc
         evidence.update(launched.evidence)
-        primary = len(rows) if n_primary is None else n_primary
-        extra: dict[str, Any] = {"n_primary": primary}
-        if giskard is not None:
-            extra["giskard"] = giskard.as_request()
-        request = json.dumps({**paths, "columns": columns, **extra}, default=_plain_json).encode()
+        request = json.dumps({**paths, "columns": columns}).encode()
+        follow_up = None
+        if giskard is not None:  # the labels: sent only once the answers are in our hands
+            scan = {"giskard": giskard.as_request()}
+            follow_up = json.dumps(scan, default=_plain_json).encode()
         try:
-            outcome = _converse(launched, request, spawned_at, limits.wall_seconds)
+            outcome = _converse(launched, request, spawned_at, limits.wall_seconds, follow_up)
         finally:
             launched.close()
         try:
-            result = _interpret(outcome, limits, primary, evidence, len(rows) - primary)
+            result = _interpret(outcome, limits, len(rows), evidence)
         except SandboxError as exc:
             log.warning(
                 "run=%s %s (stage %s); model diagnostics (truncated): %r",

@@ -331,8 +331,9 @@ def test_data_the_run_logged_is_used_drift_against_the_alias_holder_and_tamperin
 def test_a_brittle_model_fails_robustness_through_the_sandbox(
     service: GatekeeperProcess, mlflow_server: MlflowServer
 ) -> None:
-    """1-nearest-neighbour on noisy labels: the probe rows go to the sandbox in a second call
-    and the flip rate fails the gate; a logistic regression on the same data passes."""
+    """1-nearest-neighbour on noisy labels: the probe rows go to the sandbox mixed among the
+    evaluation rows and the flip rate fails the gate; a logistic regression on the same data
+    passes."""
     from sklearn.compose import ColumnTransformer
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import Pipeline
@@ -357,10 +358,9 @@ def test_a_brittle_model_fails_robustness_through_the_sandbox(
     assert brittle_run["status"] == "failed", failed["message"]
     assert failed["status"] == "fail"
     assert any(f["rule_id"] == "ROBUST-FLIP-001" for f in failed["findings"])
-    # the probes rode in the candidate's sandbox call, after the evaluation rows; the scan,
-    # which needs the labels, ran in a call of its own
+    # one sandbox call: the probes answered with the evaluation rows, then the scan
     timings = failed["evidence"]["sandbox"]["timings_s"]
-    assert {"predict", "probes"} <= set(timings) and "giskard" not in timings
+    assert {"predict", "giskard"} <= set(timings)
     scan = failed["evidence"]["giskard"]  # Giskard ran in the sandbox; its issues are here
     assert scan["error"] is None and isinstance(scan["issues"], list) and scan["seconds"] > 0
     assert scan["report"] is True

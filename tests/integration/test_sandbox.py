@@ -7,6 +7,7 @@ process unharmed, nothing left behind in the work dir.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -140,6 +141,28 @@ class FailsToLoad(mlflow.pyfunc.PythonModel):
         return [0] * len(model_input)
 
 
+class PeeksForLabels(mlflow.pyfunc.PythonModel):
+    """Waits a second for anything on its stdin (where the scan's labels arrive) before it
+    answers: a model that saw labels could answer its scored rows perfectly."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame) -> list[int]:
+        import select
+
+        readable, _, _ = select.select([0], [], [], 1.0)
+        saw = bool(readable) and b"target_values" in os.read(0, 1 << 20)
+        return [int(saw)] * len(model_input)
+
+
+class CountsCalls(mlflow.pyfunc.PythonModel):
+    """Answers each row with `call:position`, as a model telling probes apart would see them."""
+
+    calls = 0
+
+    def predict(self, context: Any, model_input: pd.DataFrame) -> list[str]:
+        CountsCalls.calls += 1
+        return [f"{CountsCalls.calls}:{i}" for i in range(len(model_input))]
+
+
 # --- fixtures --------------------------------------------------------------------------------
 
 
@@ -241,11 +264,50 @@ def test_giskard_scans_the_model_in_the_sandbox_without_a_network_attempt(
         assert issue.level.value in ("major", "medium", "minor") and issue.detector
 
 
+def test_the_scan_labels_reach_the_model_only_after_its_answers(
+    tmp_path: Path, rows: pd.DataFrame, workdir: Path
+) -> None:
+    """Giskard's scan runs in the candidate's own process, so its labels are sent only once the
+    parent holds the answers: a model that waits for them while answering sees nothing, and
+    the scan still gets them afterwards."""
+    model = save_pyfunc(tmp_path, PeeksForLabels())
+    request = GiskardRequest(
+        target_values=[0, 1] * 25, task="classification", cat_columns=[],
+        detectors=["robustness"], row_indices=list(range(len(rows))), budget_s=100.0,
+    )  # fmt: skip
+    result = predict_in_sandbox(
+        model, rows, limits=SandboxLimits(wall_seconds=120), workdir=workdir, giskard=request
+    )
+    assert result.predictions == [0] * len(rows)  # no label was there to see
+    assert result.giskard is not None and result.giskard.error is None
+
+
+def test_probe_rows_are_mixed_in_and_answered_in_one_call(
+    tmp_path: Path, rows: pd.DataFrame, workdir: Path
+) -> None:
+    """The model cannot tell the robustness probes from the evaluation rows by call or by
+    position: one `predict` call, the probes scattered among the rows in an unsent order."""
+    model = save_pyfunc(tmp_path, CountsCalls())
+    probes = rows.head(10).assign(a=0.0)
+    result = predict_in_sandbox(
+        model, pd.concat([rows, probes], ignore_index=True), limits=QUICK, workdir=workdir,
+        n_primary=len(rows),
+    )  # fmt: skip
+    assert result.extra_predictions is not None and len(result.extra_predictions) == 10
+    answers = [str(a).split(":") for a in [*result.predictions, *result.extra_predictions]]
+    assert {call for call, _ in answers} == {"1"}
+    positions = [int(position) for _, position in answers]
+    assert sorted(positions) == list(range(len(rows) + 10))
+    assert positions[: len(rows)] != list(range(len(rows)))  # not first, not in order
+    assert max(positions[len(rows) :]) - min(positions[len(rows) :]) > 10  # not bunched
+
+
 def test_probe_rows_the_model_refuses_cost_only_the_probes(
     sklearn_model: Path, rows: pd.DataFrame, workdir: Path
 ) -> None:
-    """Rows after `n_primary` are answered apart: when the model raises on them, the primary
-    predictions still come back, with the probes' failure in the parent's own words."""
+    """When the model raises on the rows with the probes mixed in, the evaluation rows are
+    asked again alone: their predictions come back, and the probes' failure is told in the
+    parent's own words."""
     probes = rows.head(5).assign(a=float("nan"))  # LogisticRegression refuses NaN
     result = predict_in_sandbox(
         sklearn_model, pd.concat([rows, probes], ignore_index=True), limits=QUICK,
@@ -457,18 +519,20 @@ def _lines(*events: dict[str, Any]) -> bytes:
     return b"".join(json.dumps(e).encode() + b"\n" for e in events)
 
 
-RESULT = {"event": "result", "predictions": [1, 0], "scores": None, "classes": None}
+ANSWERS = {"event": "answers", "predictions": [1, 0], "scores": None, "classes": None}
+RESULT = {"event": "result"}
 
 
 @pytest.mark.parametrize(
     ("stdout", "returncode", "kind", "words"),
     [
-        (b"not json at all\n" + _lines(RESULT), 0, "protocol", "not the JSON"),
+        (b"not json at all\n" + _lines(ANSWERS, RESULT), 0, "protocol", "not the JSON"),
+        (_lines(RESULT), 0, "protocol", "not the JSON"),  # no answers
         (_lines({"event": "stage", "stage": "load"}), 0, "protocol", "not the JSON"),
         (_lines({"event": "stage", "stage": "predict"}), -24, "timeout", "CPU"),  # SIGXCPU
         (_lines({"event": "stage", "stage": "predict"}), -9, "memory", "SIGKILL"),
         (_lines({"event": "stage", "stage": "load"}), -11, "crash", "SIGSEGV during load"),
-        (_lines({**RESULT, "predictions": [1]}), 0, "predict", "1 predictions for 2 rows"),
+        (_lines({**ANSWERS, "predictions": [1]}, RESULT), 0, "predict", "1 predictions for 2 rows"),
     ],
 )
 def test_answers_that_are_not_predictions_fail_closed(
@@ -480,3 +544,24 @@ def test_answers_that_are_not_predictions_fail_closed(
     assert words in caught.value.message
     assert "something the model said" not in caught.value.message
     assert "something the model said" in caught.value.diagnostics["stderr_tail"]
+
+
+def test_after_the_scan_labels_went_in_the_answers_stand_and_only_the_scan_can_fail() -> None:
+    """Once the labels were sent, the answers held then are final: a crash in the scan costs
+    the scan, a later `answers` line changes nothing, a network attempt still fails it all."""
+    crashed = _lines(ANSWERS, {"event": "stage", "stage": "giskard"})
+    outcome = dataclasses.replace(_outcome(crashed, -11), committed_bytes=len(crashed))
+    result = _interpret(outcome, SandboxLimits(), 2, {})
+    assert result.predictions == [1, 0]
+    assert result.giskard is not None and "failed" in (result.giskard.error or "")
+
+    forged = _lines(ANSWERS, {**ANSWERS, "predictions": [0, 1]}, {"event": "result", "giskard": {
+        "issues": [], "seconds": 1.0}})  # fmt: skip
+    outcome = dataclasses.replace(_outcome(forged, 0), committed_bytes=len(_lines(ANSWERS)))
+    assert _interpret(outcome, SandboxLimits(), 2, {}).predictions == [1, 0]
+
+    network = _lines(ANSWERS, {"event": "error", "kind": "network", "stage": "giskard"})
+    outcome = dataclasses.replace(_outcome(network, 1), committed_bytes=len(_lines(ANSWERS)))
+    with pytest.raises(SandboxError) as caught:
+        _interpret(outcome, SandboxLimits(), 2, {})
+    assert caught.value.kind == "network"
