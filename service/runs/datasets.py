@@ -14,7 +14,9 @@ import dataclasses
 import enum
 import hashlib
 import io
+import os
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,7 +148,9 @@ def load_logged_dataset(
             f"{listed}); a logged source is the trainer's word, so it was not read"
         )
     # no redirects: the allow-list judged this URL, not wherever its server sends us next
-    data = _read_uri(logged.source, follow_redirects=False)
+    data = _read_uri(
+        logged.source, follow_redirects=False, limit=bounds.max_bytes, allowed=allowed_sources
+    )
     if len(data) > bounds.max_bytes:
         raise DatasetError(f"{where} is {len(data)} bytes, {_over(bounds)}")
     frame = _parse(data, None, logged.source, bounds)
@@ -231,45 +235,85 @@ def _read_bytes(
     raise DatasetError("from_run / from_alias datasets are read from what the run logged")
 
 
-def _read_uri(uri: str, *, follow_redirects: bool = True) -> bytes:
+HTTP_DEADLINE_S = 300.0  # a whole download, however slowly its server dribbles bytes
+
+
+def _read_uri(
+    uri: str,
+    *,
+    follow_redirects: bool = True,
+    limit: int = MAX_DATASET_BYTES,
+    allowed: tuple[str, ...] | None = None,
+) -> bytes:
+    """The bytes at `uri`, never more than `limit` held. With `allowed` (a trainer-written
+    source), a local file must still lie under an allowed prefix once it is open."""
     parsed = urlparse(uri)
     scheme = parsed.scheme.lower()
     if scheme in ("", "file"):
         path = Path(unquote(parsed.path) if scheme == "file" else uri)
-        return _read_local(path)
+        return _read_local(path, limit=limit, allowed=allowed)
     if scheme in ("http", "https"):
-        return _read_http(uri, follow_redirects=follow_redirects)
+        return _read_http(uri, follow_redirects=follow_redirects, limit=limit)
     if scheme == "s3":
         return _read_s3(parsed.netloc, parsed.path.lstrip("/"))
     raise DatasetError(f"unsupported dataset URI scheme {scheme!r} in {uri}")
 
 
-def _read_local(path: Path) -> bytes:
+def _read_local(
+    path: Path, *, limit: int = MAX_DATASET_BYTES, allowed: tuple[str, ...] | None = None
+) -> bytes:
+    """Open first, then judge what was opened: the type and size from the descriptor, and
+    (for a trainer-written source) where it really is, so a path swapped for a symlink or a
+    FIFO between the allow-list check and the read is refused, not followed."""
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
-            raise DatasetError(f"dataset {path} is not a regular file")
-        size = info.st_size
-        if size > MAX_DATASET_BYTES:
-            raise DatasetError(f"{path} is {size} bytes, over the {MAX_DATASET_BYTES} limit")
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise DatasetError(f"dataset file {path} does not exist") from exc
     except OSError as exc:
         raise DatasetError(f"cannot read dataset {path}: {exc}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
+            raise DatasetError(f"dataset {path} is not a regular file")
+        if allowed is not None:
+            opened = os.path.realpath(f"/proc/self/fd/{fd}")
+            if not any(_under(opened, prefix) for prefix in allowed):
+                raise DatasetError(
+                    f"dataset {path} resolved to {opened} when opened, outside the allowed "
+                    "sources; not read"
+                )
+        if info.st_size > limit:
+            raise DatasetError(f"{path} is {info.st_size} bytes, over the {limit}-byte limit")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise DatasetError(f"{path} grew past the {limit}-byte limit while it was read")
+        return data
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset {path}: {exc}") from exc
+    finally:
+        os.close(fd)
 
 
-def _read_http(uri: str, *, follow_redirects: bool = True) -> bytes:
+def _read_http(uri: str, *, follow_redirects: bool = True, limit: int = MAX_DATASET_BYTES) -> bytes:
     import httpx
 
+    deadline = time.monotonic() + HTTP_DEADLINE_S
     try:
         with httpx.stream("GET", uri, timeout=60, follow_redirects=follow_redirects) as response:
             response.raise_for_status()
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise DatasetError(f"{uri} is {declared} bytes, over the {limit}-byte limit")
             buffer = bytearray()
             for chunk in response.iter_bytes():
                 buffer += chunk
-                if len(buffer) > MAX_DATASET_BYTES:
-                    raise DatasetError(f"{uri} is over the {MAX_DATASET_BYTES}-byte limit")
+                if len(buffer) > limit:
+                    raise DatasetError(f"{uri} is over the {limit}-byte limit")
+                if time.monotonic() > deadline:
+                    raise DatasetError(
+                        f"{uri} did not finish downloading within {HTTP_DEADLINE_S:g} s"
+                    )
             return bytes(buffer)
     except httpx.HTTPError as exc:
         raise DatasetError(f"cannot download dataset {uri}: {exc}") from exc

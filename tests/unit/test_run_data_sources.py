@@ -172,3 +172,72 @@ def test_a_logged_url_that_redirects_off_its_allowed_prefix_is_not_followed() ->
             )
     finally:
         server.shutdown()
+
+
+def test_a_source_swapped_for_a_symlink_after_the_check_is_refused_when_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Time of check, time of use: the file is regular when the allow-list looks and a
+    symlink to a file outside it when read. What was opened is judged again, so it is not
+    read. (The swap is done by wrapping the real check; the files and the read are real.)"""
+    import service.runs.datasets as datasets
+
+    root = tmp_path / "data"
+    root.mkdir()
+    secret = tmp_path / "gatekeeper.db"
+    secret.write_text("a,b\n1,2\n")
+    frame = pd.DataFrame({"a": [1], "b": [2]})
+    path = root / "train.csv"
+    frame.to_csv(path, index=False)
+    checked = datasets.source_allowed
+
+    def check_then_swap(source: str, allowed: tuple[str, ...]) -> bool:
+        verdict = checked(source, allowed)
+        path.unlink()
+        path.symlink_to(secret)
+        return verdict
+
+    monkeypatch.setattr(datasets, "source_allowed", check_then_swap)
+    with pytest.raises(DatasetError, match="outside the allowed sources"):
+        load_logged_dataset(
+            "training", _logged(path, frame), allowed_sources=(str(root),),
+            origin=Origin.RUN_INPUT,
+        )  # fmt: skip
+
+
+def test_a_download_over_the_policy_byte_limit_is_refused_before_it_is_buffered() -> None:
+    """A loopback server declares 50 MB; the policy allows 1 KB: refused on the header,
+    nothing read. One that lies about its length is cut at the limit while streaming."""
+    import http.server
+    import threading
+
+    from service.runs.datasets import DatasetBounds
+
+    class Big(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            if self.path.endswith("declared.csv"):
+                self.send_header("Content-Length", str(50 * 1024**2))
+            self.end_headers()
+            for _ in range(64):  # 64 KB of rows, more than the limit
+                self.wfile.write(b"a,b\n" + b"1,2\n" * 256)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Big)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/ml"
+        for name, words in (("declared.csv", "52428800 bytes"), ("chunked.csv", "over the")):
+            logged = LoggedDataset(
+                name="train", digest="0" * 8, source_type="http", source=f"{base}/{name}",
+                context="training", columns=(),
+            )  # fmt: skip
+            with pytest.raises(DatasetError, match=words):
+                load_logged_dataset(
+                    "training", logged, allowed_sources=(f"{base}/",), origin=Origin.RUN_INPUT,
+                    bounds=DatasetBounds(max_bytes=1024),
+                )  # fmt: skip
+    finally:
+        server.shutdown()
