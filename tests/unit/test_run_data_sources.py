@@ -3,8 +3,12 @@ target is found from the model's own signature. Real files and real MLflow diges
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +24,18 @@ from service.runs.datasets import (
     load_logged_dataset,
     source_allowed,
 )
+
+
+@contextlib.contextmanager
+def _loopback(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 for one test; yields its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
 
 INPUTS = [{"name": "age", "type": "double"}, {"name": "income", "type": "double"}]
 SIGNATURE = {"signature": {"inputs": json.dumps(INPUTS)}}  # as MLflow writes it in MLmodel
@@ -140,7 +156,6 @@ def test_a_logged_url_that_redirects_off_its_allowed_prefix_is_not_followed() ->
     """A real HTTP server on loopback: /ml/train.csv redirects to /private/secret.csv. The
     allow-list judged the first URL only, so the redirect is refused, never followed."""
     import http.server
-    import threading
 
     class Redirecting(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -158,10 +173,7 @@ def test_a_logged_url_that_redirects_off_its_allowed_prefix_is_not_followed() ->
         def log_message(self, *_args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
+    with _loopback(Redirecting) as base:
         logged = LoggedDataset(
             name="train", digest="0" * 8, source_type="http", source=f"{base}/ml/train.csv",
             context="training", columns=(),
@@ -170,8 +182,6 @@ def test_a_logged_url_that_redirects_off_its_allowed_prefix_is_not_followed() ->
             load_logged_dataset(
                 "training", logged, allowed_sources=(f"{base}/ml/",), origin=Origin.RUN_INPUT
             )
-    finally:
-        server.shutdown()
 
 
 def test_a_source_swapped_for_a_symlink_after_the_check_is_refused_when_opened(
@@ -209,7 +219,6 @@ def test_a_download_over_the_policy_byte_limit_is_refused_before_it_is_buffered(
     """A loopback server declares 50 MB; the policy allows 1 KB: refused on the header,
     nothing read. One that lies about its length is cut at the limit while streaming."""
     import http.server
-    import threading
 
     from service.runs.datasets import DatasetBounds
 
@@ -225,10 +234,8 @@ def test_a_download_over_the_policy_byte_limit_is_refused_before_it_is_buffered(
         def log_message(self, *_args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Big)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}/ml"
+    with _loopback(Big) as root:
+        base = f"{root}/ml"
         for name, words in (("declared.csv", "52428800 bytes"), ("chunked.csv", "over the")):
             logged = LoggedDataset(
                 name="train", digest="0" * 8, source_type="http", source=f"{base}/{name}",
@@ -239,5 +246,3 @@ def test_a_download_over_the_policy_byte_limit_is_refused_before_it_is_buffered(
                     "training", logged, allowed_sources=(f"{base}/",), origin=Origin.RUN_INPUT,
                     bounds=DatasetBounds(max_bytes=1024),
                 )  # fmt: skip
-    finally:
-        server.shutdown()
