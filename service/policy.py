@@ -14,7 +14,6 @@ import fnmatch
 import functools
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,14 +21,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gates.base import GateMode, GateResult, Status
+from gates.base import GateMode
 from gates.drift import DriftConfig
 from gates.fairness import FairnessConfig
 from gates.performance import PerformanceConfig
 from gates.robustness import RobustnessConfig
 from gates.security.config import SecurityConfig
+from service.decision.engine import RegoModule, check_modules
 from service.errors import ConfigError
-from service.store.tables import RunStatus
 
 
 class _Strict(BaseModel):
@@ -79,6 +78,13 @@ class DataConfig(_Strict):
     reference: DatasetSpec | None = None
     sensitive_features: list[str] = Field(default_factory=list)
     columns: dict[str, Literal["pii", "secret", "public"]] = Field(default_factory=dict)
+    """Data classification. A `secret` column may be neither a model input nor in the
+    training data (DATA-SECRET-INPUT, DATA-SECRET-TRAINING); a `pii` column may be a model
+    input only when listed in `pii_inputs` (DATA-PII-INPUT); a waiver on the rule id lets
+    one through."""
+
+    pii_inputs: list[str] = Field(default_factory=list)
+    """`pii` columns the model may take as inputs."""
 
     @property
     def names_any(self) -> bool:
@@ -122,13 +128,24 @@ class GatesConfig(_Strict):
     drift: DriftConfig | None = None
 
 
+class WaiverPolicy(_Strict):
+    """What waivers may cover for the models of this entry."""
+
+    allow_critical: bool = False
+    """Let a waiver cover a CRITICAL security finding (a dangerous callable); off, such a
+    finding blocks whatever waiver exists."""
+
+
 class ModelEntry(_Strict):
     match: str
     data: DataConfig = Field(default_factory=DataConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    waivers: WaiverPolicy = Field(default_factory=WaiverPolicy)
     rego: list[str] = Field(default_factory=list)
+    """Rego modules (`package gatekeeper`, `deny`/`warn` rules), paths relative to the
+    policy file."""
 
 
 class PolicyFile(_Strict):
@@ -150,6 +167,8 @@ class ModelPolicy:
     data: DataConfig = field(default_factory=DataConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    waivers: WaiverPolicy = field(default_factory=WaiverPolicy)
+    rego_modules: tuple[RegoModule, ...] = ()
     entry: str = "default"
 
     def gate_configs(self) -> dict[str, BaseModel]:
@@ -171,6 +190,9 @@ class ModelPolicy:
                 "data": self.data.model_dump(mode="json"),
                 "sandbox": self.sandbox.model_dump(mode="json"),
                 "limits": self.limits.model_dump(mode="json"),
+                "waivers": self.waivers.model_dump(mode="json"),
+                # the decision rules are policy too: a changed module is a new policy
+                "rego": [[m.path, m.text] for m in self.rego_modules],
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -183,7 +205,7 @@ class ModelPolicy:
         return GateMode(getattr(config, "mode", GateMode.OFF))
 
     @classmethod
-    def from_entry(cls, entry: ModelEntry) -> ModelPolicy:
+    def from_entry(cls, entry: ModelEntry, base_dir: Path | None = None) -> ModelPolicy:
         has_eval = entry.data.evaluation is not None
         performance = entry.gates.performance or (PerformanceConfig() if has_eval else None)
         sensitive = list(entry.data.sensitive_features)
@@ -199,6 +221,10 @@ class ModelPolicy:
             data=entry.data,
             sandbox=entry.sandbox,
             limits=entry.limits,
+            waivers=entry.waivers,
+            rego_modules=tuple(
+                RegoModule.read((base_dir or Path.cwd()) / name) for name in entry.rego
+            ),
             entry=entry.match,
         )
 
@@ -229,11 +255,25 @@ def parse_policy(text: str, source: str = "<policy>") -> PolicyFile:
 
 
 def load_policy_file(path: Path) -> PolicyFile:
+    """Read, validate and compile: a bad key, value or Rego module is a ConfigError naming
+    the file and line (what `gatekeeper serve` refuses to start on)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read policy file {path}: {exc}") from exc
-    return parse_policy(text, str(path))
+    document = parse_policy(text, str(path))
+    root = yaml.compose(text)
+    for index, entry in enumerate(document.models):
+        for position, name in enumerate(entry.rego):
+            module_path = path.parent / name
+            if not module_path.is_file():
+                line = _line_of(root, ["models", index, "rego", position])
+                raise ConfigError(
+                    f"{path}:{line}: models[{index}].rego[{position}]: Rego module "
+                    f"{module_path} does not exist"
+                )
+        check_modules(ModelPolicy.from_entry(entry, path.parent).rego_modules)
+    return document
 
 
 @functools.cache
@@ -247,7 +287,7 @@ def policy_for(model_name: str, policy_path: Path | None = None) -> ModelPolicy:
     document = _cached(str(policy_path), policy_path.stat().st_mtime_ns)
     for entry in document.models:
         if fnmatch.fnmatchcase(model_name, entry.match):
-            return ModelPolicy.from_entry(entry)
+            return ModelPolicy.from_entry(entry, policy_path.parent)
     return ModelPolicy()
 
 
@@ -283,36 +323,3 @@ def _line_of(node: yaml.Node | None, loc: list[Any]) -> int:
         else:
             return line
     return line
-
-
-# -- decision ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Decision:
-    status: RunStatus  # passed | failed | error
-    deny: list[str]
-    warn: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status.value, "deny": self.deny, "warn": self.warn}
-
-
-def decide(results: Sequence[GateResult], policy: ModelPolicy) -> Decision:
-    """Turn gate results into the run's verdict. Errors of enforced gates fail closed."""
-    deny: list[str] = []
-    warn: list[str] = []
-    for result in results:
-        enforced = policy.mode(result.gate) == GateMode.ENFORCE
-        if result.blocks and enforced:
-            deny.append(f"{result.gate}: {result.message}")
-        elif result.blocks or result.status == Status.WARN:
-            warn.append(f"{result.gate}: {result.message}")
-    enforced_results = [r for r in results if policy.mode(r.gate) == GateMode.ENFORCE]
-    if any(r.status == Status.FAIL for r in enforced_results):
-        return Decision(RunStatus.FAILED, deny, warn)
-    if any(r.status == Status.ERROR for r in enforced_results):
-        return Decision(RunStatus.ERROR, deny, warn)
-    if not results:
-        return Decision(RunStatus.ERROR, ["no gate ran"], warn)
-    return Decision(RunStatus.PASSED, deny, warn)

@@ -38,6 +38,7 @@ class VersionInfo:
     created_ms: int
     status: str
     tags: dict[str, str]
+    description: str = ""
 
 
 # MLflow's HTTP client retries a dead server for minutes by default, and reads these per
@@ -187,6 +188,7 @@ def _version_info(mv: Any) -> VersionInfo:
         created_ms=int(mv.creation_timestamp or 0),
         status=str(mv.status or ""),
         tags=dict(mv.tags or {}),
+        description=str(mv.description or ""),
     )
 
 

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import shutil
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,13 @@ from gates import drift, fairness, performance, robustness
 from gates.base import GateContext, GateMode, GateResult, Status
 from gates.drift import DriftConfig
 from gates.evaluation import EvaluationData, ModelOutputs, Task, infer_task
-from gates.mlmodel import read_mlmodel
+from gates.mlmodel import model_inputs, read_mlmodel
+from service.decision.document import DecisionContext, WaiverRecord
+from service.decision.verdict import Decision, decide
 from service.errors import BoundExceeded, GatekeeperError
 from service.mlflow.fetch import fetch_version
 from service.mlflow.registry import Registry, VersionInfo
-from service.policy import Decision, ModelPolicy, decide
+from service.policy import ModelPolicy
 from service.runs.datasets import LoadedDataset
 from service.runs.queue import ClaimedRun
 from service.runs.run_data import DataSources, RunData, resolve_run_data
@@ -52,6 +54,12 @@ EVALUATION_GATES = ("performance", "fairness", "robustness")
 
 # (model name, version) -> artifact digests of the runs the gatekeeper recorded as passed.
 PassingDigests = Callable[[str, int], Collection[str]]
+# (model name, version, artifact digest) -> the waivers that apply to this run now.
+ActiveWaivers = Callable[[str, int, str | None], Sequence[WaiverRecord]]
+
+
+def no_waivers(_name: str, _version: int, _digest: str | None) -> Sequence[WaiverRecord]:
+    return ()
 
 
 @dataclass
@@ -75,6 +83,7 @@ def run_pipeline(
     alias: str = "production-ready",
     deadline_s: float = 1800.0,
     allowed_sources: tuple[str, ...] = (),
+    active_waivers: ActiveWaivers = no_waivers,
 ) -> PipelineOutcome:
     """Every stage runs within what is left of `deadline_s`; past it, BoundExceeded."""
     deadline = Deadline(time.monotonic() + deadline_s, deadline_s)
@@ -113,14 +122,36 @@ def run_pipeline(
             sandbox = env.sandbox_used
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    records = data.records()
+    context = DecisionContext(
+        model_name=name,
+        model_version=version,
+        run_id=info.run_id,
+        description=info.description,
+        tags=info.tags,
+        model_inputs=_input_columns(mlmodel, records),
+        datasets=records,
+        artifact_digest=fetched.digest,
+        waivers=active_waivers(name, version, fetched.digest),
+    )
     return PipelineOutcome(
-        decision=decide(results, policy),
+        decision=decide(results, policy, context),
         results=results,
         artifact_digest=fetched.digest,
         manifest=fetched.manifest,
-        datasets=data.records(),
+        datasets=records,
         sandbox=sandbox,
     )
+
+
+def _input_columns(mlmodel: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+    """The signature's input columns; without a signature every data column but the target
+    counts as one (the stricter reading, as gates.mlmodel says)."""
+    inputs, _ = model_inputs(mlmodel)
+    if inputs is not None:
+        return sorted(inputs)
+    columns = {str(c) for r in records for c in r.get("columns") or [] if c != r.get("target")}
+    return sorted(columns)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,14 @@ from service.mlflow.registry import Registry
 from service.runs.queue import mark_published
 from service.store import audit
 from service.store.db import insert_stmt, transaction
-from service.store.tables import FINISHED_STATUSES, GateRun, ModelPromotion, RunStatus, utcnow
+from service.store.tables import (
+    FINISHED_STATUSES,
+    PROMOTABLE_STATUSES,
+    GateRun,
+    ModelPromotion,
+    RunStatus,
+    utcnow,
+)
 
 log = logging.getLogger("gatekeeper.promotion")
 
@@ -55,8 +62,11 @@ def final_tags(settings: Settings, run: GateRun) -> dict[str, str]:
         "gatekeeper.policy_digest": run.policy_digest,
         "gatekeeper.artifact_digest": run.artifact_digest or "",
     }
+    # what the decision says of each gate (`warn` for a gate in warn mode that did not pass,
+    # `waived` for one a waiver let through), else the gate's own status
+    decided = (run.decision or {}).get("gates") or {}
     for result in run.results:
-        tags[f"gatekeeper.gate.{result.gate}"] = result.status
+        tags[f"gatekeeper.gate.{result.gate}"] = str(decided.get(result.gate, result.status))
     # always written, so a later passing run replaces an earlier run's finding
     tags["gatekeeper.finding"] = (_top_finding(run) or "none")[:MAX_TAG_VALUE]
     deny = (run.decision or {}).get("deny") or []
@@ -87,7 +97,7 @@ def publish_run(settings: Settings, registry: Registry, run_id: str) -> None:
         tags = final_tags(settings, run)
         name, version, status = run.model_name, run.model_version, run.status
     registry.set_version_tags(name, version, tags)
-    if status == RunStatus.PASSED:
+    if status in PROMOTABLE_STATUSES:
         promote_if_newest(settings, registry, name=name, version=version, run_id=run_id)
         _fault_point("publish:after-alias")
     with transaction(url) as session:

@@ -18,11 +18,12 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from gates.base import GateResult
+from service.decision.verdict import Decision
 from service.errors import LeaseLost
-from service.policy import Decision
 from service.store.db import insert_stmt
 from service.store.tables import (
     FINISHED_STATUSES,
+    PROMOTABLE_STATUSES,
     GateResultRow,
     GateRun,
     RunStatus,
@@ -326,7 +327,7 @@ def passing_artifact_digests(session: Session, model_name: str, version: int) ->
             select(GateRun.artifact_digest).where(
                 GateRun.model_name == model_name,
                 GateRun.model_version == version,
-                GateRun.status == RunStatus.PASSED,
+                GateRun.status.in_(PROMOTABLE_STATUSES),
                 GateRun.artifact_digest.is_not(None),
             )
         )

@@ -22,10 +22,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from service.config import Settings
+from service.decision.document import WaiverRecord
+from service.decision.verdict import Decision
 from service.errors import LeaseLost, LocalDiskError, disk_error_kind
 from service.metrics import RUN_DURATION, RUNS_FINISHED
 from service.mlflow.registry import Registry
-from service.policy import Decision, policy_for
+from service.policy import policy_for
 from service.runs.pipeline import PipelineOutcome, run_pipeline
 from service.runs.promotion import publish_run, running_tags
 from service.runs.queue import (
@@ -39,8 +41,10 @@ from service.runs.queue import (
     transient_history,
 )
 from service.runs.retry import retry_decision
+from service.runs.waivers import waiver_record
 from service.store.db import transaction
 from service.store.tables import RunStatus
+from service.store.waivers import waivers_for_run
 
 log = logging.getLogger("gatekeeper.worker")
 
@@ -194,6 +198,7 @@ class Worker:
                     policy=policy_for(claimed.model_name, self.settings.policy_path),
                     scratch_root=Path(self.settings.scratch_dir),
                     passing_digests=self._passing_digests,
+                    active_waivers=self._active_waivers,
                     isolation=self.settings.isolation,
                     alias=self.settings.alias,
                     deadline_s=self.settings.run_deadline_s,
@@ -210,6 +215,13 @@ class Worker:
         RUN_DURATION.observe(time.perf_counter() - started)
         self._publish(claimed.id)
         return True
+
+    def _active_waivers(
+        self, model_name: str, version: int, artifact_digest: str | None
+    ) -> list[WaiverRecord]:
+        with transaction(self.settings.resolved_database_url) as session:
+            found = waivers_for_run(session, model_name, version, artifact_digest)
+            return [waiver_record(w) for w in found]
 
     def _passing_digests(self, model_name: str, version: int) -> set[str]:
         with transaction(self.settings.resolved_database_url) as session:

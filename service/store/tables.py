@@ -52,11 +52,12 @@ class Base(DeclarativeBase):
 
 
 class RunStatus(enum.StrEnum):
-    """A run's status; the last three are final and what the `gatekeeper.status` tag says."""
+    """A run's status; the last four are final and what the `gatekeeper.status` tag says."""
 
     QUEUED = "queued"
     RUNNING = "running"
     PASSED = "passed"
+    WAIVED = "waived"  # passed only because a waiver let a blocking gate through
     FAILED = "failed"
     ERROR = "error"
 
@@ -73,7 +74,11 @@ class Trigger(enum.StrEnum):
     MANUAL = "manual"
 
 
-FINISHED_STATUSES = frozenset({RunStatus.PASSED, RunStatus.FAILED, RunStatus.ERROR})
+FINISHED_STATUSES = frozenset(
+    {RunStatus.PASSED, RunStatus.WAIVED, RunStatus.FAILED, RunStatus.ERROR}
+)
+# What deploy jobs may take: the alias moves to these, and only these are trusted as champion.
+PROMOTABLE_STATUSES = frozenset({RunStatus.PASSED, RunStatus.WAIVED})
 
 
 class ModelVersion(Base):
@@ -217,3 +222,23 @@ class PollerState(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     watermark_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Waiver(Base):
+    """A time-boxed exception an approver granted: one gate or one rule, for one version or
+    one artifact digest of a model. Never deleted: revoking sets `revoked_at`."""
+
+    __tablename__ = "waivers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    model_name: Mapped[str] = mapped_column(String(256), index=True)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    artifact_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    gate: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    rule_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(128), nullable=True)

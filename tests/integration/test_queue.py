@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 
 from gates.base import GateResult, Status
 from service.config import Settings
+from service.decision.verdict import Decision
 from service.errors import LeaseLost
 from service.mlflow.registry import Registry
-from service.policy import Decision
 from service.runs.queue import claim_next_run, enqueue_run, finish_run, heartbeat
 from service.runs.worker import start_worker_thread
 from service.store.db import transaction

@@ -5,7 +5,8 @@ from __future__ import annotations
 from gates.base import GateMode, GateResult, Severity, Status
 from gates.drift import DriftConfig
 from gates.security.config import SecurityConfig
-from service.policy import ModelPolicy, decide
+from service.decision.verdict import decide
+from service.policy import ModelPolicy
 from service.store.tables import RunStatus
 
 

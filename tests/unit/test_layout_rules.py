@@ -39,6 +39,8 @@ LAYER_MAY_NOT_IMPORT = {
     "service.runs": ("service.api",),
     "service.mlflow": ("service.api", "service.runs", "service.store", "service.sandbox"),
     "service.sandbox": ("service.api", "service.runs", "service.store", "service.mlflow"),
+    # the decision reads gate results and waivers handed to it; it fetches nothing itself
+    "service.decision": ("service.api", "service.runs", "service.mlflow", "service.sandbox"),
 }
 
 

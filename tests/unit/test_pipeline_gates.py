@@ -11,7 +11,8 @@ from gates.base import GateContext, GateMode, Status
 from gates.fairness import FairnessConfig
 from gates.performance import PerformanceConfig
 from gates.robustness import RobustnessConfig
-from service.policy import ModelPolicy, decide
+from service.decision.verdict import decide
+from service.policy import ModelPolicy
 from service.runs.pipeline import MODEL_LOADING_GATES, Deadline, _security_stage
 from service.store.tables import RunStatus
 
