@@ -224,6 +224,54 @@ def policy_reference() -> None:
     typer.echo(reference_markdown())
 
 
+@policy_app.command("test")
+def policy_test(
+    run_id: Annotated[str, typer.Option("--run", help="A recorded run's id.")],
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="The policy to judge it under (default: GATEKEEPER_POLICY_PATH)."),
+    ] = None,
+) -> None:
+    """Replay a recorded run's decision under a policy, from its stored results.
+
+    Reads the run from the database and writes nothing; never calls MLflow. Prints the
+    verdict and the deny and warn messages that change; exits 1 when the replayed verdict
+    would not be promotable, 2 on a bad policy or an unknown run.
+    """
+    from service.decision.verdict import changed_messages, replay
+    from service.policy import load_policy_file, policy_for
+    from service.store.db import session_factory
+    from service.store.tables import PROMOTABLE_STATUSES, GateRun
+
+    settings = _load_settings()
+    policy_path = policy or settings.policy_path
+    if policy_path is not None:
+        try:
+            load_policy_file(policy_path)
+        except ConfigError as exc:
+            raise _fail(str(exc), exc) from exc
+    with session_factory(settings.resolved_database_url)() as session:
+        run = session.get(GateRun, run_id)
+        if run is None:
+            raise _fail(f"no run {run_id} in {settings.resolved_database_url.split('@')[-1]}")
+        recorded = dict(run.decision or {})
+        name, version, status = run.model_name, run.model_version, run.status
+    document = recorded.get("input")
+    if not isinstance(document, dict):
+        raise _fail(
+            f"run {run_id} has no stored decision input (it ended before any gate ran, or was "
+            "recorded by a gatekeeper older than the Rego decision); re-run it to replay it"
+        )
+    replayed = replay(document, policy_for(name, policy_path))
+    typer.echo(f"run {run_id}: {name} v{version}")
+    typer.echo(f"recorded: {status}")
+    typer.echo(f"under {policy_path or 'the default policy'}: {replayed.status.value}")
+    for line in changed_messages(recorded, replayed):
+        typer.echo(line)
+    if replayed.status not in PROMOTABLE_STATUSES:
+        raise typer.Exit(1)
+
+
 class ScanFormat(enum.StrEnum):
     text = "text"
     json = "json"

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None
     admin_token: str | None = None
     alias: str = "production-ready"
+    # the longest a waiver may run; an approver asking for more is refused, not trimmed
+    waiver_max_days: float = Field(default=30.0, gt=0, le=3650)
     public_url: str = "http://127.0.0.1:8000"
     policy_path: Path | None = None
     # Glob on registered model names this gatekeeper is responsible for.

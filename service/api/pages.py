@@ -20,6 +20,7 @@ _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem}"
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;"
     "text-align:left;vertical-align:top}.passed,.pass{color:#070}.failed,.fail,.error{color:#a00}"
+    ".waived,.warn{color:#a60}"
 )
 
 
@@ -140,12 +141,29 @@ def _evidence_tables(evidence: dict[str, Any]) -> str:
     return out
 
 
+def _waivers_section(decision: dict[str, Any]) -> str:
+    """The waivers that let a blocking gate through: who granted which, why, until when."""
+    used = {w for entry in decision.get("waived") or [] for w in entry.get("waivers") or []}
+    granted = ((decision.get("input") or {}).get("waivers")) or []
+    rows = [
+        {k: w.get(k) for k in ("id", "gate", "rule_id", "reason", "created_by", "expires_at")}
+        for w in granted
+        if isinstance(w, dict) and w.get("id") in used
+    ]
+    if not rows:
+        return ""
+    columns = ["id", "gate", "rule_id", "reason", "created_by", "expires_at"]
+    return "<h3>Waivers applied</h3>" + _table(rows, columns)
+
+
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(run_id: Annotated[str, Path(max_length=36)], session: SessionDep) -> HTMLResponse:
     run = session.get(GateRun, run_id)
     if run is None:
         raise NotFound(f"no run {run_id}")
     esc = html.escape
+    decision = run.decision or {}
+    decided = decision.get("gates") or {}
     gates = ""
     for result in run.results:
         findings = "".join(
@@ -159,12 +177,16 @@ def run_page(run_id: Annotated[str, Path(max_length=36)], session: SessionDep) -
             if result.report_html
             else ""
         )
+        # what the decision made of the gate (warn mode, a waiver), beside its own status
+        verdict = str(decided.get(result.gate, result.status))
+        shown = result.status if verdict == result.status else f"{result.status} ({verdict})"
         gates += (
-            f"<tr><td>{esc(result.gate)}</td><td class='{esc(result.status)}'>{esc(result.status)}"
+            f"<tr><td>{esc(result.gate)}</td><td class='{esc(verdict)}'>{esc(shown)}"
             f"</td><td>{esc(result.message)}<ul>{findings}</ul>"
             f"{_evidence_tables(result.evidence or {})}{report}</td></tr>"
         )
-    deny = "".join(f"<li>{esc(d)}</li>" for d in (run.decision or {}).get("deny", []))
+    deny = "".join(f"<li>{esc(d)}</li>" for d in decision.get("deny", []))
+    warn = "".join(f"<li>{esc(w)}</li>" for w in decision.get("warn", []))
     body = (
         f"<h1>{esc(run.model_name)} v{run.model_version}: "
         f"<span class='{esc(run.status)}'>{esc(run.status)}</span></h1>"
@@ -180,6 +202,8 @@ def run_page(run_id: Annotated[str, Path(max_length=36)], session: SessionDep) -
         + "<h2>Gates</h2><table><tr><th>gate</th><th>status</th><th>detail</th></tr>"
         f"{gates}</table>{_datasets_section(run.datasets)}"
         f"<h2>Decision</h2><ul>{deny or '<li>nothing denied</li>'}</ul>"
+        + (f"<h3>Warnings</h3><ul class='warn'>{warn}</ul>" if warn else "")
+        + _waivers_section(decision)
         + (f"<p class='error'>{esc(run.error_message)}</p>" if run.error_message else "")
     )
     return _page(f"{run.model_name} v{run.model_version}", body)

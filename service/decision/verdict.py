@@ -116,3 +116,13 @@ def _tags(gates: list[dict[str, Any]], waived: set[str] | list[str]) -> dict[str
         else:
             tags[name] = status
     return tags
+
+
+def changed_messages(recorded: dict[str, Any], replayed: Decision) -> list[str]:
+    """`+ deny: ...` / `- warn: ...`: what the replay adds to or drops from the record."""
+    lines = []
+    for kind, now in (("deny", replayed.deny), ("warn", replayed.warn)):
+        before = [str(m) for m in recorded.get(kind) or []]
+        lines += [f"+ {kind}: {m}" for m in now if m not in before]
+        lines += [f"- {kind}: {m}" for m in before if m not in now]
+    return lines or ["(no deny or warn message changes)"]

@@ -100,7 +100,10 @@ def test_a_database_that_never_answers_fails_within_the_connect_timeout(
     url = f"postgresql+psycopg://gk:{SECRET}@127.0.0.1:{black_hole}/gk"
     result, took = _serve(tmp_path, GATEKEEPER_DATABASE_URL=url)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert took < 15, took
+    # Without a connect timeout, a black-holed SYN waits out the kernel's retries (~127 s).
+    # The bound is loose on purpose: interpreter start-up under a loaded CI machine took 6 s
+    # once; what matters is that it is far from the kernel's two minutes.
+    assert took < 60, took
     assert "cannot reach the database named by GATEKEEPER_DATABASE_URL" in result.stderr
     assert "within 10 s" in result.stderr and SECRET not in result.stderr
 

@@ -1,0 +1,186 @@
+"""Waivers: time-boxed exceptions (approver to grant or revoke, viewer to list).
+
+A waiver names one model, one version or one artifact digest, and one gate or one rule id; it
+has a reason and an expiry (ISO 8601 with a time zone, in the future, at most
+GATEKEEPER_WAIVER_MAX_DAYS away). It takes effect on the version's next run (a re-run). Every
+grant and revocation is an audit event with the actor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy.orm import Session
+
+from service.api.deps import CurrentPrincipal, SessionDep, SettingsDep
+from service.errors import BadRequest, NotFound
+from service.store import audit
+from service.store.auth import Role
+from service.store.tables import Waiver, utcnow
+from service.store.waivers import WaiverState, list_waivers, state_of
+
+router = APIRouter(prefix="/api/v1", tags=["waivers"])
+
+GATES = ("security", "performance", "fairness", "robustness", "drift")
+_RULE_ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)+$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+class WaiverCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=256)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    artifact_digest: str | None = None
+    gate: str | None = None
+    rule_id: str | None = None
+    reason: str = Field(min_length=3, max_length=2000)
+    expires_at: dt.datetime
+
+    @field_validator("artifact_digest")
+    @classmethod
+    def _digest(cls, value: str | None) -> str | None:
+        if value is not None and not _DIGEST.match(value):
+            raise ValueError("artifact_digest is the run's sha256 manifest digest (64 hex)")
+        return value
+
+    @field_validator("gate")
+    @classmethod
+    def _gate(cls, value: str | None) -> str | None:
+        if value is not None and value not in GATES:
+            raise ValueError(f"gate must be one of {', '.join(GATES)}")
+        return value
+
+    @field_validator("rule_id")
+    @classmethod
+    def _rule(cls, value: str | None) -> str | None:
+        if value is not None and not _RULE_ID.match(value):
+            raise ValueError("rule_id looks like SEC-PICKLE-001 or DATA-PII-INPUT")
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime) -> dt.datetime:
+        if value.tzinfo is None:
+            raise ValueError("expires_at needs a time zone (e.g. 2026-12-24T00:00:00Z)")
+        return value.astimezone(dt.UTC)
+
+    @model_validator(mode="after")
+    def _one_each(self) -> WaiverCreate:
+        if (self.version is None) == (self.artifact_digest is None):
+            raise ValueError("give exactly one of version, artifact_digest")
+        if (self.gate is None) == (self.rule_id is None):
+            raise ValueError("give exactly one of gate, rule_id")
+        return self
+
+
+class WaiverRead(BaseModel):
+    id: str
+    model: str
+    version: int | None
+    artifact_digest: str | None
+    gate: str | None
+    rule_id: str | None
+    reason: str
+    expires_at: dt.datetime
+    created_by: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+    revoked_by: str | None
+    state: WaiverState
+
+    @classmethod
+    def from_row(cls, row: Waiver) -> WaiverRead:
+        return cls(
+            id=row.id, model=row.model_name, version=row.version,
+            artifact_digest=row.artifact_digest, gate=row.gate, rule_id=row.rule_id,
+            reason=row.reason, expires_at=row.expires_at, created_by=row.created_by,
+            created_at=row.created_at, revoked_at=row.revoked_at, revoked_by=row.revoked_by,
+            state=state_of(row),
+        )  # fmt: skip
+
+
+class WaiverList(BaseModel):
+    data: list[WaiverRead]
+
+
+@router.post("/waivers", status_code=status.HTTP_201_CREATED, response_model=WaiverRead)
+def create_waiver(
+    body: WaiverCreate, session: SessionDep, settings: SettingsDep, principal: CurrentPrincipal
+) -> WaiverRead:
+    principal.require(Role.APPROVER)
+    now = utcnow()
+    if body.expires_at <= now:
+        raise BadRequest("expires_at is in the past: a waiver must expire in the future")
+    longest = now + dt.timedelta(days=settings.waiver_max_days)
+    if body.expires_at > longest:
+        raise BadRequest(
+            f"expires_at is more than {settings.waiver_max_days:g} days away (the operator's "
+            "GATEKEEPER_WAIVER_MAX_DAYS); ask for a shorter waiver"
+        )
+    row = Waiver(
+        model_name=body.model, version=body.version, artifact_digest=body.artifact_digest,
+        gate=body.gate, rule_id=body.rule_id, reason=body.reason, expires_at=body.expires_at,
+        created_by=principal.name, created_at=now,
+    )  # fmt: skip
+    session.add(row)
+    session.flush()
+    created = WaiverRead.from_row(row)
+    audit.record(
+        session,
+        actor=principal.name,
+        action="waiver.created",
+        target=_target(row),
+        details=created.model_dump(mode="json", exclude={"state"}),
+    )
+    _commit_before_answering(session)
+    return created
+
+
+@router.get("/waivers", response_model=WaiverList)
+def get_waivers(
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    model: Annotated[str | None, Query(max_length=256)] = None,
+) -> WaiverList:
+    principal.require(Role.VIEWER)
+    return WaiverList(data=[WaiverRead.from_row(w) for w in list_waivers(session, model)])
+
+
+@router.delete("/waivers/{waiver_id}", response_model=WaiverRead)
+def revoke_waiver(
+    waiver_id: Annotated[str, Path(max_length=36)],
+    session: SessionDep,
+    principal: CurrentPrincipal,
+) -> WaiverRead:
+    principal.require(Role.APPROVER)
+    row = session.get(Waiver, waiver_id)
+    if row is None:
+        raise NotFound(f"no waiver {waiver_id}")
+    if row.revoked_at is None:
+        was = state_of(row)
+        row.revoked_at, row.revoked_by = utcnow(), principal.name
+        audit.record(
+            session,
+            actor=principal.name,
+            action="waiver.revoked",
+            target=_target(row),
+            details={"waiver_id": row.id, "was": was.value},
+        )
+    answer = WaiverRead.from_row(row)
+    _commit_before_answering(session)
+    return answer
+
+
+def _commit_before_answering(session: Session) -> None:
+    """FastAPI finishes a yield dependency after the response is sent: without this, an
+    approver's re-run requested right after a 201 could be decided without the waiver."""
+    session.commit()
+
+
+def _target(row: Waiver) -> str:
+    return f"{row.model_name}/{row.version if row.version is not None else row.artifact_digest}"
