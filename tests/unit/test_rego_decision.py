@@ -221,3 +221,13 @@ def test_gate_messages_with_quotes_and_backslashes_survive_the_rules() -> None:
     decision = decide([odd], ENFORCED, context)
     assert decision.status == RunStatus.FAILED
     assert decision.deny == ['fairness: ratio "0.4" \\ low']
+
+
+def test_the_readme_example_module_compiles_and_does_what_it_says(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    module = readme.split("```rego\n", 1)[1].split("```", 1)[0]
+    policy = policy_for("churn", _policy_dir(tmp_path, module))
+    evaluation = {"name": "evaluation", "source": "runs:/x", "trainer_supplied": True}
+    decision = decide([_security()], policy, _context(datasets=[evaluation]))
+    assert decision.deny == ["churn v3 has no description"]
+    assert decision.warn == ["trained on trainer-supplied evaluation data"]
