@@ -252,6 +252,15 @@ def test_malformed_policy_stops_serve_naming_key_and_line(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert f"{policy}:4: models[0].gates.fairness.demographic_parity_ratio" in result.stderr
 
+    # a decision module with a syntax error stops it too, naming the module and its line
+    (tmp_path / "rules.rego").write_text(
+        "package gatekeeper\n\nimport rego.v1\n\ndeny contains msg if {\n  msg := \n}\n"
+    )
+    policy.write_text("models:\n  - match: 'credit-*'\n    rego: [rules.rego]\n")
+    result = subprocess.run(gk.args, env=gk.env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"{tmp_path / 'rules.rego'}:6: Rego does not compile" in result.stderr
+
 
 def _log_with_data(
     tracking_uri: str, name: str, train_csv: Path, eval_csv: Path
