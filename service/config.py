@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # Glob on registered model names this gatekeeper is responsible for.
     models: str = "*"
     poll_interval_s: float = 30.0
+    # how often the alias holder's stored files are downloaded and re-hashed against the
+    # digest its passing run recorded (a mismatch is tampering: the alias moves back)
+    reverify_interval_s: float = Field(default=3600.0, gt=0)
     worker_idle_sleep_s: float = 0.5
     lease_s: float = 60.0
     max_attempts: int = 3

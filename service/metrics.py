@@ -15,3 +15,8 @@ RUN_DURATION = Histogram(
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
 )
 ALIAS_MOVES = Counter("gatekeeper_alias_moves_total", "Times the gatekeeper moved the alias")
+TAMPERING = Counter(
+    "gatekeeper_tampering_total",
+    "Registry changes that did not match the record and were put back, by kind",
+    ["kind"],
+)

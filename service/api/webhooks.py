@@ -12,16 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, BackgroundTasks, Request, status
 from pydantic import BaseModel, StrictStr, ValidationError
 from sqlalchemy.orm import Session
 
-from service.api.deps import SettingsDep
+from service.api.deps import RegistryDep, SettingsDep
 from service.api.schemas import WebhookAccepted
 from service.api.webhook_signature import signature_matches
 from service.config import Settings
 from service.errors import BadRequest, GatekeeperError, PayloadTooLarge, Unauthorized
 from service.metrics import WEBHOOK_DELIVERIES
+from service.mlflow.registry import Registry
+from service.runs.guard import guard_model
 from service.runs.intake import is_watched, request_run
 from service.store.db import insert_stmt, transaction
 from service.store.tables import Trigger, WebhookDelivery, utcnow
@@ -32,7 +34,8 @@ router = APIRouter(tags=["webhooks"])
 log = logging.getLogger("gatekeeper.webhooks")
 
 RUN_EVENTS = {("model_version", "created")}
-# Recorded for the audit trail (tampering shows up here); they queue nothing yet.
+# Recorded for the audit trail; alias events for the guarded alias and `gatekeeper.*` tag
+# events also wake the registry guard (service/runs/guard.py), after the answer.
 RECORDED_EVENTS = {
     ("model_version_alias", "created"),
     ("model_version_alias", "deleted"),
@@ -48,7 +51,9 @@ class WebhookNotConfigured(GatekeeperError):
 @router.post(
     "/webhooks/mlflow", status_code=status.HTTP_202_ACCEPTED, response_model=WebhookAccepted
 )
-async def mlflow_webhook(request: Request, settings: SettingsDep) -> WebhookAccepted:
+async def mlflow_webhook(
+    request: Request, settings: SettingsDep, registry: RegistryDep, background: BackgroundTasks
+) -> WebhookAccepted:
     if not settings.webhook_secret:
         raise WebhookNotConfigured("GATEKEEPER_WEBHOOK_SECRET is not set; webhooks are refused")
     body = await _read_capped(request, settings.webhook_max_body_bytes)
@@ -56,6 +61,10 @@ async def mlflow_webhook(request: Request, settings: SettingsDep) -> WebhookAcce
     event = _parse(body)
     accepted = await _in_thread(_record, settings, delivery_id, signed_at, event)
     WEBHOOK_DELIVERIES.labels(outcome=accepted.outcome).inc()
+    if accepted.outcome != "duplicate" and event.wakes_guard(settings):
+        assert event.name is not None
+        version = event.version if event.entity == "model_version_tag" else None
+        background.add_task(_guard, settings, registry, event.name, version)
     log.info(
         "webhook delivery=%s event=%s.%s outcome=%s run=%s",
         delivery_id,
@@ -65,6 +74,14 @@ async def mlflow_webhook(request: Request, settings: SettingsDep) -> WebhookAcce
         accepted.run_id,
     )
     return accepted
+
+
+def _guard(settings: Settings, registry: Registry, name: str, version: int | None) -> None:
+    """After the answer: MLflow waits for no one, and the guard calls MLflow back."""
+    try:
+        guard_model(settings, registry, name, version=version)
+    except Exception:  # the poller's cycle guards every model again
+        log.exception("guard of model=%s after a webhook failed; the poller will retry", name)
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:
@@ -120,6 +137,8 @@ class _EventData(BaseModel):
     # recorded events (tags, aliases) may carry other shapes: judged below, per event
     name: object = None
     version: object = None
+    alias: object = None
+    key: object = None
 
 
 class _Event(BaseModel):
@@ -136,6 +155,18 @@ class WebhookEvent:
     action: str
     name: str | None
     version: int | None
+    alias: str | None = None
+    key: str | None = None
+
+    def wakes_guard(self, settings: Settings) -> bool:
+        """An alias event for the guarded alias or a `gatekeeper.*` tag event."""
+        if not self.name or not is_watched(settings, self.name):
+            return False
+        if self.entity == "model_version_alias":
+            return self.alias == settings.alias
+        if self.entity == "model_version_tag":
+            return (self.key or "").startswith("gatekeeper.")
+        return False
 
 
 def _parse(body: bytes) -> WebhookEvent:
@@ -153,7 +184,9 @@ def _parse(body: bytes) -> WebhookEvent:
             raise BadRequest("data.name must be a model name")
         if number is None:
             raise BadRequest("data.version must be a version number")
-    return WebhookEvent(event.entity, event.action, name, number)
+    alias = event.data.alias if isinstance(event.data.alias, str) else None
+    key = event.data.key if isinstance(event.data.key, str) else None
+    return WebhookEvent(event.entity, event.action, name, number, alias, key)
 
 
 async def _in_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

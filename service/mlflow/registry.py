@@ -170,6 +170,26 @@ class Registry:
         except Exception as exc:
             _raise_mapped(exc, f"alias {alias} of {name}")
 
+    def delete_alias(self, name: str, alias: str) -> None:
+        try:
+            self._client.delete_registered_model_alias(name, alias)
+        except Exception as exc:
+            if _is_not_found(exc):
+                return  # already gone: what we wanted
+            _raise_mapped(exc, f"alias {alias} of {name}")
+
+    def versions_of(self, name: str, max_results: int = 200) -> list[VersionInfo]:
+        """The newest `max_results` versions of one model, with their tags (one call)."""
+        try:
+            found = self._client.search_model_versions(
+                f"name = '{_quoted(name)}'",
+                max_results=max_results,
+                order_by=["version_number DESC"],
+            )
+        except Exception as exc:
+            _raise_mapped(exc, f"versions of {name}")
+        return [_version_info(mv) for mv in found]
+
     def is_healthy(self) -> bool:
         import httpx
 
@@ -190,6 +210,11 @@ def _version_info(mv: Any) -> VersionInfo:
         tags=dict(mv.tags or {}),
         description=str(mv.description or ""),
     )
+
+
+def _quoted(name: str) -> str:
+    """A model name inside MLflow's filter string: single quotes doubled."""
+    return name.replace("'", "''")
 
 
 def _is_not_found(exc: Exception) -> bool:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from service.config import Settings
 from service.mlflow.registry import Registry
+from service.runs.guard import guard_model, guarded_models
 from service.runs.intake import is_watched, request_run
 from service.runs.promotion import publish_run
 from service.runs.queue import requeue_transient_errors, unpublished_runs
+from service.runs.reverify import reverify_holders
 from service.store import audit
 from service.store.db import transaction
 from service.store.tables import PollerState, Trigger, utcnow
@@ -118,13 +121,28 @@ def republish_pending(settings: Settings, registry: Registry) -> int:
     return done
 
 
+def guard_all(settings: Settings, registry: Registry) -> None:
+    """Every model the gatekeeper has a record of: alias and tags against the record."""
+    for name in guarded_models(settings):
+        try:
+            guard_model(settings, registry, name)
+        except Exception:
+            log.exception("guard of model=%s failed; next cycle retries", name)
+
+
 def run_poller(settings: Settings, registry: Registry, stop: threading.Event) -> None:
     log.info("poller started, every %.0fs", settings.poll_interval_s)
+    next_reverify = time.monotonic() + settings.reverify_interval_s
     while not stop.is_set():
         try:
             report = poll_once(settings, registry)
             if report.enqueued or report.republished:
                 log.info("poller cycle: %s", report)
+            guard_all(settings, registry)
+            if time.monotonic() >= next_reverify:
+                next_reverify = time.monotonic() + settings.reverify_interval_s
+                changed = reverify_holders(settings, registry)
+                log.info("re-verified alias holders: %d changed", changed)
         except Exception:
             log.exception("poller cycle failed; next cycle in %.0fs", settings.poll_interval_s)
         stop.wait(settings.poll_interval_s)

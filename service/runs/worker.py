@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -28,6 +29,7 @@ from service.errors import LeaseLost, LocalDiskError, disk_error_kind
 from service.metrics import RUN_DURATION, RUNS_FINISHED
 from service.mlflow.registry import Registry
 from service.policy import policy_for
+from service.runs.guard import record_artifact_tampering
 from service.runs.pipeline import PipelineOutcome, run_pipeline
 from service.runs.promotion import publish_run, running_tags
 from service.runs.queue import (
@@ -41,11 +43,13 @@ from service.runs.queue import (
     transient_history,
 )
 from service.runs.retry import retry_decision
+from service.runs.reverify import promoted_digest
 from service.runs.waivers import waiver_record
 from service.store.db import transaction
 from service.store.tables import RunStatus
 from service.store.waivers import waivers_for_run
 
+T = TypeVar("T")
 log = logging.getLogger("gatekeeper.worker")
 
 
@@ -219,9 +223,13 @@ class Worker:
     def _active_waivers(
         self, model_name: str, version: int, artifact_digest: str | None
     ) -> list[WaiverRecord]:
-        with transaction(self.settings.resolved_database_url) as session:
-            found = waivers_for_run(session, model_name, version, artifact_digest)
-            return [waiver_record(w) for w in found]
+        def read() -> list[WaiverRecord]:
+            with transaction(self.settings.resolved_database_url) as session:
+                found = waivers_for_run(session, model_name, version, artifact_digest)
+                return [waiver_record(w) for w in found]
+
+        # asked at decision time, mid-run: an outage then is waited out like one while recording
+        return self._through_outage(f"{model_name}/{version}", "reading waivers", read)
 
     def _passing_digests(self, model_name: str, version: int) -> set[str]:
         with transaction(self.settings.resolved_database_url) as session:
@@ -230,24 +238,36 @@ class Worker:
     def _record(self, claimed: ClaimedRun, outcome: PipelineOutcome) -> None:
         """Record the decision; a database outage is waited out (capped backoff, within the
         transient horizon), never turned into a lost lease and a re-run."""
+        self._through_outage(claimed.id, "recording", lambda: self._record_once(claimed, outcome))
+
+    def _through_outage(self, run_id: str, what: str, work: Callable[[], T]) -> T:
         deadline = time.monotonic() + self.settings.transient_horizon_s
         delay = 0.5
         while True:
             try:
-                self._record_once(claimed, outcome)
-                return
+                return work()
             except DBAPIError:
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning(
-                    "run=%s database unavailable while recording; retrying in %.1f s",
-                    claimed.id,
+                    "run=%s database unavailable while %s; retrying in %.1f s",
+                    run_id,
+                    what,
                     delay,
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
     def _record_once(self, claimed: ClaimedRun, outcome: PipelineOutcome) -> None:
+        name, version = claimed.model_name, claimed.model_version
+        with transaction(self.settings.resolved_database_url) as session:
+            before = promoted_digest(session, name, version)
+        if before is not None and outcome.artifact_digest not in (None, before):
+            # the files under a version that was let through changed: tampering, whatever
+            # this run decides (the version can no longer hold the alias)
+            found = {"recorded_digest": before, "found_digest": outcome.artifact_digest,
+                     "how": f"re-run {claimed.id}"}  # fmt: skip
+            record_artifact_tampering(self.settings, name, version, found)
         with transaction(self.settings.resolved_database_url) as session:
             finish_run(
                 session,

@@ -187,9 +187,12 @@ class ModelPromotion(Base):
     __tablename__ = "model_promotions"
 
     model_name: Mapped[str] = mapped_column(String(256), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)  # where the gatekeeper put the alias; 0: none
     run_id: Mapped[str] = mapped_column(String(36))
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # where it was before the last recorded move: until MLflow shows the move (a publisher
+    # that crashed between the record and MLflow), the alias there is not tampering
+    previous_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AuditEvent(Base):
@@ -242,3 +245,48 @@ class Waiver(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class TamperEvent(Base):
+    """Something in the registry did not match the record and was put back."""
+
+    __tablename__ = "tamper_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    model_name: Mapped[str] = mapped_column(String(256), index=True)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))  # alias | tag | artifact
+    found: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ArtifactSignature(Base):
+    """The OpenSSF model-signing bundle the gatekeeper made for a passing run's files."""
+
+    __tablename__ = "signatures"
+
+    run_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(256), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    artifact_digest: Mapped[str] = mapped_column(String(64))
+    bundle: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(64))  # sha256 of the public key (DER)
+    mlflow_uri: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Incident(Base):
+    """A quarantine: every version trained or evaluated on a dataset, or one version."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    dataset: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    model_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    affected: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{"model", "version"}]
+    opened_by: Mapped[str] = mapped_column(String(128))
+    opened_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

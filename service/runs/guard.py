@@ -1,0 +1,330 @@
+"""The registry guard: the gatekeeper's record is the truth; MLflow is made to match it.
+
+Anyone who may register a version in MLflow may also move an alias and set tags. So the
+alias and the `gatekeeper.*` tags are derived from the database, and whatever differs is put
+back:
+
+- The alias belongs on the newest version whose latest finished run is promotable (`passed`
+  or `waived`), that is not quarantined by an open incident and whose stored files were not
+  found changed (`desired_holder`). A re-run that fails for the holder, a quarantine or a
+  re-verification that finds changed bytes moves it back by the same rule.
+- `reconcile_alias` moves it there. The move is recorded (with its audit row) before MLflow
+  is touched, so a crash between the two is finished later without a second row; the
+  version the alias was on before the recorded move (`previous_version`) is where our own
+  half-done move may still show it, so finding it there is not tampering. Anywhere else, or
+  deleted while it should be on a version, is: a tamper event, an audit row, the metric,
+  and the version it was put on is tagged `gatekeeper.status=tampered`.
+- `guard_tags` rewrites a version's `gatekeeper.*` tags from its latest run (a tag that
+  claims `passed` on a failed version is tampering too).
+
+Changes the gatekeeper made are derived from the same record, so the guard agrees with them
+and never fights itself. It skips a model while one of its runs is recorded but not yet
+published: the publisher is about to make MLflow match, and will apply the same rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.config import Settings
+from service.metrics import ALIAS_MOVES, TAMPERING
+from service.mlflow.registry import Registry
+from service.store import audit
+from service.store.db import insert_stmt, transaction
+from service.store.tables import (
+    FINISHED_STATUSES,
+    PROMOTABLE_STATUSES,
+    GateRun,
+    Incident,
+    ModelPromotion,
+    RunStatus,
+    TamperEvent,
+    utcnow,
+)
+
+log = logging.getLogger("gatekeeper.guard")
+
+TAMPERED = "tampered"
+QUARANTINED = "quarantined"
+
+
+def latest_runs(session: Session, name: str) -> dict[int, GateRun]:
+    """Each version's latest finished run (the record a version is judged by)."""
+    runs = session.scalars(
+        select(GateRun)
+        .where(GateRun.model_name == name, GateRun.status.in_(FINISHED_STATUSES))
+        .order_by(GateRun.finished_at)
+    )
+    return {run.model_version: run for run in runs}
+
+
+def quarantined_versions(session: Session, name: str) -> dict[int, str]:
+    """Versions of `name` under an open incident -> the incident's id."""
+    found: dict[int, str] = {}
+    for incident in session.scalars(select(Incident).where(Incident.closed_at.is_(None))):
+        for item in incident.affected or []:
+            if isinstance(item, dict) and item.get("model") == name:
+                found[int(item["version"])] = incident.id
+    return found
+
+
+def artifact_tampered_versions(session: Session, name: str) -> set[int]:
+    """Versions whose stored files were found changed after their passing run: for good (a
+    registered version's files do not change; register a new version)."""
+    versions = session.scalars(
+        select(TamperEvent.version).where(
+            TamperEvent.model_name == name, TamperEvent.kind == "artifact"
+        )
+    )
+    return {v for v in versions if v is not None}
+
+
+def desired_holder(session: Session, name: str) -> int | None:
+    latest = latest_runs(session, name)
+    excluded = set(quarantined_versions(session, name)) | artifact_tampered_versions(session, name)
+    promotable = [
+        v for v, run in latest.items() if run.status in PROMOTABLE_STATUSES and v not in excluded
+    ]
+    return max(promotable, default=None)
+
+
+def versions_in_progress(session: Session, name: str) -> set[int]:
+    """Versions with a queued or running run: their tags are the worker's until it is done."""
+    return set(
+        session.scalars(
+            select(GateRun.model_version).where(
+                GateRun.model_name == name,
+                GateRun.status.in_((RunStatus.QUEUED, RunStatus.RUNNING)),
+            )
+        )
+    )
+
+
+def has_unpublished_runs(session: Session, name: str) -> bool:
+    return (
+        session.scalar(
+            select(GateRun.id)
+            .where(
+                GateRun.model_name == name,
+                GateRun.status.in_(FINISHED_STATUSES),
+                GateRun.published_at.is_(None),
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+@dataclass(frozen=True)
+class AliasOutcome:
+    holder: int | None  # where MLflow had it
+    desired: int | None  # where it is now
+    tampered: bool
+
+
+def reconcile_alias(
+    settings: Settings,
+    registry: Registry,
+    name: str,
+    *,
+    published: GateRun | None = None,
+    actor: str = "gatekeeper",
+) -> AliasOutcome:
+    """Put the alias where the record says (see the module docstring). `published` is the
+    run the caller is publishing, for the audit trail of a passing run that does not get the
+    alias."""
+    alias = settings.alias
+    with transaction(settings.resolved_database_url) as session:
+        session.execute(
+            insert_stmt(session, ModelPromotion)
+            .values(model_name=name, version=0, run_id="", updated_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["model_name"])
+        )
+        row = session.scalars(
+            select(ModelPromotion).where(ModelPromotion.model_name == name).with_for_update()
+        ).one()
+        desired = desired_holder(session, name)
+        holder = registry.alias_version(name, alias)
+        recorded, previous = row.version or None, row.previous_version or None
+        moved_by_others = holder is not None and holder not in (recorded, previous, desired)
+        deleted_by_others = holder is None and recorded is not None and recorded == desired
+        tampered = moved_by_others or deleted_by_others
+        if tampered:
+            found = {"alias": alias, "holder": holder, "expected": desired, "recorded": recorded}
+            _tamper(session, name, holder, "alias", found)
+        if published is not None and published.status in PROMOTABLE_STATUSES:
+            if published.model_version != desired:
+                audit.record(
+                    session,
+                    actor=actor,
+                    action="alias.kept",
+                    target=f"{name}/{published.model_version}",
+                    details={
+                        "alias": alias,
+                        "holder": desired,
+                        "reason": "a newer version holds it, or this one is quarantined or "
+                        "its files changed; the alias is on the newest promotable version",
+                    },
+                )
+        if recorded != desired:
+            row.previous_version = holder or 0
+            row.version, row.updated_at = desired or 0, utcnow()
+            row.run_id = published.id if published is not None else row.run_id
+            audit.record(
+                session,
+                actor=actor,
+                action="alias.set" if desired is not None else "alias.removed",
+                target=f"{name}/{desired if desired is not None else holder}",
+                details={
+                    "alias": alias,
+                    "previous": holder if holder != desired else None,
+                    "found_in_mlflow": holder == desired,
+                    "run_id": published.id if published is not None else None,
+                },
+            )
+    if published is not None:
+        _fault_point("publish:after-intent")
+    if holder != desired:
+        if desired is not None:
+            registry.set_alias(name, alias, desired)
+        else:
+            registry.delete_alias(name, alias)
+        ALIAS_MOVES.inc()
+        log.info("model=%s alias %s: %s -> %s", name, alias, holder, desired)
+    if tampered and holder is not None and holder != desired:
+        registry.set_version_tags(name, holder, {"gatekeeper.status": TAMPERED})
+    return AliasOutcome(holder, desired, tampered)
+
+
+def _tamper(
+    session: Session, name: str, version: int | None, kind: str, found: Mapping[str, Any]
+) -> None:
+    session.add(TamperEvent(model_name=name, version=version, kind=kind, found=dict(found)))
+    audit.record(
+        session,
+        actor="gatekeeper",
+        action=f"tamper.{kind}",
+        target=f"{name}/{version if version is not None else '-'}",
+        details=dict(found),
+    )
+    TAMPERING.labels(kind=kind).inc()
+    log.warning("model=%s version=%s tampering (%s): %s", name, version, kind, dict(found))
+
+
+def record_artifact_tampering(
+    settings: Settings, name: str, version: int, found: Mapping[str, Any]
+) -> None:
+    with transaction(settings.resolved_database_url) as session:
+        _tamper(session, name, version, "artifact", found)
+
+
+def expected_status(session: Session, name: str, version: int, run: GateRun | None) -> str | None:
+    """What `gatekeeper.status` must say for a version, from the record (None: no record)."""
+    if version in quarantined_versions(session, name):
+        return QUARANTINED
+    if version in artifact_tampered_versions(session, name):
+        return TAMPERED
+    last_tamper = session.scalar(
+        select(TamperEvent.at)
+        .where(TamperEvent.model_name == name, TamperEvent.version == version)
+        .order_by(TamperEvent.at.desc())
+        .limit(1)
+    )
+    if run is None:
+        return TAMPERED if last_tamper is not None else None
+    if last_tamper is not None and run.finished_at is not None and last_tamper > run.finished_at:
+        return TAMPERED
+    return str(run.status)
+
+
+def guard_tags(
+    settings: Settings, registry: Registry, name: str, version: int, tags: Mapping[str, str]
+) -> bool:
+    """Rewrite the version's `gatekeeper.*` tags where they differ from the record; True when
+    something was rewritten (and recorded as tampering)."""
+    from service.runs.promotion import final_tags
+
+    with transaction(settings.resolved_database_url) as session:
+        run = latest_runs(session, name).get(version)
+        status = expected_status(session, name, version, run)
+        if run is None:
+            claimed = tags.get("gatekeeper.status")
+            if claimed is None or claimed in ("running", "pending") or claimed == status:
+                return False
+            expected = {"gatekeeper.status": status or "pending"}
+        else:
+            expected = final_tags(settings, run)
+            expected["gatekeeper.status"] = status or str(run.status)
+        wrong = {k: v for k, v in expected.items() if tags.get(k) != v}
+        if not wrong:
+            return False
+        found = {"tags": {k: tags.get(k) for k in wrong}, "expected": wrong}
+        _tamper(session, name, version, "tag", found)
+        if "gatekeeper.status" in wrong and expected["gatekeeper.status"] != TAMPERED:
+            expected["gatekeeper.status"] = TAMPERED  # the record now says: it was tampered with
+    # only what is wrong, status last: whoever sees it sees every other tag
+    rewrite = {k: v for k, v in expected.items() if k != "gatekeeper.status" and k in wrong}
+    if tags.get("gatekeeper.status") != expected["gatekeeper.status"]:
+        rewrite["gatekeeper.status"] = expected["gatekeeper.status"]
+    registry.set_version_tags(name, version, rewrite)
+    return True
+
+
+def guard_model(
+    settings: Settings, registry: Registry, name: str, *, version: int | None = None
+) -> None:
+    """The alias and the versions' tags of one model against the record; with `version` (a
+    tag event), that version's tags only. One guard per model at a time: our own rewrite
+    sets tags one by one, and a guard reading between two of them would see a difference
+    that is not there."""
+    with _model_lock(name):
+        _guard_model(settings, registry, name, version)
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _model_lock(name: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(name, threading.Lock())
+
+
+def _guard_model(settings: Settings, registry: Registry, name: str, version: int | None) -> None:
+    with transaction(settings.resolved_database_url) as session:
+        if has_unpublished_runs(session, name):
+            log.info("model=%s guard skipped: a run is being published", name)
+            return
+        busy = versions_in_progress(session, name)
+    if version is not None:
+        if version not in busy:
+            info = registry.get_version(name, version)
+            guard_tags(settings, registry, name, version, info.tags)
+        return
+    reconcile_alias(settings, registry, name)
+    for info in registry.versions_of(name):
+        if info.version not in busy:
+            guard_tags(settings, registry, name, info.version, info.tags)
+
+
+def guarded_models(settings: Settings) -> list[str]:
+    """Every model the gatekeeper has a record of."""
+    with transaction(settings.resolved_database_url) as session:
+        names = set(session.scalars(select(GateRun.model_name).distinct()))
+        names |= set(session.scalars(select(ModelPromotion.model_name)))
+    return sorted(names)
+
+
+def _fault_point(name: str) -> None:
+    """`GATEKEEPER_FAULT_INJECT` kills the process here (the crash tests, nothing else)."""
+    if os.environ.get("GATEKEEPER_FAULT_INJECT") == name:
+        log.error("fault injected at %s: exiting now", name)
+        os._exit(137)
