@@ -20,6 +20,8 @@ app = typer.Typer(help="mlflow-gatekeeper: vets MLflow model versions before pro
 db_app = typer.Typer(help="Database schema.")
 token_app = typer.Typer(help="API tokens.")
 policy_app = typer.Typer(help="The policy file.")
+keys_app = typer.Typer(help="The signing key.")
+app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(policy_app, name="policy")
@@ -127,6 +129,12 @@ def serve(
     except OSError as exc:
         message = f"GATEKEEPER_DATA_DIR {settings.data_dir} cannot be created: {exc}"
         raise _fail(message, exc) from exc
+    from service.integrity.keys import signing_key
+
+    try:  # generated on first start when GATEKEEPER_SIGNING_KEY_PATH is unset
+        signing_key(settings.signing_key_path, settings.data_dir)
+    except (ConfigError, OSError) as exc:
+        raise _fail(f"signing key: {exc}", exc) from exc
     _check_dependencies(settings, tracking_uri)
     upgrade_to_head(settings.resolved_database_url)
     embedded: EmbeddedMlflow | None = None
@@ -270,6 +278,73 @@ def policy_test(
         typer.echo(line)
     if replayed.status not in PROMOTABLE_STATUSES:
         raise typer.Exit(1)
+
+
+@keys_app.command("generate")
+def keys_generate(
+    out: Annotated[
+        Path, typer.Option(help="Where to write the private key (the public key: .pub beside).")
+    ] = Path("gatekeeper-signing.pem"),
+) -> None:
+    """Write a new ECDSA P-256 key pair (what GATEKEEPER_SIGNING_KEY_PATH names)."""
+    from service.integrity.keys import generate_key_pair
+
+    try:
+        key = generate_key_pair(out)
+    except FileExistsError as exc:
+        raise _fail(f"{out} exists; not overwritten", exc) from exc
+    typer.echo(f"private key: {out} (mode 0600)")
+    typer.echo(f"public key:  {out.with_suffix('.pub')} (key id {key.key_id})")
+
+
+@app.command()
+def verify(
+    model_uri: Annotated[str, typer.Argument(help="models:/NAME@ALIAS or models:/NAME/VERSION")],
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="The gatekeeper's public key (PEM); default: fetched from --gatekeeper."),
+    ] = None,
+    download_to: Annotated[
+        Path | None, typer.Option(help="Directory to download the verified files into.")
+    ] = None,
+    gatekeeper: Annotated[
+        str | None,
+        typer.Option(help="Gatekeeper URL for the public key (default GATEKEEPER_PUBLIC_URL)."),
+    ] = None,
+) -> None:
+    """For deploy jobs: download the version the URI names and check every file against the
+    gatekeeper's signature. Exit 0 and print the verified directory, else exit 1 naming what
+    does not match."""
+    import tempfile
+
+    import httpx
+
+    from service.errors import GatekeeperError
+    from service.mlflow.registry import Registry
+    from service.runs.deploy_verify import verify_model
+
+    tracking_uri = os.environ.get("GATEKEEPER_MLFLOW_TRACKING_URI") or os.environ.get(
+        "MLFLOW_TRACKING_URI"
+    )
+    if not tracking_uri:
+        raise _fail("set MLFLOW_TRACKING_URI to the registry to verify from")
+    with tempfile.TemporaryDirectory(prefix="gatekeeper-key-") as tmp:
+        if public_key is None:
+            base = gatekeeper or os.environ.get("GATEKEEPER_PUBLIC_URL", "http://127.0.0.1:8000")
+            try:
+                answer = httpx.get(f"{base.rstrip('/')}/api/v1/keys/public", timeout=30)
+                answer.raise_for_status()
+            except httpx.HTTPError as exc:
+                raise _fail(f"cannot fetch the public key from {base}: {exc}", exc) from exc
+            public_key = Path(tmp) / "gatekeeper.pub"
+            public_key.write_bytes(answer.content)
+        try:
+            verified = verify_model(Registry(tracking_uri), model_uri, public_key, download_to)
+        except GatekeeperError as exc:
+            typer.echo(f"gatekeeper verify: FAILED: {exc}", err=True)
+            raise typer.Exit(1) from exc
+    typer.echo(f"verified {verified.name} v{verified.version}: every file matches the signature")
+    typer.echo(str(verified.path))
 
 
 class ScanFormat(enum.StrEnum):

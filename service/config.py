@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     # how often the alias holder's stored files are downloaded and re-hashed against the
     # digest its passing run recorded (a mismatch is tampering: the alias moves back)
     reverify_interval_s: float = Field(default=3600.0, gt=0)
+    # the ECDSA P-256 key passing artifacts are signed with; unset: data dir's own
+    signing_key_path: Path | None = None
     worker_idle_sleep_s: float = 0.5
     lease_s: float = 60.0
     max_attempts: int = 3

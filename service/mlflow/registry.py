@@ -170,6 +170,26 @@ class Registry:
         except Exception as exc:
             _raise_mapped(exc, f"alias {alias} of {name}")
 
+    def log_signature(self, name: str, version: int, bundle: str) -> str:
+        """The bundle as an artifact of a run in the `gatekeeper-signatures` experiment;
+        returns its `runs:/` URI (what the `gatekeeper.signature_uri` tag points at)."""
+        try:
+            experiment = self._client.get_experiment_by_name(SIGNATURE_EXPERIMENT)
+            experiment_id = (
+                experiment.experiment_id
+                if experiment is not None
+                else self._client.create_experiment(SIGNATURE_EXPERIMENT)
+            )
+            run = self._client.create_run(
+                experiment_id, run_name=f"{name}-v{version}", tags={"gatekeeper.model": name}
+            )
+            path = f"signatures/{version}"
+            self._client.log_text(run.info.run_id, bundle, f"{path}/model.sig")
+            self._client.set_terminated(run.info.run_id)
+        except Exception as exc:
+            _raise_mapped(exc, f"signature of {name}/{version}")
+        return f"runs:/{run.info.run_id}/{path}/model.sig"
+
     def delete_alias(self, name: str, alias: str) -> None:
         try:
             self._client.delete_registered_model_alias(name, alias)
@@ -210,6 +230,9 @@ def _version_info(mv: Any) -> VersionInfo:
         tags=dict(mv.tags or {}),
         description=str(mv.description or ""),
     )
+
+
+SIGNATURE_EXPERIMENT = "gatekeeper-signatures"
 
 
 def _quoted(name: str) -> str:

@@ -250,7 +250,7 @@ def guard_tags(
 ) -> bool:
     """Rewrite the version's `gatekeeper.*` tags where they differ from the record; True when
     something was rewritten (and recorded as tampering)."""
-    from service.runs.promotion import final_tags
+    from service.runs.promotion import final_tags, signature_uri
 
     with transaction(settings.resolved_database_url) as session:
         run = latest_runs(session, name).get(version)
@@ -261,7 +261,7 @@ def guard_tags(
                 return False
             expected = {"gatekeeper.status": status or "pending"}
         else:
-            expected = final_tags(settings, run)
+            expected = final_tags(settings, run, signature_uri(session, run.id))
             expected["gatekeeper.status"] = status or str(run.status)
         wrong = {k: v for k, v in expected.items() if tags.get(k) != v}
         if not wrong:

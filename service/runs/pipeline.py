@@ -44,6 +44,7 @@ from service.sandbox.runner import (
     SandboxLimits,
     predict_in_sandbox,
 )
+from service.store.tables import PROMOTABLE_STATUSES
 
 log = logging.getLogger("gatekeeper.pipeline")
 
@@ -70,6 +71,7 @@ class PipelineOutcome:
     manifest: list[dict[str, Any]] | None = None
     datasets: list[dict[str, Any]] = field(default_factory=list)
     sandbox: str | None = None  # how model code was contained, when a model was loaded
+    signature: str | None = None  # the model-signing bundle of a promotable run's files
 
 
 def run_pipeline(
@@ -84,6 +86,7 @@ def run_pipeline(
     deadline_s: float = 1800.0,
     allowed_sources: tuple[str, ...] = (),
     active_waivers: ActiveWaivers = no_waivers,
+    sign: Callable[[Path], str] | None = None,
 ) -> PipelineOutcome:
     """Every stage runs within what is left of `deadline_s`; past it, BoundExceeded."""
     deadline = Deadline(time.monotonic() + deadline_s, deadline_s)
@@ -120,27 +123,32 @@ def run_pipeline(
             )
             results += _evaluation_gates(ctx, policy, data, fetched.root, env)
             sandbox = env.sandbox_used
+        records = data.records()
+        context = DecisionContext(
+            model_name=name,
+            model_version=version,
+            run_id=info.run_id,
+            description=info.description,
+            tags=info.tags,
+            model_inputs=_input_columns(mlmodel, records),
+            datasets=records,
+            artifact_digest=fetched.digest,
+            waivers=active_waivers(name, version, fetched.digest),
+        )
+        decision = decide(results, policy, context)
+        # Only what passes is signed, and it is signed from the very files the gates judged
+        # (still in scratch): a valid signature means "let through, these exact files".
+        signature = sign(fetched.root) if sign and decision.status in PROMOTABLE_STATUSES else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    records = data.records()
-    context = DecisionContext(
-        model_name=name,
-        model_version=version,
-        run_id=info.run_id,
-        description=info.description,
-        tags=info.tags,
-        model_inputs=_input_columns(mlmodel, records),
-        datasets=records,
-        artifact_digest=fetched.digest,
-        waivers=active_waivers(name, version, fetched.digest),
-    )
     return PipelineOutcome(
-        decision=decide(results, policy, context),
+        decision=decision,
         results=results,
         artifact_digest=fetched.digest,
         manifest=fetched.manifest,
         datasets=records,
         sandbox=sandbox,
+        signature=signature,
     )
 
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 import logging
 import os
 
+from sqlalchemy.orm import Session
+
 from gates.base import Finding, Status
 from service.config import Settings
 from service.mlflow.registry import Registry
 from service.runs.queue import mark_published
 from service.store.db import transaction
-from service.store.tables import FINISHED_STATUSES, GateRun, RunStatus
+from service.store.tables import FINISHED_STATUSES, ArtifactSignature, GateRun, RunStatus
 
 log = logging.getLogger("gatekeeper.promotion")
 
@@ -43,7 +45,9 @@ def running_tags(settings: Settings, run_id: str) -> dict[str, str]:
     }
 
 
-def final_tags(settings: Settings, run: GateRun) -> dict[str, str]:
+def final_tags(
+    settings: Settings, run: GateRun, signature_uri: str | None = None
+) -> dict[str, str]:
     """Tags in the order they are written: `gatekeeper.status` last, so whoever sees the final
     status (MLflow sets tags one call at a time) also sees every other tag of the run."""
     tags = {
@@ -62,6 +66,8 @@ def final_tags(settings: Settings, run: GateRun) -> dict[str, str]:
     deny = (run.decision or {}).get("deny") or []
     summary = deny[0] if deny else (run.error_message or "all enforced gates passed")
     tags["gatekeeper.summary"] = summary[:MAX_TAG_VALUE]
+    if signature_uri is not None:
+        tags["gatekeeper.signature_uri"] = signature_uri
     tags["gatekeeper.status"] = run.status
     return tags
 
@@ -85,10 +91,23 @@ def publish_run(settings: Settings, registry: Registry, run_id: str) -> None:
 
     url = settings.resolved_database_url
     with transaction(url) as session:
+        signed = session.get(ArtifactSignature, run_id)
+        unlogged = (
+            (signed.model_name, signed.version, signed.bundle)
+            if signed is not None and signed.mlflow_uri is None
+            else None
+        )
+    if unlogged is not None:  # logged once; the row remembers where
+        logged = registry.log_signature(*unlogged)
+        with transaction(url) as session:
+            row = session.get(ArtifactSignature, run_id)
+            if row is not None and row.mlflow_uri is None:
+                row.mlflow_uri = logged
+    with transaction(url) as session:
         run = session.get(GateRun, run_id)
         if run is None or run.status not in FINISHED_STATUSES:
             return
-        tags = final_tags(settings, run)
+        tags = final_tags(settings, run, signature_uri(session, run_id))
         name, version = run.model_name, run.model_version
         # a quarantined (or tampered) version says so, whatever its run said
         tags["gatekeeper.status"] = expected_status(session, name, version, run) or run.status
@@ -102,6 +121,12 @@ def publish_run(settings: Settings, registry: Registry, run_id: str) -> None:
         "run=%s published model=%s version=%s status=%s",
         run_id, name, version, tags["gatekeeper.status"],
     )  # fmt: skip
+
+
+def signature_uri(session: Session, run_id: str) -> str | None:
+    """Where the run's signature was logged in MLflow, if it was signed and logged."""
+    row = session.get(ArtifactSignature, run_id)
+    return row.mlflow_uri if row is not None else None
 
 
 def _fault_point(name: str) -> None:

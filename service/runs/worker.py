@@ -26,6 +26,8 @@ from service.config import Settings
 from service.decision.document import WaiverRecord
 from service.decision.verdict import Decision
 from service.errors import LeaseLost, LocalDiskError, disk_error_kind
+from service.integrity.keys import signing_key
+from service.integrity.signing import sign_directory
 from service.metrics import RUN_DURATION, RUNS_FINISHED
 from service.mlflow.registry import Registry
 from service.policy import policy_for
@@ -46,7 +48,7 @@ from service.runs.retry import retry_decision
 from service.runs.reverify import promoted_digest
 from service.runs.waivers import waiver_record
 from service.store.db import transaction
-from service.store.tables import RunStatus
+from service.store.tables import ArtifactSignature, RunStatus
 from service.store.waivers import waivers_for_run
 
 T = TypeVar("T")
@@ -125,6 +127,10 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         self._in_flight: ClaimedRun | None = None
         self._in_flight_lock = threading.Lock()
+        self._signing_key = signing_key(settings.signing_key_path, settings.data_dir)
+
+    def _sign(self, directory: Path) -> str:
+        return sign_directory(directory, self._signing_key.private_path)
 
     def give_back(self) -> str | None:
         """On shutdown: return the run in hand to the queue at once, not counted as an
@@ -203,6 +209,7 @@ class Worker:
                     scratch_root=Path(self.settings.scratch_dir),
                     passing_digests=self._passing_digests,
                     active_waivers=self._active_waivers,
+                    sign=self._sign,
                     isolation=self.settings.isolation,
                     alias=self.settings.alias,
                     deadline_s=self.settings.run_deadline_s,
@@ -280,6 +287,17 @@ class Worker:
                 datasets=outcome.datasets,
                 sandbox=outcome.sandbox,
             )
+            if outcome.signature is not None:
+                session.add(
+                    ArtifactSignature(
+                        run_id=claimed.id,
+                        model_name=name,
+                        version=version,
+                        artifact_digest=outcome.artifact_digest or "",
+                        bundle=outcome.signature,
+                        key_id=self._signing_key.key_id,
+                    )
+                )
         RUNS_FINISHED.labels(status=outcome.decision.status).inc()
         log.info(
             "run=%s decided status=%s deny=%s",

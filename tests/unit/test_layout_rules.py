@@ -41,6 +41,15 @@ LAYER_MAY_NOT_IMPORT = {
     "service.sandbox": ("service.api", "service.runs", "service.store", "service.mlflow"),
     # the decision reads gate results and waivers handed to it; it fetches nothing itself
     "service.decision": ("service.api", "service.runs", "service.mlflow", "service.sandbox"),
+    # keys and bundles: a leaf, it knows nothing of runs, stores or registries
+    "service.integrity": (
+        "service.api",
+        "service.runs",
+        "service.store",
+        "service.mlflow",
+        "service.sandbox",
+        "service.decision",
+    ),
 }
 
 

@@ -1,0 +1,190 @@
+"""Signatures a deploy job can check, and the alias taken back, on a real MLflow server.
+
+`gatekeeper verify` and the plain `model_signing verify key` CLI are run as a deploy job
+runs them; the artifact store is the MLflow server's own directory, changed by one byte as
+someone with store access would.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from demo.models import log_clean_model
+from tests.helpers import VENV_BIN, GatekeeperProcess, MlflowServer, unique_name, wait_for
+
+ALIAS = "production-ready"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("integrity")
+    (root / "rules.rego").write_text("package gatekeeper\n\nimport rego.v1\n")
+    (root / "policy.yaml").write_text('models:\n  - match: "*"\n    rego: [rules.rego]\n')
+    return root
+
+
+@pytest.fixture(scope="module")
+def service(mlflow_server: MlflowServer, workdir: Path) -> Iterator[GatekeeperProcess]:
+    gk = GatekeeperProcess(
+        data_dir=workdir / "gk",
+        database_url=f"sqlite:///{workdir / 'gk.db'}",
+        tracking_uri=mlflow_server.url,
+        models="none",  # runs start through the API only
+        env={
+            "GATEKEEPER_POLICY_PATH": str(workdir / "policy.yaml"),
+            "GATEKEEPER_POLL_INTERVAL_S": "1",
+            "GATEKEEPER_REVERIFY_INTERVAL_S": "2",
+        },
+    ).start()
+    yield gk
+    gk.stop()
+
+
+def _stored_file(server: MlflowServer, name: str, version: int, filename: str) -> Path:
+    """The file as the artifact store keeps it (the server's own directory)."""
+    source = MlflowClient(server.url).get_model_version(name, str(version)).source
+    model_id = source.removeprefix("models:/")
+    [found] = (server.embedded.root / "artifacts").glob(f"**/{model_id}/artifacts/{filename}")
+    return found
+
+
+def _flip_one_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _verify(
+    service: GatekeeperProcess, server: MlflowServer, *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": server.url}
+    return subprocess.run(
+        [str(VENV_BIN / "gatekeeper"), "verify", *args, "--gatekeeper", service.url],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+
+
+def _model_signing(
+    directory: Path, public_key: Path, signature: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "model_signing"), "verify", "key", str(directory),
+         "--public_key", str(public_key), "--signature", str(signature)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_deploy_job_verifies_the_promoted_files_and_refuses_changed_or_foreign_ones(
+    service: GatekeeperProcess, mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    client = MlflowClient(mlflow_server.url)
+    name = unique_name("signed")
+    version = log_clean_model(mlflow_server.url, name)
+    run = service.run_version(name, version)
+    assert run["status"] == "passed"
+    tags = client.get_model_version(name, str(version)).tags
+    assert tags["gatekeeper.signature_uri"].startswith("runs:/")
+
+    public = tmp_path / "gatekeeper.pub"
+    public.write_bytes(
+        service.api("GET", "/api/v1/keys/public", headers={"Authorization": ""}).content
+    )
+    signature = tmp_path / "model.sig"
+    answer = service.api("GET", f"/api/v1/models/{name}/versions/{version}/signature")
+    assert (
+        answer.status_code == 200 and answer.headers["x-artifact-digest"] == run["artifact_digest"]
+    )
+    signature.write_text(answer.text)
+
+    good = _verify(
+        service, mlflow_server, f"models:/{name}@{ALIAS}", "--download-to", str(tmp_path / "ok")
+    )
+    assert good.returncode == 0, good.stderr
+    deployed = Path(good.stdout.strip().splitlines()[-1])
+    assert (deployed / "model.pkl").is_file()
+    assert _model_signing(deployed, public, signature).returncode == 0  # the plain CLI agrees
+
+    _flip_one_byte(_stored_file(mlflow_server, name, version, "model.pkl"))
+    # by version: the gatekeeper's own re-verification may already have taken the alias away
+    changed = _verify(
+        service, mlflow_server, f"models:/{name}/{version}", "--download-to", str(tmp_path / "bad")
+    )
+    assert changed.returncode == 1 and "model.pkl" in changed.stderr, changed.stderr
+    plain = _model_signing(tmp_path / "bad", public, signature)
+    assert plain.returncode != 0 and "model.pkl" in plain.stdout + plain.stderr
+
+    # a registry user signs files with a key of their own and points the tag at it
+    other = tmp_path / "other.pem"
+    subprocess.run(
+        [str(VENV_BIN / "gatekeeper"), "keys", "generate", "--out", str(other)], check=True
+    )
+    forged = tmp_path / "forged.sig"
+    subprocess.run(
+        [str(VENV_BIN / "model_signing"), "sign", "key", str(tmp_path / "bad"),
+         "--private_key", str(other), "--signature", str(forged)], check=True, capture_output=True,
+    )  # fmt: skip
+    mlflow.set_tracking_uri(mlflow_server.url)
+    with mlflow.start_run() as attacker:
+        mlflow.log_artifact(str(forged), "sig")
+    client.set_model_version_tag(
+        name,
+        str(version),
+        "gatekeeper.signature_uri",
+        f"runs:/{attacker.info.run_id}/sig/forged.sig",
+    )
+    foreign = _verify(
+        service,
+        mlflow_server,
+        f"models:/{name}/{version}",
+        "--download-to",
+        str(tmp_path / "foreign"),
+    )
+    assert foreign.returncode == 1, foreign.stdout
+    assert _model_signing(tmp_path / "foreign", public, forged).returncode != 0
+
+
+def test_a_failing_rerun_and_changed_stored_files_take_the_alias_back(
+    service: GatekeeperProcess, mlflow_server: MlflowServer, workdir: Path
+) -> None:
+    client = MlflowClient(mlflow_server.url)
+    name = unique_name("takeback")
+    holder = lambda: client.get_registered_model(name).aliases.get(ALIAS)  # noqa: E731
+    v1 = log_clean_model(mlflow_server.url, name)
+    v2 = log_clean_model(mlflow_server.url, name, extra_bytes=10)
+    assert service.run_version(name, v1)["status"] == "passed"
+    assert service.run_version(name, v2)["status"] == "passed"
+    assert holder() == str(v2)
+
+    # the policy changes: v2's manual re-run fails, and the alias goes back to v1
+    (workdir / "rules.rego").write_text(
+        "package gatekeeper\n\nimport rego.v1\n\n"
+        f'deny contains "v{v2} is withdrawn" if {{\n'
+        f'\tinput.model.name == "{name}"\n\tinput.model.version == {v2}\n}}\n'
+    )
+    try:
+        assert service.run_version(name, v2)["status"] == "failed"
+        assert holder() == str(v1)
+    finally:
+        (workdir / "rules.rego").write_text("package gatekeeper\n\nimport rego.v1\n")
+
+    v3 = log_clean_model(mlflow_server.url, name, extra_bytes=20)
+    assert service.run_version(name, v3)["status"] == "passed"
+    assert holder() == str(v3)
+    _flip_one_byte(_stored_file(mlflow_server, name, v3, "model.pkl"))
+    wait_for(lambda: holder() == str(v1), 30, "the re-verification moves the alias back")
+    wait_for(
+        lambda: client.get_model_version(name, str(v3)).tags.get("gatekeeper.status") == "tampered",
+        10, "the changed version tagged",
+    )  # fmt: skip
+    with sqlite3.connect(workdir / "gk.db") as db:
+        found = db.execute(
+            "SELECT kind, version FROM tamper_events WHERE model_name = ?", (name,)
+        ).fetchall()
+    assert found == [("artifact", v3)]
