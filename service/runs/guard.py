@@ -285,7 +285,7 @@ def guard_model(
     tag event), that version's tags only. One guard per model at a time: our own rewrite
     sets tags one by one, and a guard reading between two of them would see a difference
     that is not there."""
-    with _model_lock(name):
+    with model_lock(name):
         _guard_model(settings, registry, name, version)
 
 
@@ -293,7 +293,7 @@ _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-def _model_lock(name: str) -> threading.Lock:
+def model_lock(name: str) -> threading.Lock:
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(name, threading.Lock())
 

@@ -19,8 +19,10 @@ from service.config import Settings
 from service.mlflow.fetch import fetch_version
 from service.mlflow.registry import Registry
 from service.runs.guard import (
+    TAMPERED,
     guarded_models,
     latest_runs,
+    model_lock,
     reconcile_alias,
     record_artifact_tampering,
 )
@@ -61,6 +63,9 @@ def reverify_holders(settings: Settings, registry: Registry) -> int:
         changed += 1
         found = {"recorded_digest": expected, "found_digest": fetched.digest,
                  "how": "scheduled re-verification"}  # fmt: skip
-        record_artifact_tampering(settings, name, version, found)
+        # under the model's guard lock: the guard must not find the new record before the tag
+        with model_lock(name):
+            record_artifact_tampering(settings, name, version, found)
+            registry.set_version_tags(name, version, {"gatekeeper.status": TAMPERED})
         reconcile_alias(settings, registry, name)
     return changed
