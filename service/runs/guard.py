@@ -39,6 +39,7 @@ from service.metrics import ALIAS_MOVES, TAMPERING
 from service.mlflow.registry import Registry
 from service.store import audit
 from service.store.db import insert_stmt, transaction
+from service.store.lineage import versions_using
 from service.store.tables import (
     FINISHED_STATUSES,
     PROMOTABLE_STATUSES,
@@ -67,12 +68,16 @@ def latest_runs(session: Session, name: str) -> dict[int, GateRun]:
 
 
 def quarantined_versions(session: Session, name: str) -> dict[int, str]:
-    """Versions of `name` under an open incident -> the incident's id."""
+    """Versions of `name` under an open incident -> the incident's id: those it listed when
+    it opened, and any version recorded since as trained or evaluated on its dataset."""
     found: dict[int, str] = {}
     for incident in session.scalars(select(Incident).where(Incident.closed_at.is_(None))):
         for item in incident.affected or []:
             if isinstance(item, dict) and item.get("model") == name:
                 found[int(item["version"])] = incident.id
+        if incident.dataset is not None:
+            for entry in versions_using(session, incident.dataset, model=name):
+                found.setdefault(entry.version, incident.id)
     return found
 
 
@@ -141,6 +146,13 @@ def reconcile_alias(
     """Put the alias where the record says (see the module docstring). `published` is the
     run the caller is publishing, for the audit trail of a passing run that does not get the
     alias."""
+    with model_lock(name):
+        return _reconcile_alias(settings, registry, name, published, actor)
+
+
+def _reconcile_alias(
+    settings: Settings, registry: Registry, name: str, published: GateRun | None, actor: str
+) -> AliasOutcome:
     alias = settings.alias
     with transaction(settings.resolved_database_url) as session:
         session.execute(
@@ -154,9 +166,9 @@ def reconcile_alias(
         desired = desired_holder(session, name)
         holder = registry.alias_version(name, alias)
         recorded, previous = row.version or None, row.previous_version or None
-        moved_by_others = holder is not None and holder not in (recorded, previous, desired)
-        deleted_by_others = holder is None and recorded is not None and recorded == desired
-        tampered = moved_by_others or deleted_by_others
+        # ours: where we recorded it, where it was before a move of ours not yet confirmed
+        # in MLflow, or where it belongs; anywhere else (or gone) someone else put it
+        tampered = holder not in (recorded, previous, desired)
         if tampered:
             found = {"alias": alias, "holder": holder, "expected": desired, "recorded": recorded}
             _tamper(session, name, holder, "alias", found)
@@ -199,6 +211,12 @@ def reconcile_alias(
             registry.delete_alias(name, alias)
         ALIAS_MOVES.inc()
         log.info("model=%s alias %s: %s -> %s", name, alias, holder, desired)
+    with transaction(settings.resolved_database_url) as session:
+        # MLflow shows the move: no move is pending, so from now on the alias anywhere else
+        # (or gone) is not ours
+        confirmed = session.get(ModelPromotion, name)
+        if confirmed is not None and confirmed.version == (desired or 0):
+            confirmed.previous_version = confirmed.version
     if tampered and holder is not None and holder != desired:
         registry.set_version_tags(name, holder, {"gatekeeper.status": TAMPERED})
     return AliasOutcome(holder, desired, tampered)
@@ -278,6 +296,19 @@ def guard_tags(
     return True
 
 
+def restore_tags(settings: Settings, registry: Registry, name: str, version: int) -> None:
+    """Write the version's tags from the record (the record changed: not tampering)."""
+    from service.runs.promotion import final_tags, signature_uri
+
+    with transaction(settings.resolved_database_url) as session:
+        run = latest_runs(session, name).get(version)
+        if run is None:
+            return
+        expected = final_tags(settings, run, signature_uri(session, run.id))
+        expected["gatekeeper.status"] = expected_status(session, name, version, run) or run.status
+    registry.set_version_tags(name, version, expected)
+
+
 def guard_model(
     settings: Settings, registry: Registry, name: str, *, version: int | None = None
 ) -> None:
@@ -289,13 +320,14 @@ def guard_model(
         _guard_model(settings, registry, name, version)
 
 
-_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS: dict[str, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-def model_lock(name: str) -> threading.Lock:
+def model_lock(name: str) -> threading.RLock:
+    """One registry writer per model in this process (re-entrant: the guard reconciles)."""
     with _LOCKS_GUARD:
-        return _LOCKS.setdefault(name, threading.Lock())
+        return _LOCKS.setdefault(name, threading.RLock())
 
 
 def _guard_model(settings: Settings, registry: Registry, name: str, version: int | None) -> None:

@@ -41,6 +41,7 @@ def service(mlflow_server: MlflowServer, workdir: Path) -> Iterator[GatekeeperPr
             "GATEKEEPER_POLICY_PATH": str(workdir / "policy.yaml"),
             "GATEKEEPER_POLL_INTERVAL_S": "1",
             "GATEKEEPER_REVERIFY_INTERVAL_S": "2",
+            "GATEKEEPER_LOGGED_DATA_SOURCES": str(workdir / "data"),
         },
     ).start()
     yield gk
@@ -188,3 +189,84 @@ def test_a_failing_rerun_and_changed_stored_files_take_the_alias_back(
             "SELECT kind, version FROM tamper_events WHERE model_name = ?", (name,)
         ).fetchall()
     assert found == [("artifact", v3)]
+
+
+def _log_trained_on(tracking_uri: str, name: str, train_csv: Path, seed: int) -> int:
+    """A model trained on `train_csv`, its run logging the file with mlflow.log_input."""
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    frame = pd.read_csv(train_csv)
+    features = frame.drop(columns=["label"])
+    model = LogisticRegression(random_state=seed).fit(features, frame["label"])
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run():
+        mlflow.log_input(mlflow.data.from_pandas(frame, source=str(train_csv)), context="training")
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=name, serialization_format="pickle",
+            signature=infer_signature(features, model.predict(features)),
+        )  # fmt: skip
+    return int(info.registered_model_version)
+
+
+def test_quarantine_by_dataset_pulls_every_version_trained_on_it(
+    service: GatekeeperProcess, mlflow_server: MlflowServer, workdir: Path
+) -> None:
+    import numpy as np
+    import pandas as pd
+
+    data = workdir / "data"
+    data.mkdir(exist_ok=True)
+    rng = np.random.default_rng(7)
+    for label in ("poisoned", "clean"):
+        x = rng.normal(size=(200, 3))
+        frame = pd.DataFrame(x, columns=["a", "b", "c"]).assign(label=(x[:, 0] > 0).astype(int))
+        frame.to_csv(data / f"{label}.csv", index=False)
+    client = MlflowClient(mlflow_server.url)
+    alpha, beta, gamma = (unique_name(n) for n in ("alpha", "beta", "gamma"))
+    holder = lambda n: client.get_registered_model(n).aliases.get(ALIAS)  # noqa: E731
+    trained = [
+        (alpha, _log_trained_on(mlflow_server.url, alpha, data / "poisoned.csv", 1)),
+        (alpha, _log_trained_on(mlflow_server.url, alpha, data / "poisoned.csv", 2)),
+        (beta, _log_trained_on(mlflow_server.url, beta, data / "poisoned.csv", 3)),
+        (gamma, _log_trained_on(mlflow_server.url, gamma, data / "clean.csv", 4)),
+    ]
+    for name, version in trained:
+        assert service.run_version(name, version)["status"] == "passed"
+    assert (holder(alpha), holder(beta), holder(gamma)) == ("2", "1", "1")
+
+    poisoned = str(data / "poisoned.csv")
+    lineage = service.api("GET", "/api/v1/lineage", params={"dataset": poisoned}).json()["data"]
+    assert sorted((e["model"], e["version"]) for e in lineage) == sorted(trained[:3])
+    opened = service.api(
+        "POST", "/api/v1/incidents", json={"dataset": poisoned, "reason": "label flipping found"}
+    )
+    assert opened.status_code == 201, opened.text
+    incident = opened.json()
+    assert sorted((a["model"], a["version"]) for a in incident["affected"]) == sorted(trained[:3])
+    assert holder(alpha) is None and holder(beta) is None  # no unaffected passing version
+    assert holder(gamma) == "1"
+    for name, version in trained[:3]:
+        status = client.get_model_version(name, str(version)).tags["gatekeeper.status"]
+        assert status == "quarantined"
+
+    rerun = service.run_version(alpha, 2)
+    assert rerun["status"] == "passed"  # the gates still pass; the incident holds it back
+    assert holder(alpha) is None
+    assert client.get_model_version(alpha, "2").tags["gatekeeper.status"] == "quarantined"
+
+    closed = service.api("POST", f"/api/v1/incidents/{incident['id']}/close")
+    assert closed.status_code == 200 and closed.json()["open"] is False
+    assert holder(alpha) == "2" and holder(beta) == "1"
+    assert client.get_model_version(alpha, "2").tags["gatekeeper.status"] == "passed"
+    with sqlite3.connect(workdir / "gk.db") as db:
+        actions = [a for (a,) in db.execute(
+            "SELECT action FROM audit_events WHERE action LIKE 'incident.%' ORDER BY id"
+        )]  # fmt: skip
+        tampering = db.execute(
+            "SELECT count(*) FROM tamper_events WHERE model_name IN (?, ?, ?)",
+            (alpha, beta, gamma),
+        ).fetchone()[0]
+    assert actions == ["incident.opened", "incident.closed"]
+    assert tampering == 0  # quarantine and its end are the gatekeeper's own changes
