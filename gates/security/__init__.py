@@ -35,6 +35,7 @@ from gates.security.artifact_tables import artifact_tables
 from gates.security.callables import CallablePolicy
 from gates.security.common import Limits, Location
 from gates.security.config import SecurityConfig
+from gates.security.formats.transformers_code import check_auto_map
 from gates.security.mlflow_format import check_mlflow_model
 from gates.security.modelscan_engine import scan_with_modelscan
 from gates.security.walker import Walker
@@ -43,7 +44,12 @@ GATE_NAME = "security"
 # Findings about code that runs at load time: `allow_code: true` lowers them to LOW.
 CODE_RULES = frozenset(
     r.id
-    for r in (rules.PICKLE_EMBEDDED_CODE, rules.MLFLOW_LOAD_TIME_CODE, rules.MLFLOW_FOREIGN_MODULE)
+    for r in (
+        rules.PICKLE_EMBEDDED_CODE,
+        rules.MLFLOW_LOAD_TIME_CODE,
+        rules.MLFLOW_FOREIGN_MODULE,
+        rules.REMOTE_CODE,
+    )
 )
 
 
@@ -63,6 +69,7 @@ def check(ctx: GateContext, config: SecurityConfig) -> GateResult:
     if root.is_dir() and (root / "MLmodel").is_file():
         findings += check_mlflow_model(root, dict(ctx.mlmodel) or read_mlmodel(root))
         findings += requirements.check_requirements(root)
+    findings += check_auto_map(root)
     if config.modelscan:
         findings += _modelscan(root, evidence)
     findings += _data_findings(ctx, config, evidence)

@@ -568,6 +568,70 @@ PII_COLUMN = Rule(
     "Remove or mask the data, or classify the column as `pii` in the policy.",
 )
 
+# -- GenAI artifacts (gates/security/formats/chat_template.py, gguf.py, transformers_code.py) -
+
+TEMPLATE_INTERNALS = Rule(
+    "SEC-TEMPLATE-001",
+    Severity.CRITICAL,
+    "Chat template reaches interpreter internals",
+    "The chat template reads an attribute or item whose name starts with `_` (`__class__`, "
+    "`__globals__`, `__subclasses__`), however it is spelled (hex escapes, `~` or `join` of "
+    "pieces, `format`), names a dunder, or uses a global that leads to Python objects "
+    "(`cycler`, `joiner`, `lipsum`, `self`, `config`, `request`). Rendered outside a "
+    "sandboxed environment (llama-cpp-python before CVE-2024-34359, custom servers), that "
+    "runs arbitrary code on the serving machine on every request. No chat template needs it.",
+    "Treat the model as hostile; take the chat template from the model family's published "
+    "tokenizer_config.json instead.",
+)
+TEMPLATE_COMPUTED_NAME = Rule(
+    "SEC-TEMPLATE-002",
+    Severity.HIGH,
+    "Chat template computes an attribute or item name",
+    "An attribute (`|attr(name)`, `map(attribute=...)`) or item (`x[a ~ b]`) name is built "
+    "at render time from something that is not a literal, so what it reads cannot be "
+    "checked before the template runs: the way underscore names are smuggled past filters.",
+    "Use literal attribute and key names (`message.content`, `message['role']`).",
+)
+TEMPLATE_CALL = Rule(
+    "SEC-TEMPLATE-003",
+    Severity.HIGH,
+    "Chat template calls outside the chat-template vocabulary",
+    "Chat templates call `raise_exception`, `strftime_now`, `range`, `namespace`, their own "
+    "macros and plain string, list and dict methods. A call of anything else, of a computed "
+    "value, `.format()` of a built string, or loading another template (`include`, "
+    "`import`, `extends`) is code a template has no need for.",
+    "Remove the call, or explain it and accept the finding in review.",
+)
+TEMPLATE_UNPARSEABLE = Rule(
+    "SEC-TEMPLATE-004",
+    Severity.HIGH,
+    "Chat template could not be judged",
+    "The template does not parse as Jinja2, or is over the size limit: it was not checked, "
+    "and a template that was not checked is not known to be safe.",
+    "Fix the template; a serving stack could not render it either.",
+)
+GGUF_MALFORMED = Rule(
+    "SEC-GGUF-001",
+    Severity.HIGH,
+    "Malformed or oversized GGUF header",
+    "The GGUF header or its metadata is truncated, out of the file's bounds, of an unknown "
+    "version or value type, or over the scanner's limits (key count, string length, array "
+    "size). Parsers of GGUF (llama.cpp and its bindings) have had memory-safety bugs on "
+    "exactly such headers, and the metadata (with its chat template) was not checked.",
+    "Re-export the model with a current llama.cpp `convert` script.",
+)
+REMOTE_CODE = Rule(
+    "SEC-AUTOMAP-001",
+    Severity.HIGH,
+    "Transformers model ships code that runs with trust_remote_code",
+    "`auto_map` in config.json or tokenizer_config.json names classes in Python files (or in "
+    "another repository, `repo--module.Class`) that `from_pretrained(..., "
+    "trust_remote_code=True)` imports and runs. Every such file is analysed with bandit.",
+    "Use a model whose architecture is built into transformers, or review the code and set "
+    "`allow_code: true` for this model.",
+)
+
+
 # -- second opinion (gates/security/modelscan_engine.py) -----------------------------------
 
 MODELSCAN_UNSAFE = Rule(

@@ -36,7 +36,15 @@ from gates.security.format_scanner import (
     is_text,
     needs_whole,
 )
-from gates.security.formats import keras, numpy_files, onnx_format, safetensors, skops
+from gates.security.formats import (
+    chat_template,
+    gguf,
+    keras,
+    numpy_files,
+    onnx_format,
+    safetensors,
+    skops,
+)
 from gates.security.formats import tensorflow as tf_format
 from gates.security.pickle_judge import analyze_pickle
 from gates.security.pickle_vm import looks_like_pickle
@@ -123,6 +131,22 @@ class SafetensorsScanner:
                 fh.seek(tail[0])
                 data = fh.read(tail[1] - tail[0])
             walk.scan(Blob.in_memory(data, blob.where.child("<tail>"), blob.name, blob.depth + 1))
+
+
+class GgufScanner:
+    """GGUF (llama.cpp): header and metadata read with bounds (formats/gguf.py), the chat
+    templates in it judged; tensors are never read."""
+
+    name = "gguf"
+    stages = _BOTH
+
+    def sniff(self, blob: Blob) -> bool:
+        return gguf.looks_like_gguf(blob.head)
+
+    def scan(self, blob: Blob, walk: Walk) -> Iterable[Finding]:
+        path = walk.spill(blob)
+        walk.covered(blob.where, self.name)
+        return list(gguf.scan_gguf(path, blob.where))
 
 
 class Hdf5Scanner:
@@ -242,6 +266,33 @@ class TensorflowScanner:
         return tf_format.scan_saved_model_pb(blob.data, blob.where, walk.policy)
 
 
+class ChatTemplateScanner:
+    """`tokenizer_config.json` (its `chat_template`) and `*.jinja` / `*.j2` files: the
+    templates judged from their syntax tree (formats/chat_template.py); the text is still
+    searched for secrets."""
+
+    name = "chat template"
+    stages = _IN_MEMORY
+
+    def sniff(self, blob: Blob) -> bool:
+        name = blob.name.lower()
+        named = name == "tokenizer_config.json" or name.endswith((".jinja", ".j2"))
+        return named and is_text(blob.head)
+
+    def scan(self, blob: Blob, walk: Walk) -> Iterable[Finding]:
+        assert blob.data is not None
+        if blob.name.lower().endswith((".jinja", ".j2")):
+            text = blob.data.decode("utf-8", errors="replace")
+            templates = [chat_template.TemplateSource(blob.name, text)]
+        else:
+            templates = chat_template.tokenizer_config_templates(blob.data) or []
+        findings = list(chat_template.iter_template_findings(templates, blob.where))
+        _queue_text(blob, walk)
+        if templates:
+            walk.covered(blob.where, self.name)
+        return findings
+
+
 class TextScanner:
     """Text: searched for secrets (batched by the walker), unless it is an archive format the
     scanner recognises but does not open (SEC-FILE-004)."""
@@ -333,10 +384,12 @@ REGISTRY: tuple[FormatScanner, ...] = (
     NumpyScanner(),
     PICKLE,
     SafetensorsScanner(),
+    GgufScanner(),
     Hdf5Scanner(),
     OnnxScanner(),
     ReadWholeFile(),
     TensorflowScanner(),
+    ChatTemplateScanner(),
     TextScanner(),
     RawDataScanner(),
 )

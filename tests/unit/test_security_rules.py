@@ -35,6 +35,9 @@ STABLE_IDS = {
     "SEC-SECRET-001",
     "SEC-SECRET-002",
     "SEC-PII-001",
+    *(f"SEC-TEMPLATE-00{n}" for n in range(1, 5)),
+    "SEC-GGUF-001",
+    "SEC-AUTOMAP-001",
     "SEC-MODELSCAN-001",
 }
 
