@@ -117,6 +117,9 @@ def publish_run(settings: Settings, registry: Registry, run_id: str) -> None:
     _fault_point("publish:after-alias")
     with transaction(url) as session:
         mark_published(session, run_id)
+    # The guard leaves a model alone while one of its runs is unpublished; an alias moved by
+    # hand in that window is caught here, now that the guard would act on it again.
+    reconcile_alias(settings, registry, name)
     log.info(
         "run=%s published model=%s version=%s status=%s",
         run_id, name, version, tags["gatekeeper.status"],
