@@ -9,7 +9,9 @@ their tags and the alias back to what their runs say. Both are audited.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from service.config import Settings
 from service.errors import BadRequest, NotFound
@@ -35,37 +37,44 @@ def open_incident(
 ) -> str:
     if (dataset is None) == (model is None or version is None):
         raise BadRequest("name a dataset, or a model and a version")
-    with transaction(settings.resolved_database_url) as session:
-        if dataset is not None:
-            entries = versions_using(session, dataset)
-            affected = sorted({(e.model, e.version) for e in entries})
-        else:
-            assert model is not None and version is not None
-            affected = [(model, version)]
-        incident = Incident(
-            dataset=dataset, model_name=model, version=version, reason=reason,
-            affected=[{"model": m, "version": v} for m, v in affected], opened_by=actor,
-        )  # fmt: skip
-        session.add(incident)
-        session.flush()
-        incident_id = incident.id
-        audit.record(
-            session,
-            actor=actor,
-            action="incident.opened",
-            target=f"incident/{incident_id}",
-            details={"dataset": dataset, "model": model, "version": version,
-                     "reason": reason, "affected": incident.affected},
-        )  # fmt: skip
-    for name in sorted({m for m, _ in affected}):
-        with model_lock(name):  # the guard must see the record and the tags agree
-            for m, v in affected:
-                if m == name:
-                    registry.set_version_tags(name, v, {"gatekeeper.status": QUARANTINED})
-        reconcile_alias(settings, registry, name, actor=actor)
+    if dataset is not None:
+        with transaction(settings.resolved_database_url) as session:
+            affected = sorted({(e.model, e.version) for e in versions_using(session, dataset)})
+    else:
+        assert model is not None and version is not None
+        affected = [(model, version)]
+    models = sorted({m for m, _ in affected})
+    # The record and the tags change together under the guard's locks of every model: a
+    # guard between the two would take the gatekeeper's own change for tampering.
+    with _locks(models):
+        with transaction(settings.resolved_database_url) as session:
+            incident = Incident(
+                dataset=dataset, model_name=model, version=version, reason=reason,
+                affected=[{"model": m, "version": v} for m, v in affected], opened_by=actor,
+            )  # fmt: skip
+            session.add(incident)
+            session.flush()
+            incident_id = incident.id
+            details = {"dataset": dataset, "model": model, "version": version,
+                       "reason": reason, "affected": incident.affected}  # fmt: skip
+            audit.record(session, actor=actor, action="incident.opened",
+                         target=f"incident/{incident_id}", details=details)  # fmt: skip
+        for m, v in affected:
+            registry.set_version_tags(m, v, {"gatekeeper.status": QUARANTINED})
+        for name in models:
+            reconcile_alias(settings, registry, name, actor=actor)
     log.warning("incident %s opened by %s: %d versions quarantined", incident_id, actor,
                 len(affected))  # fmt: skip
     return incident_id
+
+
+@contextlib.contextmanager
+def _locks(models: list[str]) -> Iterator[None]:
+    """The guard's lock of each model, in name order (no two callers deadlock)."""
+    with contextlib.ExitStack() as stack:
+        for name in sorted(models):
+            stack.enter_context(model_lock(name))
+        yield
 
 
 def close_incident(settings: Settings, registry: Registry, incident_id: str, *, actor: str) -> None:
@@ -75,16 +84,18 @@ def close_incident(settings: Settings, registry: Registry, incident_id: str, *, 
             raise NotFound(f"no incident {incident_id}")
         if incident.closed_at is not None:
             return
-        incident.closed_at, incident.closed_by = utcnow(), actor
         affected = [a for a in incident.affected or [] if isinstance(a, dict)]
-        models = sorted({str(a["model"]) for a in affected})
-        audit.record(
-            session, actor=actor, action="incident.closed", target=f"incident/{incident_id}",
-            details={"affected": incident.affected},
-        )  # fmt: skip
-    for name in models:  # tags and alias back to what the runs say
-        with model_lock(name):
-            for item in affected:
-                if item["model"] == name:
-                    restore_tags(settings, registry, name, int(item["version"]))
-        reconcile_alias(settings, registry, name, actor=actor)
+    models = sorted({str(a["model"]) for a in affected})
+    with _locks(models):
+        with transaction(settings.resolved_database_url) as session:
+            incident = session.get(Incident, incident_id)
+            assert incident is not None
+            incident.closed_at, incident.closed_by = utcnow(), actor
+            audit.record(
+                session, actor=actor, action="incident.closed",
+                target=f"incident/{incident_id}", details={"affected": affected},
+            )  # fmt: skip
+        for item in affected:  # tags and alias back to what the runs say
+            restore_tags(settings, registry, str(item["model"]), int(item["version"]))
+        for name in models:
+            reconcile_alias(settings, registry, name, actor=actor)

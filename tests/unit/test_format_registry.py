@@ -60,6 +60,7 @@ def test_every_scanner_has_a_name_and_stages_and_each_stage_a_fallback() -> None
         "zip",
         "7z",
         "safetensors",
+        "gguf",
         "hdf5",
         "onnx",
         "read into memory",
