@@ -14,26 +14,15 @@ from service.errors import NotFound
 from service.runs.quarantine import close_incident, open_incident
 from service.store.auth import Role
 from service.store.db import transaction
-from service.store.lineage import versions_using
+from service.store.lineage import LineageEntry, versions_using
 from service.store.tables import Incident
 
 router = APIRouter(prefix="/api/v1", tags=["lineage", "incidents"])
 
 
-class LineageRead(BaseModel):
-    model: str
-    version: int
-    run_id: str
-    used_as: str
-    source: str
-    sha256: str | None
-    logged_digest: str | None
-    status: str
-
-
 class LineageList(BaseModel):
     dataset: str
-    data: list[LineageRead]
+    data: list[LineageEntry]
 
 
 @router.get("/lineage", response_model=LineageList)
@@ -45,7 +34,7 @@ def lineage(
     """The versions trained or evaluated on a dataset (its source, sha256 or MLflow digest)."""
     principal.require(Role.VIEWER)
     entries = versions_using(session, dataset)
-    return LineageList(dataset=dataset, data=[LineageRead(**vars(e)) for e in entries])
+    return LineageList(dataset=dataset, data=entries)
 
 
 class IncidentCreate(BaseModel):
