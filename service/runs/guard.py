@@ -24,6 +24,7 @@ published: the publisher is about to make MLflow match, and will apply the same 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import threading
@@ -93,12 +94,7 @@ def artifact_tampered_versions(session: Session, name: str) -> set[int]:
 
 
 def desired_holder(session: Session, name: str) -> int | None:
-    latest = latest_runs(session, name)
-    excluded = set(quarantined_versions(session, name)) | artifact_tampered_versions(session, name)
-    promotable = [
-        v for v, run in latest.items() if run.status in PROMOTABLE_STATUSES and v not in excluded
-    ]
-    return max(promotable, default=None)
+    return ModelRecord.read(session, name).holder()
 
 
 def versions_in_progress(session: Session, name: str) -> set[int]:
@@ -203,7 +199,7 @@ def _reconcile_alias(
                 },
             )
     if published is not None:
-        _fault_point("publish:after-intent")
+        fault_point("publish:after-intent")
     if holder != desired:
         if desired is not None:
             registry.set_alias(name, alias, desired)
@@ -244,50 +240,112 @@ def record_artifact_tampering(
         _tamper(session, name, version, "artifact", found)
 
 
-def expected_status(session: Session, name: str, version: int, run: GateRun | None) -> str | None:
-    """What `gatekeeper.status` must say for a version, from the record (None: no record)."""
-    if version in quarantined_versions(session, name):
-        return QUARANTINED
-    if version in artifact_tampered_versions(session, name):
-        return TAMPERED
-    last_tamper = session.scalar(
-        select(TamperEvent.at)
-        .where(TamperEvent.model_name == name, TamperEvent.version == version)
-        .order_by(TamperEvent.at.desc())
-        .limit(1)
-    )
-    if run is None:
-        return TAMPERED if last_tamper is not None else None
-    if last_tamper is not None and run.finished_at is not None and last_tamper > run.finished_at:
-        return TAMPERED
-    return str(run.status)
+@dataclass(frozen=True)
+class ModelRecord:
+    """What the database says of one model, read once: each version's latest finished run,
+    the versions under an open incident, those whose files changed, and when each version
+    was last found tampered with."""
+
+    latest: dict[int, GateRun]
+    quarantined: frozenset[int]
+    artifact_tampered: frozenset[int]
+    last_tamper: dict[int, dt.datetime]
+
+    @classmethod
+    def read(cls, session: Session, name: str) -> ModelRecord:
+        last: dict[int, dt.datetime] = {}
+        events = session.execute(
+            select(TamperEvent.version, TamperEvent.at).where(TamperEvent.model_name == name)
+        )
+        for version, at in events:
+            if version is not None and (version not in last or at > last[version]):
+                last[version] = at
+        return cls(
+            latest=latest_runs(session, name),
+            quarantined=frozenset(quarantined_versions(session, name)),
+            artifact_tampered=frozenset(artifact_tampered_versions(session, name)),
+            last_tamper=last,
+        )
+
+    def holder(self) -> int | None:
+        """Where the alias belongs: the newest version whose latest run is promotable, not
+        quarantined, files unchanged."""
+        excluded = self.quarantined | self.artifact_tampered
+        promotable = [
+            v for v, run in self.latest.items()
+            if run.status in PROMOTABLE_STATUSES and v not in excluded
+        ]  # fmt: skip
+        return max(promotable, default=None)
+
+    def status(self, version: int, run: GateRun | None) -> str | None:
+        """What `gatekeeper.status` must say for the version whose latest run is `run`
+        (None: no record)."""
+        if version in self.quarantined:
+            return QUARANTINED
+        if version in self.artifact_tampered:
+            return TAMPERED
+        last_tamper = self.last_tamper.get(version)
+        if run is None:
+            return TAMPERED if last_tamper is not None else None
+        if (
+            last_tamper is not None
+            and run.finished_at is not None
+            and last_tamper > run.finished_at
+        ):
+            return TAMPERED
+        return str(run.status)
+
+
+def recorded_tags(
+    settings: Settings, session: Session, record: ModelRecord, run: GateRun
+) -> dict[str, str]:
+    """The `gatekeeper.*` tags the record gives the run's version (the status says when the
+    version is quarantined or was tampered with, whatever the run said)."""
+    from service.runs.promotion import final_tags, signature_uri
+
+    tags = final_tags(settings, run, signature_uri(session, run.id))
+    tags["gatekeeper.status"] = record.status(run.model_version, run) or str(run.status)
+    return tags
+
+
+def _expected_tags(
+    settings: Settings, session: Session, record: ModelRecord, version: int
+) -> dict[str, str] | None:
+    """The tags the record gives a version; only a status when it has no run (None: no
+    record at all)."""
+    run = record.latest.get(version)
+    if run is not None:
+        return recorded_tags(settings, session, record, run)
+    status = record.status(version, None)
+    return None if status is None else {"gatekeeper.status": status}
 
 
 def guard_tags(
-    settings: Settings, registry: Registry, name: str, version: int, tags: Mapping[str, str]
+    settings: Settings,
+    registry: Registry,
+    name: str,
+    version: int,
+    tags: Mapping[str, str],
+    expected: dict[str, str] | None,
 ) -> bool:
-    """Rewrite the version's `gatekeeper.*` tags where they differ from the record; True when
-    something was rewritten (and recorded as tampering)."""
-    from service.runs.promotion import final_tags, signature_uri
-
-    with transaction(settings.resolved_database_url) as session:
-        run = latest_runs(session, name).get(version)
-        status = expected_status(session, name, version, run)
-        if run is None:
-            claimed = tags.get("gatekeeper.status")
-            if claimed is None or claimed in ("running", "pending") or claimed == status:
-                return False
-            expected = {"gatekeeper.status": status or "pending"}
-        else:
-            expected = final_tags(settings, run, signature_uri(session, run.id))
-            expected["gatekeeper.status"] = status or str(run.status)
-        wrong = {k: v for k, v in expected.items() if tags.get(k) != v}
-        if not wrong:
+    """Rewrite the version's `gatekeeper.*` tags where they differ from `expected` (what the
+    record gives it); True when something was rewritten (and recorded as tampering)."""
+    if expected is None or set(expected) == {"gatekeeper.status"}:
+        # no run recorded: only a final status claimed on the version can be wrong
+        status = (expected or {}).get("gatekeeper.status")
+        claimed = tags.get("gatekeeper.status")
+        if claimed is None or claimed in ("running", "pending") or claimed == status:
             return False
-        found = {"tags": {k: tags.get(k) for k in wrong}, "expected": wrong}
-        _tamper(session, name, version, "tag", found)
-        if "gatekeeper.status" in wrong and expected["gatekeeper.status"] != TAMPERED:
-            expected["gatekeeper.status"] = TAMPERED  # the record now says: it was tampered with
+        expected = {"gatekeeper.status": status or "pending"}
+    expected = dict(expected)
+    wrong = {k: v for k, v in expected.items() if tags.get(k) != v}
+    if not wrong:
+        return False
+    with transaction(settings.resolved_database_url) as session:
+        _tamper(session, name, version, "tag", {"tags": {k: tags.get(k) for k in wrong},
+                                                "expected": wrong})  # fmt: skip
+    if "gatekeeper.status" in wrong:
+        expected["gatekeeper.status"] = TAMPERED  # the record now says: it was tampered with
     # only what is wrong, status last: whoever sees it sees every other tag
     rewrite = {k: v for k, v in expected.items() if k != "gatekeeper.status" and k in wrong}
     if tags.get("gatekeeper.status") != expected["gatekeeper.status"]:
@@ -298,14 +356,12 @@ def guard_tags(
 
 def restore_tags(settings: Settings, registry: Registry, name: str, version: int) -> None:
     """Write the version's tags from the record (the record changed: not tampering)."""
-    from service.runs.promotion import final_tags, signature_uri
-
     with transaction(settings.resolved_database_url) as session:
-        run = latest_runs(session, name).get(version)
+        record = ModelRecord.read(session, name)
+        run = record.latest.get(version)
         if run is None:
             return
-        expected = final_tags(settings, run, signature_uri(session, run.id))
-        expected["gatekeeper.status"] = expected_status(session, name, version, run) or run.status
+        expected = recorded_tags(settings, session, record, run)
     registry.set_version_tags(name, version, expected)
 
 
@@ -336,15 +392,17 @@ def _guard_model(settings: Settings, registry: Registry, name: str, version: int
             log.info("model=%s guard skipped: a run is being published", name)
             return
         busy = versions_in_progress(session, name)
-    if version is not None:
-        if version not in busy:
-            info = registry.get_version(name, version)
-            guard_tags(settings, registry, name, version, info.tags)
-        return
-    reconcile_alias(settings, registry, name)
-    for info in registry.versions_of(name):
-        if info.version not in busy:
-            guard_tags(settings, registry, name, info.version, info.tags)
+    if version is None:
+        reconcile_alias(settings, registry, name)
+        listed = registry.versions_of(name)
+    else:
+        listed = [] if version in busy else [registry.get_version(name, version)]
+    listed = [info for info in listed if info.version not in busy]
+    with transaction(settings.resolved_database_url) as session:  # read once per model
+        record = ModelRecord.read(session, name)
+        expected = {i.version: _expected_tags(settings, session, record, i.version) for i in listed}
+    for info in listed:
+        guard_tags(settings, registry, name, info.version, info.tags, expected[info.version])
 
 
 def guarded_models(settings: Settings) -> list[str]:
@@ -355,7 +413,7 @@ def guarded_models(settings: Settings) -> list[str]:
     return sorted(names)
 
 
-def _fault_point(name: str) -> None:
+def fault_point(name: str) -> None:
     """`GATEKEEPER_FAULT_INJECT` kills the process here (the crash tests, nothing else)."""
     if os.environ.get("GATEKEEPER_FAULT_INJECT") == name:
         log.error("fault injected at %s: exiting now", name)

@@ -16,13 +16,13 @@ point; it exists for the crash tests (tests/e2e/test_outages.py) and does nothin
 from __future__ import annotations
 
 import logging
-import os
 
 from sqlalchemy.orm import Session
 
 from gates.base import Finding, Status
 from service.config import Settings
 from service.mlflow.registry import Registry
+from service.runs.guard import ModelRecord, fault_point, reconcile_alias, recorded_tags
 from service.runs.queue import mark_published
 from service.store.db import transaction
 from service.store.tables import FINISHED_STATUSES, ArtifactSignature, GateRun, RunStatus
@@ -87,8 +87,6 @@ def _top_finding(run: GateRun) -> str | None:
 def publish_run(settings: Settings, registry: Registry, run_id: str) -> None:
     """Tags from the record, then the alias where the record says (the guard's one rule:
     the newest promotable version), then the run is marked published."""
-    from service.runs.guard import expected_status, reconcile_alias
-
     url = settings.resolved_database_url
     with transaction(url) as session:
         signed = session.get(ArtifactSignature, run_id)
@@ -107,14 +105,12 @@ def publish_run(settings: Settings, registry: Registry, run_id: str) -> None:
         run = session.get(GateRun, run_id)
         if run is None or run.status not in FINISHED_STATUSES:
             return
-        tags = final_tags(settings, run, signature_uri(session, run_id))
         name, version = run.model_name, run.model_version
-        # a quarantined (or tampered) version says so, whatever its run said
-        tags["gatekeeper.status"] = expected_status(session, name, version, run) or run.status
+        tags = recorded_tags(settings, session, ModelRecord.read(session, name), run)
         session.expunge(run)
     registry.set_version_tags(name, version, tags)
     reconcile_alias(settings, registry, name, published=run)
-    _fault_point("publish:after-alias")
+    fault_point("publish:after-alias")
     with transaction(url) as session:
         mark_published(session, run_id)
     # The guard leaves a model alone while one of its runs is unpublished; an alias moved by
@@ -130,9 +126,3 @@ def signature_uri(session: Session, run_id: str) -> str | None:
     """Where the run's signature was logged in MLflow, if it was signed and logged."""
     row = session.get(ArtifactSignature, run_id)
     return row.mlflow_uri if row is not None else None
-
-
-def _fault_point(name: str) -> None:
-    if os.environ.get("GATEKEEPER_FAULT_INJECT") == name:
-        log.error("fault injected at %s: exiting now", name)
-        os._exit(137)
