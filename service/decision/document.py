@@ -15,7 +15,12 @@ from typing import Any
 
 from gates.base import GateResult
 
-MAX_FINDINGS_PER_GATE = 200
+# Every finding reaches the rules (a rule waiver must see each one it would cover: a list cut
+# at N lets N padding findings of a waived rule hide a HIGH one); what is cut is each
+# finding's text, never the list.
+MAX_FINDING_TEXT = 300
+MAX_EVIDENCE_KEYS = 16
+MAX_EVIDENCE_TEXT = 200
 
 
 @dataclass(frozen=True)
@@ -116,13 +121,27 @@ def _gate(result: GateResult, mode: str) -> dict[str, Any]:
             {
                 "rule_id": f.rule_id,
                 "severity": f.severity.value,
-                "message": f.message,
-                "where": f.where,
-                "evidence": dict(f.evidence),
+                "message": f.message[:MAX_FINDING_TEXT],
+                "where": f.where[:MAX_FINDING_TEXT],
+                "evidence": _small_evidence(f.evidence),
             }
-            for f in result.findings[:MAX_FINDINGS_PER_GATE]
+            for f in result.findings
         ],
     }
+
+
+def _small_evidence(evidence: Mapping[str, Any]) -> dict[str, Any]:
+    """A finding's evidence as the rules see it: scalar values only (text cut short), so a
+    finding's size is bounded however many there are. The whole evidence stays on the run."""
+    small: dict[str, Any] = {}
+    for key, value in evidence.items():
+        if len(small) >= MAX_EVIDENCE_KEYS:
+            break
+        if isinstance(value, str):
+            small[str(key)] = value[:MAX_EVIDENCE_TEXT]
+        elif value is None or isinstance(value, bool | int | float):
+            small[str(key)] = value
+    return small
 
 
 def _dataset(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -231,3 +231,24 @@ def test_the_readme_example_module_compiles_and_does_what_it_says(tmp_path: Path
     decision = decide([_security()], policy, _context(datasets=[evaluation]))
     assert decision.deny == ["churn v3 has no description"]
     assert decision.warn == ["trained on trainer-supplied evaluation data"]
+
+
+def test_padding_findings_of_a_waived_rule_cannot_push_a_high_finding_out_of_the_rules_sight() -> (
+    None
+):
+    """The attack: a narrow rule waiver (fixture keys) and 250 findings of that rule in front
+    of a HIGH pickle finding. Every finding reaches the rules, so the run is not waived."""
+    padding = [
+        Finding("SEC-SECRET-001", Severity.HIGH, f"AWS key in fixtures/{i}.txt", "x" * 5000)
+        for i in range(250)
+    ]
+    hidden = Finding("SEC-PICKLE-002", Severity.HIGH, "callable outside the allowlist")
+    waiver = _waiver(rule_id="SEC-SECRET-001")
+    decision = decide([_security(*padding, hidden)], ModelPolicy(), _context(waiver))
+    assert decision.status == RunStatus.FAILED and decision.waived == []
+    assert decision.input is not None
+    seen = decision.input["gates"][0]["findings"]
+    assert len(seen) == 251 and seen[-1]["rule_id"] == "SEC-PICKLE-002"
+    assert all(len(f["where"]) <= 300 for f in seen)  # the text is cut, never the list
+    only_padding = decide([_security(*padding)], ModelPolicy(), _context(waiver))
+    assert only_padding.status == RunStatus.WAIVED
