@@ -53,6 +53,7 @@ class IncidentRead(BaseModel):
     version: int | None
     reason: str
     affected: list[dict[str, Any]]
+    dataset_sha256s: list[str]
     opened_by: str
     opened_at: dt.datetime
     closed_by: str | None
@@ -63,7 +64,8 @@ class IncidentRead(BaseModel):
     def from_row(cls, row: Incident) -> IncidentRead:
         return cls(
             id=row.id, dataset=row.dataset, model=row.model_name, version=row.version,
-            reason=row.reason, affected=list(row.affected or []), opened_by=row.opened_by,
+            reason=row.reason, affected=list(row.affected or []),
+            dataset_sha256s=[str(h) for h in row.dataset_sha256s or []], opened_by=row.opened_by,
             opened_at=row.opened_at, closed_by=row.closed_by, closed_at=row.closed_at,
             open=row.closed_at is None,
         )  # fmt: skip

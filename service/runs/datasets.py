@@ -29,6 +29,7 @@ from service.errors import GatekeeperError
 from service.mlflow.logged_data import LoggedDataset, mlflow_digest
 from service.mlflow.registry import Registry
 from service.policy import DatasetSpec, LimitsConfig
+from service.store.lineage import canonical_source
 
 MAX_DATASET_BYTES = 2 * 1024**3
 
@@ -85,6 +86,8 @@ class LoadedDataset:
         return {
             "name": self.name,
             "source": self.source,
+            # the one spelling lineage and incidents compare (service/store/lineage.py)
+            "canonical_source": canonical_source(self.source),
             "origin": self.origin.value,
             "trainer_supplied": self.trainer_supplied,
             "logged": self.logged.record() if self.logged else None,

@@ -77,7 +77,8 @@ def quarantined_versions(session: Session, name: str) -> dict[int, str]:
             if isinstance(item, dict) and item.get("model") == name:
                 found[int(item["version"])] = incident.id
         if incident.dataset is not None:
-            for entry in versions_using(session, incident.dataset, model=name):
+            sha256s = [str(h) for h in incident.dataset_sha256s or []]
+            for entry in versions_using(session, incident.dataset, model=name, sha256s=sha256s):
                 found.setdefault(entry.version, incident.id)
     return found
 

@@ -37,9 +37,14 @@ def open_incident(
 ) -> str:
     if (dataset is None) == (model is None or version is None):
         raise BadRequest("name a dataset, or a model and a version")
+    sha256s: list[str] = []
     if dataset is not None:
         with transaction(settings.resolved_database_url) as session:
-            affected = sorted({(e.model, e.version) for e in versions_using(session, dataset)})
+            # the bytes recorded under that name: the same data anywhere else is affected too
+            named = versions_using(session, dataset)
+            sha256s = sorted({e.sha256 for e in named if e.sha256})
+            entries = versions_using(session, dataset, sha256s=sha256s)
+            affected = sorted({(e.model, e.version) for e in entries})
     else:
         assert model is not None and version is not None
         affected = [(model, version)]
@@ -51,12 +56,14 @@ def open_incident(
             incident = Incident(
                 dataset=dataset, model_name=model, version=version, reason=reason,
                 affected=[{"model": m, "version": v} for m, v in affected], opened_by=actor,
+                dataset_sha256s=sha256s or None,
             )  # fmt: skip
             session.add(incident)
             session.flush()
             incident_id = incident.id
             details = {"dataset": dataset, "model": model, "version": version,
-                       "reason": reason, "affected": incident.affected}  # fmt: skip
+                       "reason": reason, "affected": incident.affected,
+                       "dataset_sha256s": sha256s}  # fmt: skip
             audit.record(session, actor=actor, action="incident.opened",
                          target=f"incident/{incident_id}", details=details)  # fmt: skip
         for m, v in affected:

@@ -286,6 +286,9 @@ class Incident(Base):
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reason: Mapped[str] = mapped_column(Text)
     affected: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{"model", "version"}]
+    # sha256 of the bytes recorded under `dataset` when it opened: the same data under
+    # another name, path or source is quarantined too (service/store/lineage.py)
+    dataset_sha256s: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     opened_by: Mapped[str] = mapped_column(String(128))
     opened_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     closed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
