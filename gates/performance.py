@@ -153,7 +153,8 @@ def check(ctx: GateContext, config: PerformanceConfig) -> GateResult:
         "comparison": (
             f"against version {version} on the same rows"
             if champion is not None
-            else "no champion (no version holds the alias yet): floors only"
+            else "no champion (no other version holds the alias in the gatekeeper's record): "
+            "floors only"
         ),
         "metrics": rows,
     }

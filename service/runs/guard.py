@@ -98,6 +98,13 @@ def desired_holder(session: Session, name: str) -> int | None:
     return ModelRecord.read(session, name).holder()
 
 
+def recorded_baseline(session: Session, name: str, candidate: int) -> int | None:
+    """The version a candidate is compared with (champion, drift reference): where the record
+    puts the alias, the candidate aside. Never MLflow's alias, which any registry user can
+    move onto a version of their choosing (or onto the candidate, to drop the comparison)."""
+    return ModelRecord.read(session, name).holder(exclude=frozenset({candidate}))
+
+
 def versions_in_progress(session: Session, name: str) -> set[int]:
     """Versions with a queued or running run: their tags are the worker's until it is done."""
     return set(
@@ -268,10 +275,10 @@ class ModelRecord:
             last_tamper=last,
         )
 
-    def holder(self) -> int | None:
+    def holder(self, exclude: frozenset[int] = frozenset()) -> int | None:
         """Where the alias belongs: the newest version whose latest run is promotable, not
-        quarantined, files unchanged."""
-        excluded = self.quarantined | self.artifact_tampered
+        quarantined, files unchanged (and not in `exclude`)."""
+        excluded = self.quarantined | self.artifact_tampered | exclude
         promotable = [
             v for v, run in self.latest.items()
             if run.status in PROMOTABLE_STATUSES and v not in excluded

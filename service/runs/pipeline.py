@@ -2,9 +2,10 @@
 
 Pure orchestration: no SQL here. The worker records what this returns in one transaction.
 The model is loaded only in the sandbox, and only after the security gate passed. The
-champion (the version holding the alias) is loaded only when the gatekeeper's own record holds
-a passing run for exactly the files just downloaded (never on a tag, which any registry user
-can set), and only after its own security scan passed in this run.
+champion is the version the gatekeeper's own record says holds the alias (the candidate
+aside; never MLflow's alias, which any registry user can move), loaded only when the record
+holds a passing run for exactly the files just downloaded (never on a tag), and only after
+its own security scan passed in this run.
 """
 
 from __future__ import annotations
@@ -55,12 +56,19 @@ EVALUATION_GATES = ("performance", "fairness", "robustness")
 
 # (model name, version) -> artifact digests of the runs the gatekeeper recorded as passed.
 PassingDigests = Callable[[str, int], Collection[str]]
+# (model name, candidate version) -> the version the record says holds the alias, the
+# candidate aside (None: no other version holds it).
+BaselineVersion = Callable[[str, int], int | None]
 # (model name, version, artifact digest) -> the waivers that apply to this run now.
 ActiveWaivers = Callable[[str, int, str | None], Sequence[WaiverRecord]]
 
 
 def no_waivers(_name: str, _version: int, _digest: str | None) -> Sequence[WaiverRecord]:
     return ()
+
+
+def no_baseline(_name: str, _version: int) -> int | None:
+    return None
 
 
 @dataclass
@@ -82,7 +90,7 @@ def run_pipeline(
     scratch_root: Path,
     passing_digests: PassingDigests,
     isolation: IsolationConfig,
-    alias: str = "production-ready",
+    baseline: BaselineVersion = no_baseline,
     deadline_s: float = 1800.0,
     allowed_sources: tuple[str, ...] = (),
     active_waivers: ActiveWaivers = no_waivers,
@@ -93,6 +101,9 @@ def run_pipeline(
     name, version = claimed.model_name, claimed.model_version
     # The webhook payload was only a hint: this re-read is what we trust.
     info = registry.get_version(name, version)
+    # read once, from the record, before anything else: champion and drift reference are the
+    # same version, and nothing a registry user does during the run changes which
+    champion_version = baseline(name, version)
     scratch = scratch_root / claimed.id
     shutil.rmtree(scratch, ignore_errors=True)
     try:
@@ -101,7 +112,9 @@ def run_pipeline(
             max_bytes=_max_artifact_bytes(policy),
         )  # fmt: skip
         mlmodel = read_mlmodel(fetched.root)
-        sources = DataSources(registry, info, alias, allowed_sources, mlmodel, scratch / "data")
+        sources = DataSources(
+            registry, info, champion_version, allowed_sources, mlmodel, scratch / "data"
+        )
         data = resolve_run_data(policy, sources, reference=policy.mode("drift") != GateMode.OFF)
         ctx = GateContext(
             artifact_dir=fetched.root,
@@ -119,8 +132,9 @@ def run_pipeline(
         if stage[0].status == Status.PASS:
             deadline.remaining("the evaluation gates")
             env = _Evaluation(
-                registry, info, alias, scratch, claimed.id, isolation, passing_digests, deadline
-            )
+                registry, info, champion_version, scratch, claimed.id, isolation,
+                passing_digests, deadline,
+            )  # fmt: skip
             results += _evaluation_gates(ctx, policy, data, fetched.root, env)
             sandbox = env.sandbox_used
         records = data.records()
@@ -184,7 +198,7 @@ class _Evaluation:
 
     registry: Registry
     info: VersionInfo
-    alias: str
+    baseline: int | None  # the record's alias holder, the candidate aside
     scratch: Path
     run_id: str
     isolation: IsolationConfig
@@ -375,15 +389,18 @@ def _champion(
     features: Any,
     limits: SandboxLimits,
 ) -> tuple[Predictions | None, str | None, str | None]:
-    """The alias holder's predictions on the same rows, or why there are none.
+    """The baseline's predictions on the same rows, or why there are none.
 
-    Loaded only if (1) the gatekeeper's database holds a passing run of that version whose
-    artifact digest equals the digest of the files downloaded now, and (2) those files pass
-    the security gate under this policy now. A `gatekeeper.status` tag proves nothing.
+    The baseline is the version the gatekeeper's record says holds the alias (the candidate
+    aside), never MLflow's alias. Loaded only if (1) the gatekeeper's database holds a
+    passing run of that version whose artifact digest equals the digest of the files
+    downloaded now, and (2) those files pass the security gate under this policy now. A
+    `gatekeeper.status` tag proves nothing. A baseline that cannot be used is a reason (the
+    regression check errors), never "no champion".
     """
     info = env.info
-    holder = env.registry.alias_version(info.name, env.alias)
-    if holder is None or holder == info.version:
+    holder = env.baseline
+    if holder is None:
         return None, None, None
     try:
         fetched = fetch_version(

@@ -4,8 +4,9 @@ Evaluation and training data come from the policy (`uri`, `artifact_path`, `from
 when the policy entry names no data at all, from the datasets the candidate's run logged with
 `mlflow.log_input` (context `training`; `evaluation`, `eval`, `test` or `validation`). The
 drift reference is the policy's `data.reference`, else the training data the run of the
-version holding the alias logged. A dataset that cannot be had is recorded with its reason:
-the gates that need it then `error` (fail closed), naming it.
+baseline version logged: the version the gatekeeper's record says holds the alias (never
+MLflow's alias, which any registry user can move). A dataset that cannot be had is
+recorded with its reason: the gates that need it then `error` (fail closed), naming it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class DataSources:
 
     registry: Registry
     info: VersionInfo
-    alias: str
+    baseline: int | None  # the record's alias holder (the candidate aside); None: no holder
     allowed_sources: tuple[str, ...]
     mlmodel: dict[str, Any]
     scratch: Path
@@ -141,15 +142,16 @@ def _load(
 
 
 class NoReference(DatasetError):
-    """No version holds the alias yet (or the candidate does): nothing to compare against."""
+    """The record has no other promotable version: nothing to compare against yet."""
 
 
 def _from_alias_holder(name: str, sources: DataSources, bounds: DatasetBounds) -> LoadedDataset:
     info = sources.info
-    holder = sources.registry.alias_version(info.name, sources.alias)
-    if holder is None or holder == info.version:
+    holder = sources.baseline
+    if holder is None:
         raise NoReference(
-            f"no reference data: no other version holds the alias {sources.alias!r} yet"
+            "no reference data: the gatekeeper's record has no other version that holds the "
+            "alias yet"
         )
     holder_info = sources.registry.get_version(info.name, holder)
     if not holder_info.run_id:

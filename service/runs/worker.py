@@ -31,7 +31,7 @@ from service.integrity.signing import sign_directory
 from service.metrics import RUN_DURATION, RUNS_FINISHED
 from service.mlflow.registry import Registry
 from service.policy import policy_for
-from service.runs.guard import record_artifact_tampering
+from service.runs.guard import record_artifact_tampering, recorded_baseline
 from service.runs.pipeline import PipelineOutcome, run_pipeline
 from service.runs.promotion import publish_run, running_tags
 from service.runs.queue import (
@@ -211,7 +211,7 @@ class Worker:
                     active_waivers=self._active_waivers,
                     sign=self._sign,
                     isolation=self.settings.isolation,
-                    alias=self.settings.alias,
+                    baseline=self._baseline,
                     deadline_s=self.settings.run_deadline_s,
                     allowed_sources=self.settings.logged_data_prefixes,
                 )
@@ -237,6 +237,10 @@ class Worker:
 
         # asked at decision time, mid-run: an outage then is waited out like one while recording
         return self._through_outage(f"{model_name}/{version}", "reading waivers", read)
+
+    def _baseline(self, model_name: str, version: int) -> int | None:
+        with transaction(self.settings.resolved_database_url) as session:
+            return recorded_baseline(session, model_name, version)
 
     def _passing_digests(self, model_name: str, version: int) -> set[str]:
         with transaction(self.settings.resolved_database_url) as session:
