@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo run clean
+.PHONY: install test lint browser demo run clean
 
 install: $(STAMP)
 
@@ -18,7 +18,18 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install lint
+# The report page tests drive a real headless Chromium (tests/browser.py): Debian's package,
+# installed here when it is missing and we may (root, apt-get: CI and fresh machines). Anyone
+# else installs it once (`sudo apt-get install chromium`) or points GATEKEEPER_TEST_CHROMIUM at
+# a Chrome; without one those tests fail and say so. `make install` and `make demo` need none.
+browser:
+	@if [ -z "$$GATEKEEPER_TEST_CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1 \
+		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the page tests"; \
+		apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
+	fi
+
+test: install lint browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 -n 2 --dist loadfile
 
 # A complete local installation: embedded MLflow + gatekeeper, two example versions decided.

@@ -12,7 +12,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from service.api import health, incidents, pages, runs, signatures, waivers, webhooks
+from service.api import (
+    health,
+    incidents,
+    pages,
+    runs,
+    signatures,
+    signin,
+    waivers,
+    webhooks,
+)
 from service.config import Settings
 from service.errors import GatekeeperError
 from service.mlflow.registry import Registry
@@ -57,7 +66,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.registry = registry
-    for module in (webhooks, runs, waivers, signatures, incidents, health, pages):
+    for module in (webhooks, runs, waivers, signatures, incidents, health, pages, signin):
         app.include_router(module.router)
     _install_error_handlers(app)
     return app

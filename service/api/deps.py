@@ -9,8 +9,10 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from service.config import Settings
+from service.errors import Unauthorized
 from service.mlflow.registry import Registry
-from service.store.auth import Principal, authenticate
+from service.store import page_sessions
+from service.store.auth import Principal, Role, authenticate
 from service.store.db import session_factory
 
 
@@ -45,3 +47,31 @@ def get_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def get_page_viewer(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Principal | None:
+    """Who is looking at a report page: a bearer token (scripts) or the sign-in cookie
+    (people), at least a viewer; None only when `GATEKEEPER_PAGES_PUBLIC` opens the pages.
+    Unauthorized otherwise; the pages router turns that into the sign-in form.
+
+    Never a token from the URL (`?token=`): URLs end up in logs, history and Referer headers.
+    """
+    if settings.pages_public:
+        return None
+    if authorization is not None:  # a script said who it is: that, or nothing
+        principal = authenticate(session, settings, authorization)
+    else:
+        cookie = request.cookies.get(page_sessions.cookie_spec(settings).name)
+        if not cookie:
+            raise Unauthorized("sign in to see the report pages")
+        principal = page_sessions.principal_from_cookie(session, settings, cookie)
+    principal.require(Role.VIEWER)
+    return principal
+
+
+PageViewer = Annotated[Principal | None, Depends(get_page_viewer)]

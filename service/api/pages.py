@@ -1,38 +1,144 @@
-"""Report pages people reach from the `gatekeeper.report_url` tag. Read-only, escaped HTML."""
+"""Report pages people reach from the `gatekeeper.report_url` tag. Read-only, escaped HTML.
+
+They show what `/api/v1` shows a viewer (findings, dataset sources, metrics), so every route
+of this router needs a viewer (`deps.get_page_viewer`: a bearer token or the sign-in cookie
+of `service/api/signin.py`) unless `GATEKEEPER_PAGES_PUBLIC=true`. Without one the answer is
+the sign-in form, status 401, in place of the page: nothing of the run, and the form brings
+the person back to the page they asked for.
+"""
 
 from __future__ import annotations
 
 import html
+import re
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from fastapi import APIRouter, Path
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.routing import APIRoute
 from sqlalchemy import select
 
-from service.api.deps import SessionDep
-from service.errors import NotFound
+from service.api.deps import PageViewer, SessionDep, get_page_viewer
+from service.errors import NotFound, Unauthorized
+from service.store import page_sessions
+from service.store.auth import Principal
 from service.store.tables import GateResultRow, GateRun
-
-router = APIRouter(tags=["pages"], include_in_schema=False)
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem}"
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;"
     "text-align:left;vertical-align:top}.passed,.pass{color:#070}.failed,.fail,.error{color:#a00}"
-    ".waived,.warn{color:#a60}"
+    ".waived,.warn{color:#a60}nav{float:right}nav form{display:inline}"
 )
+# Pages carry a viewer's data now: no shared cache may keep one for the next visitor.
+_PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin"}
 
 
-def _page(title: str, body: str) -> HTMLResponse:
+def _page(
+    title: str,
+    body: str,
+    *,
+    viewer: Principal | None = None,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    nav = (
+        f"<nav>signed in as {html.escape(viewer.name)} ({html.escape(viewer.role)}) "
+        "<form method=post action='/signout'><button type=submit>Sign out</button></form></nav>"
+        if viewer is not None
+        else ""
+    )
     return HTMLResponse(
         f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
+        f"<style>{_STYLE}</style></head><body>{nav}{body}</body></html>",
+        status_code=status_code,
+        headers={**_PRIVATE, **(headers or {})},
     )
 
 
+# Where the form may send a person back to: a path of this site and nothing else (no open
+# redirect). One leading slash, then only URL path characters: no scheme, no `//host`, no
+# backslash (browsers read `/\host` as `//host`), no whitespace or control characters
+# (browsers drop a tab or newline inside a URL, so `/<tab>/host` would become `//host`), and no
+# query (a `?token=` someone pasted would be echoed back into the form).
+_LOCAL_PATH = re.compile(r"/(?!/)[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,500}")
+
+
+def local_path(target: str | None) -> str:
+    """`target` if it is a path on this site other than the sign-in routes, else `/`."""
+    if target and _LOCAL_PATH.fullmatch(target) and not target.startswith(("/signin", "/signout")):
+        return target
+    return "/"
+
+
+def sign_in_page(
+    next_path: str, *, error: str = "", status_code: int = 200, clear_cookie: str | None = None
+) -> HTMLResponse:
+    """The sign-in form. It names no run, model or dataset: only where it will return to, a
+    path the visitor asked for themselves. The token field is never filled in (no echo)."""
+    note = f"<p class='error' role='alert'>{html.escape(error)}</p>" if error else ""
+    body = (
+        "<h1>mlflow-gatekeeper</h1><h2>Sign in</h2>"
+        "<p>The report pages need a token with the <b>viewer</b> role or above.</p>"
+        f"{note}<form method=post action='/signin'>"
+        f"<input type=hidden name=next value='{html.escape(local_path(next_path))}'>"
+        "<p><label for=token>API token</label><br>"
+        "<input type=password id=token name=token required autocomplete=off autofocus "
+        "size=60></p><p><button type=submit>Sign in</button></p></form>"
+        "<p>An administrator makes one with "
+        "<code>gatekeeper token create --name YOU --role viewer</code>.</p>"
+    )
+    response = _page(
+        "Sign in · mlflow-gatekeeper",
+        body,
+        status_code=status_code,
+        # 401 needs a challenge; Bearer, so no browser opens its own password dialog
+        headers={"WWW-Authenticate": 'Bearer realm="gatekeeper"'} if status_code == 401 else None,
+    )
+    if clear_cookie is not None:
+        response.delete_cookie(clear_cookie, path="/")
+    return response
+
+
+class _SignInWhenRefused(APIRoute):
+    """Every route of the pages router needs a viewer (the router's dependency); a request
+    without one gets the sign-in form, status 401, in place of the page it asked for. One
+    place, so a page added later cannot forget it."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Unauthorized:
+                cookie = page_sessions.cookie_spec(request.app.state.settings).name
+                presented = "authorization" in request.headers or cookie in request.cookies
+                return sign_in_page(
+                    quote(request.url.path),
+                    error="Those credentials were not accepted (unknown, revoked or expired): "
+                    "sign in again."
+                    if presented
+                    else "",
+                    status_code=401,
+                    clear_cookie=cookie if cookie in request.cookies else None,
+                )
+
+        return handle
+
+
+router = APIRouter(
+    tags=["pages"],
+    include_in_schema=False,
+    route_class=_SignInWhenRefused,
+    dependencies=[Depends(get_page_viewer)],
+)
+
+
 @router.get("/", response_class=HTMLResponse)
-def index(session: SessionDep) -> HTMLResponse:
+def index(session: SessionDep, viewer: PageViewer) -> HTMLResponse:
     runs = session.scalars(select(GateRun).order_by(GateRun.created_at.desc()).limit(50)).all()
     rows = "".join(
         f"<tr><td><a href='/runs/{r.id}'>{r.id[:8]}</a></td><td>{html.escape(r.model_name)}</td>"
@@ -44,6 +150,7 @@ def index(session: SessionDep) -> HTMLResponse:
         "mlflow-gatekeeper",
         "<h1>mlflow-gatekeeper</h1><p>Latest runs</p><table><tr><th>run</th><th>model</th>"
         f"<th>version</th><th>status</th><th>trigger</th><th>created</th></tr>{rows}</table>",
+        viewer=viewer,
     )
 
 
@@ -157,7 +264,9 @@ def _waivers_section(decision: dict[str, Any]) -> str:
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_page(run_id: Annotated[str, Path(max_length=36)], session: SessionDep) -> HTMLResponse:
+def run_page(
+    run_id: Annotated[str, Path(max_length=36)], session: SessionDep, viewer: PageViewer
+) -> HTMLResponse:
     run = session.get(GateRun, run_id)
     if run is None:
         raise NotFound(f"no run {run_id}")
@@ -206,7 +315,7 @@ def run_page(run_id: Annotated[str, Path(max_length=36)], session: SessionDep) -
         + _waivers_section(decision)
         + (f"<p class='error'>{esc(run.error_message)}</p>" if run.error_message else "")
     )
-    return _page(f"{run.model_name} v{run.model_version}", body)
+    return _page(f"{run.model_name} v{run.model_version}", body, viewer=viewer)
 
 
 # A report made where the model ran is the model's to shape: served from an opaque origin
@@ -224,6 +333,7 @@ REPORT_HEADERS = {
     # a download, not a page of this site: a script in it could still navigate the tab away
     # carrying what the report shows
     "Content-Disposition": 'attachment; filename="giskard-report.html"',
+    "Cache-Control": "no-store",
 }
 
 
