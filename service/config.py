@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     # the longest a waiver may run; an approver asking for more is refused, not trimmed
     waiver_max_days: float = Field(default=30.0, gt=0, le=3650)
     public_url: str = "http://127.0.0.1:8000"
+    # The report pages show what /api/v1 shows a viewer (findings, dataset sources, metrics),
+    # so they need a viewer too: a sign-in cookie or a bearer token. True opens them to anyone
+    # who can reach the gatekeeper (a deliberate choice for a private network).
+    pages_public: bool = False
     policy_path: Path | None = None
     # Glob on registered model names this gatekeeper is responsible for.
     models: str = "*"
@@ -38,8 +42,15 @@ class Settings(BaseSettings):
     reverify_interval_s: float = Field(default=3600.0, gt=0)
     # the ECDSA P-256 key passing artifacts are signed with; unset: data dir's own
     signing_key_path: Path | None = None
+    # how long a signed revocation list stays valid for offline `gatekeeper verify`
+    revocations_valid_s: float = Field(default=86400.0, gt=0, le=30 * 86400)
     worker_idle_sleep_s: float = 0.5
     lease_s: float = 60.0
+    # A recorded run is published (tags, alias) right after it is recorded; the guard leaves
+    # its version to the publisher for at most this long, and a run still unpublished after
+    # `publish_stuck_after_s` is an alert (log, metric, audit), never a silent skip.
+    publish_window_s: float = Field(default=60.0, gt=0)
+    publish_stuck_after_s: float = Field(default=600.0, gt=0)
     max_attempts: int = 3
     retry_backoff_s: float = 10.0
     # MLflow or the database unreachable: retried for this long without spending attempts

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 WEBHOOK_DELIVERIES = Counter(
     "gatekeeper_webhook_deliveries_total", "Webhook deliveries by outcome", ["outcome"]
@@ -19,4 +19,8 @@ TAMPERING = Counter(
     "gatekeeper_tampering_total",
     "Registry changes that did not match the record and were put back, by kind",
     ["kind"],
+)
+PUBLISH_STUCK = Gauge(
+    "gatekeeper_publish_stuck_runs",
+    "Runs recorded longer than GATEKEEPER_PUBLISH_STUCK_AFTER_S ago and not yet in MLflow",
 )

@@ -56,7 +56,9 @@ class DatasetSpec(_Strict):
     for evaluation `evaluation`, `eval`, `test`, `validation`); `{context: NAME}` picks one."""
 
     from_alias: bool = False
-    """The training data of the version holding the alias, as its own run logged it."""
+    """The training data of the version the gatekeeper's record puts the alias on (the
+    candidate aside; never MLflow's alias, which any registry user can move), as its own run
+    logged it."""
 
     target: str | None = None
     """The target column; default: the one column that is not a model input (signature)."""

@@ -1,14 +1,18 @@
 """Waivers: time-boxed exceptions (approver to grant or revoke, viewer to list).
 
-A waiver names one model, one version or one artifact digest, and one gate or one rule id; it
-has a reason and an expiry (ISO 8601 with a time zone, in the future, at most
-GATEKEEPER_WAIVER_MAX_DAYS away). It takes effect on the version's next run (a re-run). Every
-grant and revocation is an audit event with the actor.
+A waiver names one model, the files it covers (a version: bound to the artifact digest of
+that version's latest recorded run, the files the approver saw; or an artifact digest), and
+one gate or one rule id; it has a reason and an expiry (ISO 8601 with a time zone, in the
+future, at most GATEKEEPER_WAIVER_MAX_DAYS away). It takes effect on the version's next run (a
+re-run); when it ends (expiry or revocation) the versions it let through are decided again
+without it (service/runs/waiver_end.py). Every grant and revocation is an audit event with the
+actor.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from typing import Annotated
 
@@ -16,14 +20,17 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.orm import Session
 
-from service.api.deps import CurrentPrincipal, SessionDep, SettingsDep
+from service.api.deps import CurrentPrincipal, RegistryDep, SessionDep, SettingsDep
 from service.errors import BadRequest, NotFound
+from service.runs.guard import latest_runs
+from service.runs.waiver_end import end_waiver
 from service.store import audit
 from service.store.auth import Role
 from service.store.tables import Waiver, utcnow
 from service.store.waivers import WaiverState, list_waivers, state_of
 
 router = APIRouter(prefix="/api/v1", tags=["waivers"])
+log = logging.getLogger("gatekeeper.waivers")
 
 GATES = ("security", "performance", "fairness", "robustness", "drift")
 _RULE_ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)+$")
@@ -71,8 +78,8 @@ class WaiverCreate(BaseModel):
 
     @model_validator(mode="after")
     def _one_each(self) -> WaiverCreate:
-        if (self.version is None) == (self.artifact_digest is None):
-            raise ValueError("give exactly one of version, artifact_digest")
+        if self.version is None and self.artifact_digest is None:
+            raise ValueError("give a version or an artifact_digest (or both)")
         if (self.gate is None) == (self.rule_id is None):
             raise ValueError("give exactly one of gate, rule_id")
         return self
@@ -122,8 +129,9 @@ def create_waiver(
             f"expires_at is more than {settings.waiver_max_days:g} days away (the operator's "
             "GATEKEEPER_WAIVER_MAX_DAYS); ask for a shorter waiver"
         )
+    digest = _bound_digest(session, body)
     row = Waiver(
-        model_name=body.model, version=body.version, artifact_digest=body.artifact_digest,
+        model_name=body.model, version=body.version, artifact_digest=digest,
         gate=body.gate, rule_id=body.rule_id, reason=body.reason, expires_at=body.expires_at,
         created_by=principal.name, created_at=now,
     )  # fmt: skip
@@ -151,10 +159,31 @@ def get_waivers(
     return WaiverList(data=[WaiverRead.from_row(w) for w in list_waivers(session, model)])
 
 
+def _bound_digest(session: Session, body: WaiverCreate) -> str | None:
+    """The files the waiver covers: for a version, those its latest recorded run judged (what
+    the approver saw); a digest given beside it must be that one."""
+    if body.version is None:
+        return body.artifact_digest
+    run = latest_runs(session, body.model).get(body.version)
+    if run is None or not run.artifact_digest:
+        raise BadRequest(
+            f"{body.model} v{body.version} has no recorded run that judged its files: a waiver "
+            "is bound to the files it covers; run the version first"
+        )
+    if body.artifact_digest is not None and body.artifact_digest != run.artifact_digest:
+        raise BadRequest(
+            f"artifact_digest {body.artifact_digest[:16]}... is not the digest of the files "
+            f"v{body.version}'s latest run judged ({run.artifact_digest[:16]}...)"
+        )
+    return run.artifact_digest
+
+
 @router.delete("/waivers/{waiver_id}", response_model=WaiverRead)
 def revoke_waiver(
     waiver_id: Annotated[str, Path(max_length=36)],
     session: SessionDep,
+    settings: SettingsDep,
+    registry: RegistryDep,
     principal: CurrentPrincipal,
 ) -> WaiverRead:
     principal.require(Role.APPROVER)
@@ -173,6 +202,13 @@ def revoke_waiver(
         )
     answer = WaiverRead.from_row(row)
     _commit_before_answering(session)
+    # what it let through is decided again now (the poller retries if this fails)
+    try:
+        end_waiver(settings, registry, waiver_id)
+    except Exception:
+        log.exception(
+            "waiver=%s revoked; its versions will be decided again by the poller", waiver_id
+        )
     return answer
 
 

@@ -8,6 +8,7 @@ is transient (the run is retried).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,9 +151,22 @@ class Registry:
     def set_version_tags(self, name: str, version: int, tags: dict[str, str]) -> None:
         try:
             for key, value in tags.items():
-                self._client.set_model_version_tag(name, str(version), key, value)
+                self._set_tag(name, version, key, value)
         except Exception as exc:
             _raise_mapped(exc, f"tags of {name}/{version}")
+
+    def _set_tag(self, name: str, version: int, key: str, value: str) -> None:
+        """One tag. MLflow's SQL store sets a tag by read-then-insert, so two writers of one
+        tag at once make one of them fail on the unique key (a 400 that is not a refusal):
+        that one writes again, and the last value wins as it would have anyway."""
+        for attempt in range(_TAG_WRITE_ATTEMPTS):
+            try:
+                self._client.set_model_version_tag(name, str(version), key, value)
+                return
+            except Exception as exc:
+                if attempt + 1 == _TAG_WRITE_ATTEMPTS or not _is_write_race(exc):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def alias_version(self, name: str, alias: str) -> int | None:
         # get_model_version_by_alias answers a missing alias with INVALID_PARAMETER_VALUE,
@@ -238,6 +252,14 @@ SIGNATURE_EXPERIMENT = "gatekeeper-signatures"
 def _quoted(name: str) -> str:
     """A model name inside MLflow's filter string: single quotes doubled."""
     return name.replace("'", "''")
+
+
+_TAG_WRITE_ATTEMPTS = 4
+_WRITE_RACE_MARKERS = ("UNIQUE constraint failed", "duplicate key value violates unique")
+
+
+def _is_write_race(exc: Exception) -> bool:
+    return any(marker in str(exc) for marker in _WRITE_RACE_MARKERS)
 
 
 def _is_not_found(exc: Exception) -> bool:

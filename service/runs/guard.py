@@ -17,9 +17,15 @@ back:
 - `guard_tags` rewrites a version's `gatekeeper.*` tags from its latest run (a tag that
   claims `passed` on a failed version is tampering too).
 
+The alias never moves onto a version whose files were not downloaded and re-hashed in that
+move (service/runs/rehash.py): changed files are tampering, a version MLflow no longer has is
+recorded as deleted; either way the rule is applied again without it.
+
 Changes the gatekeeper made are derived from the same record, so the guard agrees with them
-and never fights itself. It skips a model while one of its runs is recorded but not yet
-published: the publisher is about to make MLflow match, and will apply the same rule.
+and never fights itself. It leaves a version alone while its latest run is recorded but not
+yet published, for at most `publish_window_s` (the publisher is about to make MLflow match):
+"being published" is a bounded state, so a publish that never completes (the version was
+deleted, MLflow refuses) cannot switch the guard off; the poller alerts on it.
 """
 
 from __future__ import annotations
@@ -36,8 +42,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.config import Settings
+from service.errors import RegistryNotFound
 from service.metrics import ALIAS_MOVES, TAMPERING
 from service.mlflow.registry import Registry
+from service.runs.rehash import Rehash, rehash_version
 from service.store import audit
 from service.store.db import insert_stmt, transaction
 from service.store.lineage import versions_using
@@ -47,6 +55,7 @@ from service.store.tables import (
     GateRun,
     Incident,
     ModelPromotion,
+    ModelVersion,
     RunStatus,
     TamperEvent,
     utcnow,
@@ -117,19 +126,53 @@ def versions_in_progress(session: Session, name: str) -> set[int]:
     )
 
 
-def has_unpublished_runs(session: Session, name: str) -> bool:
-    return (
-        session.scalar(
-            select(GateRun.id)
-            .where(
+def being_published(session: Session, name: str, window_s: float) -> set[int]:
+    """Versions whose finished run is not yet published and was recorded less than
+    `window_s` ago: the publisher is on it. Older ones are not waited for (a publish that
+    cannot complete must not switch the guard off); the poller retries and alerts on them."""
+    since = utcnow() - dt.timedelta(seconds=window_s)
+    return set(
+        session.scalars(
+            select(GateRun.model_version).where(
                 GateRun.model_name == name,
                 GateRun.status.in_(FINISHED_STATUSES),
                 GateRun.published_at.is_(None),
+                GateRun.finished_at >= since,
             )
-            .limit(1)
         )
-        is not None
     )
+
+
+def deleted_versions(session: Session, name: str) -> set[int]:
+    """Versions MLflow was found not to have any more (version numbers are never reused)."""
+    return set(
+        session.scalars(
+            select(ModelVersion.version).where(
+                ModelVersion.name == name, ModelVersion.deleted_at.is_not(None)
+            )
+        )
+    )
+
+
+def mark_version_deleted(settings: Settings, name: str, version: int, *, how: str) -> None:
+    """Record that MLflow has no `name` v`version` any more: it can never hold the alias."""
+    with transaction(settings.resolved_database_url) as session:
+        session.execute(
+            insert_stmt(session, ModelVersion)
+            .values(name=name, version=version, discovered_via="deleted", first_seen_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["name", "version"])
+        )
+        row = session.scalars(
+            select(ModelVersion).where(ModelVersion.name == name, ModelVersion.version == version)
+        ).one()
+        if row.deleted_at is not None:
+            return
+        row.deleted_at = utcnow()
+        audit.record(
+            session, actor="gatekeeper", action="version.deleted", target=f"{name}/{version}",
+            details={"how": how},
+        )  # fmt: skip
+    log.warning("model=%s version=%s is gone from MLflow (%s)", name, version, how)
 
 
 @dataclass(frozen=True)
@@ -137,6 +180,11 @@ class AliasOutcome:
     holder: int | None  # where MLflow had it
     desired: int | None  # where it is now
     tampered: bool
+
+
+# Each round that finds the version the alias should move onto changed or deleted rules it
+# out and starts again; more rounds than this and the alias is taken away (fail closed).
+MAX_MOVE_ROUNDS = 10
 
 
 def reconcile_alias(
@@ -147,16 +195,80 @@ def reconcile_alias(
     published: GateRun | None = None,
     actor: str = "gatekeeper",
 ) -> AliasOutcome:
-    """Put the alias where the record says (see the module docstring). `published` is the
-    run the caller is publishing, for the audit trail of a passing run that does not get the
-    alias."""
+    """Put the alias where the record says (see the module docstring), re-hashing the files
+    of the version it moves onto first. `published` is the run the caller is publishing, for
+    the audit trail of a passing run that does not get the alias."""
     with model_lock(name):
-        return _reconcile_alias(settings, registry, name, published, actor)
+        verified: set[tuple[int, str]] = set()  # (version, digest) re-hashed in this move
+        for _ in range(MAX_MOVE_ROUNDS):
+            desired, digest, moving = _planned_move(settings, registry, name)
+            if moving and desired is not None and (desired, digest) not in verified:
+                if not _rehash_before_move(settings, registry, name, desired, digest):
+                    continue  # ruled out (changed or deleted): the rule again without it
+                verified.add((desired, digest))
+            outcome = _apply_move(settings, registry, name, desired, published, actor)
+            if outcome is not None:
+                return outcome
+        log.error(
+            "model=%s: the alias did not settle in %d rounds (versions keep changing); "
+            "taking it away until the next pass",
+            name, MAX_MOVE_ROUNDS,
+        )  # fmt: skip
+        outcome = _apply_move(settings, registry, name, None, published, actor, forced=True)
+        assert outcome is not None
+        return outcome
 
 
-def _reconcile_alias(
-    settings: Settings, registry: Registry, name: str, published: GateRun | None, actor: str
-) -> AliasOutcome:
+def _planned_move(
+    settings: Settings, registry: Registry, name: str
+) -> tuple[int | None, str, bool]:
+    """(where the record puts the alias, that version's promoted digest, whether the alias
+    or the record's position would move onto it)."""
+    with transaction(settings.resolved_database_url) as session:
+        record = ModelRecord.read(session, name)
+        desired = record.holder()
+        row = session.get(ModelPromotion, name)
+        recorded = (row.version if row is not None else 0) or None
+        run = record.latest.get(desired) if desired is not None else None
+        digest = (run.artifact_digest or "") if run is not None else ""
+    holder = registry.alias_version(name, settings.alias)
+    return desired, digest, desired is not None and (holder != desired or recorded != desired)
+
+
+def _rehash_before_move(
+    settings: Settings, registry: Registry, name: str, version: int, digest: str
+) -> bool:
+    """True when `version`'s stored files still hash to `digest`; otherwise the version is
+    recorded as tampered with (and tagged) or as deleted, and False."""
+    outcome = rehash_version(settings, registry, name, version, digest)
+    if outcome.verdict == Rehash.SAME:
+        return True
+    if outcome.verdict == Rehash.DELETED:
+        mark_version_deleted(settings, name, version, how="re-hash before an alias move")
+        return False
+    found = {"recorded_digest": digest, "found_digest": outcome.found_digest,
+             "how": "re-hash before an alias move", "detail": outcome.detail}  # fmt: skip
+    record_artifact_tampering(settings, name, version, found)
+    try:
+        registry.set_version_tags(name, version, {"gatekeeper.status": TAMPERED})
+    except RegistryNotFound:
+        mark_version_deleted(settings, name, version, how="tagging it tampered")
+    return False
+
+
+def _apply_move(
+    settings: Settings,
+    registry: Registry,
+    name: str,
+    desired: int | None,
+    published: GateRun | None,
+    actor: str,
+    *,
+    forced: bool = False,
+) -> AliasOutcome | None:
+    """Record the move to `desired` and make MLflow show it; None when the record no longer
+    puts the alias on `desired` (it changed while the files were re-hashed: plan again).
+    `forced`: move to `desired` whatever the record says (taking the alias away)."""
     alias = settings.alias
     with transaction(settings.resolved_database_url) as session:
         session.execute(
@@ -167,7 +279,8 @@ def _reconcile_alias(
         row = session.scalars(
             select(ModelPromotion).where(ModelPromotion.model_name == name).with_for_update()
         ).one()
-        desired = desired_holder(session, name)
+        if not forced and desired_holder(session, name) != desired:
+            return None
         holder = registry.alias_version(name, alias)
         recorded, previous = row.version or None, row.previous_version or None
         # ours: where we recorded it, where it was before a move of ours not yet confirmed
@@ -204,6 +317,7 @@ def _reconcile_alias(
                     "previous": holder if holder != desired else None,
                     "found_in_mlflow": holder == desired,
                     "run_id": published.id if published is not None else None,
+                    "rehashed": desired is not None,
                 },
             )
     if published is not None:
@@ -258,6 +372,7 @@ class ModelRecord:
     quarantined: frozenset[int]
     artifact_tampered: frozenset[int]
     last_tamper: dict[int, dt.datetime]
+    deleted: frozenset[int] = frozenset()
 
     @classmethod
     def read(cls, session: Session, name: str) -> ModelRecord:
@@ -273,12 +388,13 @@ class ModelRecord:
             quarantined=frozenset(quarantined_versions(session, name)),
             artifact_tampered=frozenset(artifact_tampered_versions(session, name)),
             last_tamper=last,
+            deleted=frozenset(deleted_versions(session, name)),
         )
 
     def holder(self, exclude: frozenset[int] = frozenset()) -> int | None:
         """Where the alias belongs: the newest version whose latest run is promotable, not
-        quarantined, files unchanged (and not in `exclude`)."""
-        excluded = self.quarantined | self.artifact_tampered | exclude
+        quarantined, files unchanged, still in MLflow (and not in `exclude`)."""
+        excluded = self.quarantined | self.artifact_tampered | self.deleted | exclude
         promotable = [
             v for v, run in self.latest.items()
             if run.status in PROMOTABLE_STATUSES and v not in excluded
@@ -395,19 +511,29 @@ def model_lock(name: str) -> threading.RLock:
 
 
 def _guard_model(settings: Settings, registry: Registry, name: str, version: int | None) -> None:
+    window = settings.publish_window_s
     with transaction(settings.resolved_database_url) as session:
-        if has_unpublished_runs(session, name):
-            log.info("model=%s guard skipped: a run is being published", name)
-            return
-        busy = versions_in_progress(session, name)
-    if version is None:
+        publishing = being_published(session, name, window)
+        busy = versions_in_progress(session, name) | publishing
+    if publishing:
+        # the publisher moves the alias by the same rule in a moment; the tags of the
+        # version it publishes are its own until then (bounded: `publish_window_s`)
+        log.info("model=%s alias left to the publisher of v%s", name, sorted(publishing))
+    elif version is None:
         reconcile_alias(settings, registry, name)
+    if version is None:
         listed = registry.versions_of(name)
     else:
-        listed = [] if version in busy else [registry.get_version(name, version)]
-    listed = [info for info in listed if info.version not in busy]
+        try:
+            listed = [] if version in busy else [registry.get_version(name, version)]
+        except RegistryNotFound:
+            mark_version_deleted(settings, name, version, how="a tag event of a deleted version")
+            return
     with transaction(settings.resolved_database_url) as session:  # read once per model
         record = ModelRecord.read(session, name)
+        # a run recorded after the pass began is the publisher's too
+        busy |= versions_in_progress(session, name) | being_published(session, name, window)
+        listed = [info for info in listed if info.version not in busy]
         expected = {i.version: _expected_tags(settings, session, record, i.version) for i in listed}
     for info in listed:
         guard_tags(settings, registry, name, info.version, info.tags, expected[info.version])

@@ -13,16 +13,20 @@ import threading
 import time
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from service.config import Settings
+from service.metrics import PUBLISH_STUCK
 from service.mlflow.registry import Registry
 from service.runs.guard import guard_model, guarded_models
 from service.runs.intake import is_watched, request_run
 from service.runs.promotion import publish_run
 from service.runs.queue import requeue_transient_errors, unpublished_runs
-from service.runs.reverify import reverify_holders
+from service.runs.reverify import reverify_promotable
+from service.runs.waiver_end import handle_ended_waivers
 from service.store import audit
 from service.store.db import transaction
-from service.store.tables import PollerState, Trigger, utcnow
+from service.store.tables import AuditEvent, PollerState, Trigger, utcnow
 
 log = logging.getLogger("gatekeeper.poller")
 
@@ -109,8 +113,8 @@ def requeue_after_outage(settings: Settings, registry: Registry) -> int:
 
 def republish_pending(settings: Settings, registry: Registry) -> int:
     with transaction(settings.resolved_database_url) as session:
-        # a live worker publishes right after recording: older than a lease means it did not
-        pending = unpublished_runs(session, older_than_s=settings.lease_s)
+        # a live worker publishes right after recording: older than the window means it did not
+        pending = unpublished_runs(session, older_than_s=settings.publish_window_s)
     done = 0
     for run_id in pending:
         try:
@@ -118,7 +122,36 @@ def republish_pending(settings: Settings, registry: Registry) -> int:
             done += 1
         except Exception:
             log.exception("run=%s still cannot be published to MLflow", run_id)
+    alert_stuck_publishes(settings)
     return done
+
+
+def alert_stuck_publishes(settings: Settings) -> list[str]:
+    """Runs recorded longer than `publish_stuck_after_s` ago and still not in MLflow: the
+    gauge says how many, each gets one audit row and an error line an operator can act on."""
+    with transaction(settings.resolved_database_url) as session:
+        stuck = unpublished_runs(session, older_than_s=settings.publish_stuck_after_s, limit=1000)
+        PUBLISH_STUCK.set(len(stuck))
+        alerted = set(
+            session.scalars(
+                select(AuditEvent.target).where(
+                    AuditEvent.action == "run.publish_stuck", AuditEvent.target.in_(stuck)
+                )
+            )
+        )
+        for run_id in stuck:
+            if run_id in alerted:
+                continue
+            audit.record(
+                session, actor="gatekeeper", action="run.publish_stuck", target=run_id,
+                details={"after_s": settings.publish_stuck_after_s},
+            )  # fmt: skip
+            log.error(
+                "run=%s recorded but still not published to MLflow after %.0f s: its tags and "
+                "the alias may not match the record (see the log lines above for why)",
+                run_id, settings.publish_stuck_after_s,
+            )  # fmt: skip
+    return stuck
 
 
 def guard_all(settings: Settings, registry: Registry) -> None:
@@ -138,11 +171,12 @@ def run_poller(settings: Settings, registry: Registry, stop: threading.Event) ->
             report = poll_once(settings, registry)
             if report.enqueued or report.republished:
                 log.info("poller cycle: %s", report)
+            handle_ended_waivers(settings, registry)
             guard_all(settings, registry)
             if time.monotonic() >= next_reverify:
                 next_reverify = time.monotonic() + settings.reverify_interval_s
-                changed = reverify_holders(settings, registry)
-                log.info("re-verified alias holders: %d changed", changed)
+                changed = reverify_promotable(settings, registry)
+                log.info("re-verified promotable versions: %d changed or deleted", changed)
         except Exception:
             log.exception("poller cycle failed; next cycle in %.0fs", settings.poll_interval_s)
         stop.wait(settings.poll_interval_s)

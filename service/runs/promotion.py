@@ -21,8 +21,15 @@ from sqlalchemy.orm import Session
 
 from gates.base import Finding, Status
 from service.config import Settings
+from service.errors import RegistryNotFound
 from service.mlflow.registry import Registry
-from service.runs.guard import ModelRecord, fault_point, reconcile_alias, recorded_tags
+from service.runs.guard import (
+    ModelRecord,
+    fault_point,
+    mark_version_deleted,
+    reconcile_alias,
+    recorded_tags,
+)
 from service.runs.queue import mark_published
 from service.store.db import transaction
 from service.store.tables import FINISHED_STATUSES, ArtifactSignature, GateRun, RunStatus
@@ -108,14 +115,28 @@ def publish_run(settings: Settings, registry: Registry, run_id: str) -> None:
         name, version = run.model_name, run.model_version
         tags = recorded_tags(settings, session, ModelRecord.read(session, name), run)
         session.expunge(run)
-    registry.set_version_tags(name, version, tags)
-    reconcile_alias(settings, registry, name, published=run)
+    try:
+        registry.set_version_tags(name, version, tags)
+    except RegistryNotFound:
+        # deleted in MLflow (mid-run or since): the run still ends; its version can never
+        # hold the alias, and the rest of the model is guarded as before
+        mark_version_deleted(settings, name, version, how=f"publishing run {run_id}")
+    try:
+        reconcile_alias(settings, registry, name, published=run)
+    except RegistryNotFound as exc:
+        # the registered model itself is gone, or the version the alias was moving to went
+        # in between: nothing of this run is left to publish; the guard's next pass applies
+        # the rule to whatever the model still has
+        log.warning("run=%s model=%s alias not reconciled: %s", run_id, name, exc)
     fault_point("publish:after-alias")
     with transaction(url) as session:
         mark_published(session, run_id)
-    # The guard leaves a model alone while one of its runs is unpublished; an alias moved by
+    # The guard leaves a version alone while its run is being published; an alias moved by
     # hand in that window is caught here, now that the guard would act on it again.
-    reconcile_alias(settings, registry, name)
+    try:
+        reconcile_alias(settings, registry, name)
+    except RegistryNotFound as exc:
+        log.warning("model=%s alias not reconciled after run=%s: %s", name, run_id, exc)
     log.info(
         "run=%s published model=%s version=%s status=%s",
         run_id, name, version, tags["gatekeeper.status"],

@@ -72,6 +72,9 @@ class Trigger(enum.StrEnum):
     WEBHOOK = "webhook"
     POLLER = "poller"
     MANUAL = "manual"
+    # a waiver that let the version through expired or was revoked: its recorded results
+    # decided again without it (service/runs/waiver_end.py)
+    WAIVER_ENDED = "waiver-ended"
 
 
 FINISHED_STATUSES = frozenset(
@@ -93,6 +96,8 @@ class ModelVersion(Base):
     discovered_via: Mapped[str] = mapped_column(String(16))
     mlflow_created_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     first_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # when MLflow was found not to have it any more: it can never hold the alias again
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class GateRun(Base):
@@ -245,6 +250,8 @@ class Waiver(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # when the versions it let through were decided again after it expired or was revoked
+    ended_handled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class TamperEvent(Base):

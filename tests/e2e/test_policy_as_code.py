@@ -155,6 +155,7 @@ def test_a_waiver_lets_a_fairness_failure_through_until_it_expires(
         actions = db.execute(
             "SELECT action, actor FROM audit_events WHERE action LIKE 'waiver.%' ORDER BY id"
         ).fetchall()
+    # it let nothing through any more (the re-run failed): nothing was decided again
     assert [a for a, _ in actions] == ["waiver.created", "waiver.revoked"]
     assert all(actor for _, actor in actions)
 
@@ -167,6 +168,9 @@ def test_a_waiver_lets_a_fairness_failure_through_until_it_expires(
         ({"expires_at": "2026-12-01T00:00:00"}, "time zone"),
         ({"gate": None}, "exactly one of gate, rule_id"),
         ({"gate": "vibes"}, "gate must be one of"),
+        # a waiver is bound to the files a run judged: no run, nothing the approver saw
+        ({}, "has no recorded run that judged its files"),
+        ({"version": None}, "give a version or an artifact_digest"),
     ],
 )
 def test_a_bad_waiver_request_is_refused_with_a_reason(
