@@ -9,12 +9,15 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from service.config import Settings, get_settings
 from service.errors import ConfigError
+
+if TYPE_CHECKING:
+    from service.runs.deploy_verify import OfflineStatus, OnlineStatus
 
 app = typer.Typer(help="mlflow-gatekeeper: vets MLflow model versions before production.")
 db_app = typer.Typer(help="Database schema.")
@@ -302,24 +305,45 @@ def verify(
     model_uri: Annotated[str, typer.Argument(help="models:/NAME@ALIAS or models:/NAME/VERSION")],
     public_key: Annotated[
         Path | None,
-        typer.Option(help="The gatekeeper's public key (PEM); default: fetched from --gatekeeper."),
+        typer.Option(help="The gatekeeper's public key (PEM), pinned; or pin its fingerprint."),
+    ] = None,
+    key_fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            envvar="GATEKEEPER_KEY_FINGERPRINT",
+            help="sha256 of the key (X-Key-Id); lets the key be fetched over HTTPS.",
+        ),
     ] = None,
     download_to: Annotated[
         Path | None, typer.Option(help="Directory to download the verified files into.")
     ] = None,
     gatekeeper: Annotated[
         str | None,
-        typer.Option(help="Gatekeeper URL for the public key (default GATEKEEPER_PUBLIC_URL)."),
+        typer.Option(
+            envvar="GATEKEEPER_PUBLIC_URL", help="The gatekeeper to ask (default 127.0.0.1:8000)."
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="GATEKEEPER_TOKEN", help="A viewer token for the status check."),
+    ] = None,
+    revocations: Annotated[
+        Path | None,
+        typer.Option(help="Offline: a signed revocation list (GET /api/v1/revocations)."),
     ] = None,
 ) -> None:
-    """For deploy jobs: download the version the URI names and check every file against the
-    gatekeeper's signature. Exit 0 and print the verified directory, else exit 1 naming what
-    does not match."""
+    """For deploy jobs: is this exactly the version the gatekeeper holds promotable now?
+
+    Downloads the version the URI names, checks every file against the gatekeeper's signature
+    with a pinned key, checks the signed statement names this model, version and these files,
+    and asks the gatekeeper (a signed answer) whether the version is promotable now, or reads
+    a signed revocation list offline. Exit 0 and print the verified directory; exit 1 naming
+    what does not hold; exit 2 when it could not be checked (no key pinned, no status source,
+    the gatekeeper unreachable)."""
     import tempfile
 
-    import httpx
-
     from service.errors import GatekeeperError
+    from service.integrity.signing import VerificationFailed
     from service.mlflow.registry import Registry
     from service.runs.deploy_verify import verify_model
 
@@ -328,23 +352,84 @@ def verify(
     )
     if not tracking_uri:
         raise _fail("set MLFLOW_TRACKING_URI to the registry to verify from")
+    base = gatekeeper or "http://127.0.0.1:8000"
     with tempfile.TemporaryDirectory(prefix="gatekeeper-key-") as tmp:
-        if public_key is None:
-            base = gatekeeper or os.environ.get("GATEKEEPER_PUBLIC_URL", "http://127.0.0.1:8000")
-            try:
-                answer = httpx.get(f"{base.rstrip('/')}/api/v1/keys/public", timeout=30)
-                answer.raise_for_status()
-            except httpx.HTTPError as exc:
-                raise _fail(f"cannot fetch the public key from {base}: {exc}", exc) from exc
-            public_key = Path(tmp) / "gatekeeper.pub"
-            public_key.write_bytes(answer.content)
+        pinned = _pinned_key(public_key, key_fingerprint, base, Path(tmp))
+        status = _status_source(pinned.read_bytes(), base, token, revocations)
         try:
-            verified = verify_model(Registry(tracking_uri), model_uri, public_key, download_to)
-        except GatekeeperError as exc:
+            verified = verify_model(Registry(tracking_uri), model_uri, pinned, status, download_to)
+        except VerificationFailed as exc:
             typer.echo(f"gatekeeper verify: FAILED: {exc}", err=True)
             raise typer.Exit(1) from exc
-    typer.echo(f"verified {verified.name} v{verified.version}: every file matches the signature")
+        except GatekeeperError as exc:
+            typer.echo(f"gatekeeper verify: could not verify: {exc}", err=True)
+            raise typer.Exit(2) from exc
+    typer.echo(
+        f"verified {verified.name} v{verified.version}: every file matches the signature, the "
+        f"statement names this version, and it is promotable now ({verified.status_source})"
+    )
     typer.echo(str(verified.path))
+
+
+def _pinned_key(public_key: Path | None, fingerprint: str | None, base: str, tmp: Path) -> Path:
+    """The key to verify with: a file the job holds, or one fetched over HTTPS and matched
+    to a pinned fingerprint. Never a key taken on trust from the network: a man in the middle
+    would serve their own key with their own signatures."""
+    import httpx
+
+    from service.errors import ConfigError
+    from service.integrity.keys import key_id_of
+
+    wanted = fingerprint.strip().lower() if fingerprint else None
+    if public_key is not None:
+        try:
+            found = key_id_of(public_key.read_bytes())
+        except (OSError, ConfigError) as exc:
+            raise _fail(f"--public-key {public_key}: {exc}", exc) from exc
+        if wanted is not None and found != wanted:
+            raise _fail(f"--public-key {public_key} has fingerprint {found}, not the pinned one")
+        return public_key
+    if wanted is None:
+        raise _fail(
+            "pin the gatekeeper's key: --public-key FILE, or --key-fingerprint "
+            "(GATEKEEPER_KEY_FINGERPRINT) to fetch it over HTTPS"
+        )
+    if not base.lower().startswith("https://"):
+        raise _fail(
+            f"refusing to fetch the public key over plain HTTP ({base}); give --public-key FILE"
+        )
+    try:
+        answer = httpx.get(f"{base.rstrip('/')}/api/v1/keys/public", timeout=30)
+        answer.raise_for_status()
+        found = key_id_of(answer.content)
+    except (httpx.HTTPError, ConfigError) as exc:
+        raise _fail(f"cannot fetch the public key from {base}: {exc}", exc) from exc
+    if found != wanted:
+        raise _fail(f"the key served by {base} has fingerprint {found}, not the pinned one")
+    path = tmp / "gatekeeper.pub"
+    path.write_bytes(answer.content)
+    return path
+
+
+def _status_source(
+    public_pem: bytes, base: str, token: str | None, revocations: Path | None
+) -> OnlineStatus | OfflineStatus:
+    import json
+
+    from service.runs.deploy_verify import OfflineStatus, OnlineStatus
+
+    if revocations is not None:
+        try:
+            document = json.loads(revocations.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise _fail(f"--revocations {revocations}: {exc}", exc) from exc
+        return OfflineStatus(document, public_pem)
+    if not token:
+        raise _fail(
+            "verify needs the gatekeeper's word that the version is promotable now: set "
+            "GATEKEEPER_TOKEN (a viewer token) or give --revocations FILE (offline)"
+        )
+    return OnlineStatus(base, token, public_pem)
 
 
 class ScanFormat(enum.StrEnum):

@@ -162,6 +162,59 @@ class GatekeeperProcess:
         return wait_for(published, timeout, f"{name} v{version} decision", interval=0.3)
 
 
+def stored_artifact(server: MlflowServer, name: str, version: int, filename: str) -> Path:
+    """A version's file as the artifact store keeps it (the MLflow server's own directory),
+    for tests that change it as someone with store access would."""
+    from urllib.parse import urlsplit
+
+    from mlflow import MlflowClient
+
+    source = MlflowClient(server.url).get_model_version(name, str(version)).source
+    if source.startswith("models:/"):  # a logged model (MLflow 3)
+        pattern = f"**/{source.removeprefix('models:/')}/artifacts/{filename}"
+    elif source.startswith("runs:/"):
+        run_id, _, path = source.removeprefix("runs:/").partition("/")
+        pattern = f"**/{run_id}/artifacts/{path}/{filename}"
+    else:  # mlflow-artifacts:/EXPERIMENT/RUN/artifacts/PATH
+        pattern = f"**/{urlsplit(source).path.strip('/')}/{filename}"
+    [path] = list((server.embedded.root / "artifacts").glob(pattern))
+    return path
+
+
+def flip_one_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def create_api_token(database_url: str, role: str = "viewer", name: str | None = None) -> str:
+    """A token as `gatekeeper token create` makes it, straight into the service's database."""
+    from service.store.auth import create_token
+    from service.store.db import transaction
+
+    with transaction(database_url) as session:
+        return create_token(session, name=name or f"{role}-{uuid.uuid4().hex[:6]}", role=role)
+
+
+def pinned_public_key(gk: GatekeeperProcess, path: Path) -> Path:
+    """The gatekeeper's public key saved where a deploy job keeps it (fetched once, out of
+    band, as an operator would hand it over)."""
+    path.write_bytes(httpx.get(f"{gk.url}/api/v1/keys/public", timeout=30).content)
+    return path
+
+
+def run_verify(
+    server: MlflowServer, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`gatekeeper verify ARGS` as a deploy job runs it: a clean environment with the
+    registry's URI (and whatever the job sets: GATEKEEPER_TOKEN, GATEKEEPER_PUBLIC_URL)."""
+    clean = {"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": server.url, **(env or {})}
+    return subprocess.run(
+        [str(VENV_BIN / "gatekeeper"), "verify", *args],
+        capture_output=True, text=True, env=clean, timeout=180,
+    )  # fmt: skip
+
+
 def gate_result(run: dict[str, Any], gate: str) -> dict[str, Any]:
     return next(g for g in run["gates"] if g["gate"] == gate)
 

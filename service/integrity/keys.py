@@ -26,12 +26,21 @@ class SigningKey:
 
     @property
     def key_id(self) -> str:
-        """sha256 of the public key's DER: names the key in records and messages."""
-        public = serialization.load_pem_public_key(self.public_pem)
-        der = public.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        return hashlib.sha256(der).hexdigest()
+        """sha256 of the public key's DER: names the key in records and messages, and is the
+        fingerprint a deploy job pins (`GATEKEEPER_KEY_FINGERPRINT`)."""
+        return key_id_of(self.public_pem)
+
+
+def key_id_of(public_pem: bytes) -> str:
+    """The fingerprint of a PEM public key: sha256 of its DER SubjectPublicKeyInfo."""
+    try:
+        public = serialization.load_pem_public_key(public_pem)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"not a PEM public key: {exc}") from exc
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
 
 
 def generate_key_pair(private_path: Path) -> SigningKey:

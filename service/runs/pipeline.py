@@ -30,6 +30,7 @@ from gates.mlmodel import model_inputs, read_mlmodel
 from service.decision.document import DecisionContext, WaiverRecord
 from service.decision.verdict import Decision, decide
 from service.errors import BoundExceeded, GatekeeperError
+from service.integrity.signing import SignedClaims
 from service.mlflow.fetch import fetch_version
 from service.mlflow.registry import Registry, VersionInfo
 from service.policy import ModelPolicy
@@ -94,7 +95,7 @@ def run_pipeline(
     deadline_s: float = 1800.0,
     allowed_sources: tuple[str, ...] = (),
     active_waivers: ActiveWaivers = no_waivers,
-    sign: Callable[[Path], str] | None = None,
+    sign: Callable[[Path, SignedClaims], str] | None = None,
 ) -> PipelineOutcome:
     """Every stage runs within what is left of `deadline_s`; past it, BoundExceeded."""
     deadline = Deadline(time.monotonic() + deadline_s, deadline_s)
@@ -151,8 +152,12 @@ def run_pipeline(
         )
         decision = decide(results, policy, context)
         # Only what passes is signed, and it is signed from the very files the gates judged
-        # (still in scratch): a valid signature means "let through, these exact files".
-        signature = sign(fetched.root) if sign and decision.status in PROMOTABLE_STATUSES else None
+        # (still in scratch), naming the version and the verdict: a valid signature means
+        # "this version was let through, these exact files, under this policy".
+        signature = None
+        if sign is not None and decision.status in PROMOTABLE_STATUSES:
+            claims = SignedClaims(name, version, fetched.digest, policy.digest, claimed.id)
+            signature = sign(fetched.root, claims)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return PipelineOutcome(

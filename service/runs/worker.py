@@ -7,6 +7,7 @@ another claims the run when the lease expires.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -27,7 +28,7 @@ from service.decision.document import WaiverRecord
 from service.decision.verdict import Decision
 from service.errors import LeaseLost, LocalDiskError, disk_error_kind
 from service.integrity.keys import signing_key
-from service.integrity.signing import sign_directory
+from service.integrity.signing import SignedClaims, sign_directory
 from service.metrics import RUN_DURATION, RUNS_FINISHED
 from service.mlflow.registry import Registry
 from service.policy import policy_for
@@ -129,8 +130,9 @@ class Worker:
         self._in_flight_lock = threading.Lock()
         self._signing_key = signing_key(settings.signing_key_path, settings.data_dir)
 
-    def _sign(self, directory: Path) -> str:
-        return sign_directory(directory, self._signing_key.private_path)
+    def _sign(self, directory: Path, claims: SignedClaims) -> str:
+        claims = dataclasses.replace(claims, key_id=self._signing_key.key_id)
+        return sign_directory(directory, self._signing_key.private_path, claims)
 
     def give_back(self) -> str | None:
         """On shutdown: return the run in hand to the queue at once, not counted as an

@@ -17,7 +17,18 @@ import pytest
 from mlflow import MlflowClient
 
 from demo.models import log_clean_model
-from tests.helpers import VENV_BIN, GatekeeperProcess, MlflowServer, unique_name, wait_for
+from tests.helpers import (
+    VENV_BIN,
+    GatekeeperProcess,
+    MlflowServer,
+    create_api_token,
+    flip_one_byte,
+    pinned_public_key,
+    run_verify,
+    stored_artifact,
+    unique_name,
+    wait_for,
+)
 
 ALIAS = "production-ready"
 
@@ -48,28 +59,19 @@ def service(mlflow_server: MlflowServer, workdir: Path) -> Iterator[GatekeeperPr
     gk.stop()
 
 
-def _stored_file(server: MlflowServer, name: str, version: int, filename: str) -> Path:
-    """The file as the artifact store keeps it (the server's own directory)."""
-    source = MlflowClient(server.url).get_model_version(name, str(version)).source
-    model_id = source.removeprefix("models:/")
-    [found] = (server.embedded.root / "artifacts").glob(f"**/{model_id}/artifacts/{filename}")
-    return found
-
-
-def _flip_one_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
+@pytest.fixture(scope="module")
+def deploy_job(service: GatekeeperProcess, workdir: Path) -> tuple[Path, dict[str, str]]:
+    """What a deploy job holds: the pinned public key and a viewer token for the status."""
+    key = pinned_public_key(service, workdir / "pinned.pub")
+    token = create_api_token(f"sqlite:///{workdir / 'gk.db'}")
+    return key, {"GATEKEEPER_TOKEN": token, "GATEKEEPER_PUBLIC_URL": service.url}
 
 
 def _verify(
-    service: GatekeeperProcess, server: MlflowServer, *args: str
+    deploy_job: tuple[Path, dict[str, str]], server: MlflowServer, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": server.url}
-    return subprocess.run(
-        [str(VENV_BIN / "gatekeeper"), "verify", *args, "--gatekeeper", service.url],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+    key, env = deploy_job
+    return run_verify(server, *args, "--public-key", str(key), env=env)
 
 
 def _model_signing(
@@ -77,13 +79,17 @@ def _model_signing(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(VENV_BIN / "model_signing"), "verify", "key", str(directory),
-         "--public_key", str(public_key), "--signature", str(signature)],
+         "--public_key", str(public_key), "--signature", str(signature),
+         "--no-ignore-git-paths"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
 
 def test_a_deploy_job_verifies_the_promoted_files_and_refuses_changed_or_foreign_ones(
-    service: GatekeeperProcess, mlflow_server: MlflowServer, tmp_path: Path
+    service: GatekeeperProcess,
+    mlflow_server: MlflowServer,
+    tmp_path: Path,
+    deploy_job: tuple[Path, dict[str, str]],
 ) -> None:
     client = MlflowClient(mlflow_server.url)
     name = unique_name("signed")
@@ -105,17 +111,21 @@ def test_a_deploy_job_verifies_the_promoted_files_and_refuses_changed_or_foreign
     signature.write_text(answer.text)
 
     good = _verify(
-        service, mlflow_server, f"models:/{name}@{ALIAS}", "--download-to", str(tmp_path / "ok")
+        deploy_job, mlflow_server, f"models:/{name}@{ALIAS}", "--download-to", str(tmp_path / "ok")
     )
     assert good.returncode == 0, good.stderr
     deployed = Path(good.stdout.strip().splitlines()[-1])
     assert (deployed / "model.pkl").is_file()
     assert _model_signing(deployed, public, signature).returncode == 0  # the plain CLI agrees
 
-    _flip_one_byte(_stored_file(mlflow_server, name, version, "model.pkl"))
+    flip_one_byte(stored_artifact(mlflow_server, name, version, "model.pkl"))
     # by version: the gatekeeper's own re-verification may already have taken the alias away
     changed = _verify(
-        service, mlflow_server, f"models:/{name}/{version}", "--download-to", str(tmp_path / "bad")
+        deploy_job,
+        mlflow_server,
+        f"models:/{name}/{version}",
+        "--download-to",
+        str(tmp_path / "bad"),
     )
     assert changed.returncode == 1 and "model.pkl" in changed.stderr, changed.stderr
     plain = _model_signing(tmp_path / "bad", public, signature)
@@ -141,7 +151,7 @@ def test_a_deploy_job_verifies_the_promoted_files_and_refuses_changed_or_foreign
         f"runs:/{attacker.info.run_id}/sig/forged.sig",
     )
     foreign = _verify(
-        service,
+        deploy_job,
         mlflow_server,
         f"models:/{name}/{version}",
         "--download-to",
@@ -178,7 +188,7 @@ def test_a_failing_rerun_and_changed_stored_files_take_the_alias_back(
     v3 = log_clean_model(mlflow_server.url, name, extra_bytes=20)
     assert service.run_version(name, v3)["status"] == "passed"
     assert holder() == str(v3)
-    _flip_one_byte(_stored_file(mlflow_server, name, v3, "model.pkl"))
+    flip_one_byte(stored_artifact(mlflow_server, name, v3, "model.pkl"))
     wait_for(lambda: holder() == str(v1), 30, "the re-verification moves the alias back")
     wait_for(
         lambda: client.get_model_version(name, str(v3)).tags.get("gatekeeper.status") == "tampered",
