@@ -5,8 +5,10 @@ Runs first and never loads, imports or executes what it inspects. Engines:
 - the content walker (gates/security/walker.py) with the symbolic pickle machine
   (pickle_vm.py, judged against the allowlist in callables.py) and the format parsers
   (formats/: safetensors, numpy, skops, Keras, TensorFlow SavedModel, ONNX);
-- MLflow model checks (mlflow_format.py: loader modules, shipped code, bandit) and
-  requirement files (requirements.py: index overrides, VCS/file URLs, typosquats, known-
+- MLflow model checks (mlflow_format.py: loader modules, shipped code, paths, bandit),
+  transformers remote code (formats/transformers_code.py: `auto_map`, `custom_pipelines`),
+  every other `.py` file of the artifact (python_files.py), each file analysed by bandit once,
+  and requirement files (requirements.py: index overrides, VCS/file URLs, typosquats, known-
   vulnerable pins);
 - secrets (secrets.py, detect-secrets offline) in text files, strings of binaries and string
   columns of the logged datasets; PII (pii.py, presidio pattern recognizers) in the datasets;
@@ -15,7 +17,8 @@ Runs first and never loads, imports or executes what it inspects. Engines:
 - modelscan, kept as a second opinion: its findings count, its gaps do not.
 
 Verdict: a finding at or above `fail_at` (default HIGH) fails the gate. Code that runs at load
-time (pickled functions, `code/`, custom loader modules) is HIGH unless the policy sets
+time (pickled functions, `code/`, custom loader modules, remote code, shipped `.py` files)
+is HIGH unless the policy sets
 `allow_code: true` for the model, which lowers those findings to LOW. An artifact with
 nothing to scan is an error, never a pass.
 """
@@ -33,11 +36,12 @@ from gates.security import pii, requirements, rules
 from gates.security import secrets as secret_scan
 from gates.security.artifact_tables import artifact_tables
 from gates.security.callables import CallablePolicy
-from gates.security.common import Limits, Location
+from gates.security.common import Limits, Location, ReviewedCode
 from gates.security.config import SecurityConfig
 from gates.security.formats.transformers_code import check_auto_map
 from gates.security.mlflow_format import check_mlflow_model
 from gates.security.modelscan_engine import scan_with_modelscan
+from gates.security.python_files import check_python_files
 from gates.security.walker import Walker
 
 GATE_NAME = "security"
@@ -49,6 +53,7 @@ CODE_RULES = frozenset(
         rules.MLFLOW_LOAD_TIME_CODE,
         rules.MLFLOW_FOREIGN_MODULE,
         rules.REMOTE_CODE,
+        rules.CODE_LOOSE,
     )
 )
 
@@ -66,10 +71,13 @@ def check(ctx: GateContext, config: SecurityConfig) -> GateResult:
     findings = list(walk.findings)
     evidence: dict[str, Any] = {"coverage": walk.coverage, "code_objects": walk.code_objects}
 
+    reviewed = ReviewedCode()  # each .py file reported and analysed by one engine only
     if root.is_dir() and (root / "MLmodel").is_file():
-        findings += check_mlflow_model(root, dict(ctx.mlmodel) or read_mlmodel(root))
+        mlmodel = dict(ctx.mlmodel) or read_mlmodel(root)
+        findings += check_mlflow_model(root, mlmodel, reviewed=reviewed)
         findings += requirements.check_requirements(root)
-    findings += check_auto_map(root)
+    findings += check_auto_map(root, reviewed)
+    findings += check_python_files(root, reviewed)
     if config.modelscan:
         findings += _modelscan(root, evidence)
     findings += _data_findings(ctx, config, evidence)

@@ -7,9 +7,11 @@ imports, loads or executes what it inspects. Findings are made from the rule cat
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -73,3 +75,36 @@ def json_children(obj: Any, path: str) -> Iterator[tuple[Any, str]]:
         for i, value in enumerate(obj):
             if isinstance(value, dict | list):
                 yield value, f"{path}[{i}]"
+
+
+def files_under(root: Path, wanted: Callable[[str], bool], cap: int) -> tuple[list[Path], bool]:
+    """The regular files under `root` whose name `wanted` accepts, in a stable order, never
+    following or listing symbolic links (the walker reports those); True when there were more
+    than `cap` (only the first `cap` are returned)."""
+    if root.is_file():
+        return ([root] if wanted(root.name) and not root.is_symlink() else []), False
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        base = Path(dirpath)
+        for name in sorted(filenames):
+            path = base / name
+            if wanted(name) and not path.is_symlink() and path.is_file():
+                if len(found) == cap:
+                    return found, True
+                found.append(path)
+    return found, False
+
+
+@dataclass
+class ReviewedCode:
+    """Python files an engine has already reported as code and handed to bandit, and the
+    directories it reported whole (an MLflow model's code directories), so that the next
+    engine neither reports nor analyses them again."""
+
+    dirs: list[Path] = field(default_factory=list)
+    files: set[Path] = field(default_factory=set)
+
+    def covers(self, path: Path) -> bool:
+        resolved = path.resolve()
+        return resolved in self.files or any(resolved.is_relative_to(d) for d in self.dirs)

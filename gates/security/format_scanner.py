@@ -38,6 +38,8 @@ from gates.security.decompress import stream_kind
 from gates.security.pickle_vm import looks_like_pickle
 
 HEAD = 64 * 1024  # what a sniff sees of a large file
+# Named as Jinja templates: read whole and judged whatever their bytes (formats/chat_template.py)
+TEMPLATE_SUFFIXES = (".jinja", ".jinja2", ".j2")
 STRINGS_WINDOW = 1024 * 1024  # unknown binaries: secrets are looked for in the first MiB
 
 P = ParamSpec("P")
@@ -184,4 +186,5 @@ def needs_whole(head: bytes, name: str) -> bool:
         or is_tar(head)
         or is_text(head)
         or name.endswith(".pb")
+        or name.lower().endswith(TEMPLATE_SUFFIXES)
     )

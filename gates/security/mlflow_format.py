@@ -33,18 +33,26 @@ Rules (stable ids):
   `metadata`) that is absolute or leaves the artifact with `..`. MLflow joins it
   to the model directory with `os.path.join`, so it would load or import a file this scan
   never saw.
+- SEC-MLFLOW-006 HIGH: such a path with a component starting with `.` (`.git/model.pkl`,
+  `.github/x.py`; `.` and `..` themselves are SEC-MLFLOW-005's when they escape). model-signing
+  by default leaves `.git`, `.github`, `.gitignore` and `.gitattributes` out of a model's
+  signature, so a file loaded from a hidden path could be swapped after signing.
 - SEC-CODE-001 (bandit's severity: HIGH, MEDIUM or LOW): bandit's findings on the `.py`
   files of the code directories and on models-from-code files, with bandit's test id, file,
   line and confidence. `# nosec` comments are ignored: the author of the code does not get to
   silence the review of it.
 - SEC-CODE-002 HIGH: shipped code that cannot be statically analysed: a `.py` file bandit
-  cannot parse, compiled modules (`.so`, `.pyd`, `.pyc`), symbolic links, or more than
-  `max_code_files` files. Fail closed: what was not read was not checked.
+  cannot parse or over `MAX_CODE_BYTES`, compiled modules (`.so`, `.pyd`, `.pyc`), symbolic
+  links, or more than `max_code_files` files. Fail closed: what was not read was not checked.
+
+The code directories and the files handed to bandit are recorded in a `ReviewedCode`, so the
+check of `.py` files elsewhere in the artifact (`python_files.py`) does not report them again.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -56,7 +64,7 @@ from bandit.core import manager as bandit_manager
 
 from gates.base import Finding, Severity
 from gates.security import rules
-from gates.security.common import Location
+from gates.security.common import Location, ReviewedCode
 
 # Every loader module MLflow 3.x writes into an MLmodel (grep `loader_module=` in mlflow/), plus
 # the historical flavors whose saved models still load.
@@ -142,6 +150,7 @@ _USER_CONFIG_KEYS = frozenset({"config", "model_config"})
 # model_code_path is the author's original absolute path; MLflow uses only its basename.
 _BASENAME_ONLY_KEYS = frozenset({"model_code_path"})
 _EVIDENCE_LIST_CAP = 200
+MAX_CODE_BYTES = 4 * 1024**2  # a .py file bandit is asked to read
 
 _BANDIT_SEVERITY = {"HIGH": Severity.HIGH, "MEDIUM": Severity.MEDIUM, "LOW": Severity.LOW}
 
@@ -165,16 +174,22 @@ class _CodeRun:
 
 
 def check_mlflow_model(
-    root: Path, mlmodel: Mapping[str, Any], *, max_code_files: int = 5_000
+    root: Path,
+    mlmodel: Mapping[str, Any],
+    *,
+    max_code_files: int = 5_000,
+    reviewed: ReviewedCode | None = None,
 ) -> list[Finding]:
-    """All SEC-MLFLOW and SEC-CODE findings for the MLflow model directory `root`."""
+    """All SEC-MLFLOW and SEC-CODE findings for the MLflow model directory `root`; the code
+    directories and analysed files are added to `reviewed`."""
     root = root.resolve()
+    reviewed = reviewed if reviewed is not None else ReviewedCode()
     findings: list[Finding] = []
     run = _CodeRun()
     flavors = mlmodel.get("flavors")
     flavors = flavors if isinstance(flavors, Mapping) else {}
 
-    findings += _escaping_paths(root, mlmodel)
+    findings += _model_paths(root, mlmodel)
     code_dirs = _code_dirs(root, mlmodel, flavors)
     for flavor, conf in flavors.items():
         if not isinstance(conf, Mapping):
@@ -193,7 +208,8 @@ def check_mlflow_model(
         findings += _shadowing(root, code_dir)
         findings += _unanalysable(root, listing, more, max_code_files, rel_dir)
         py_files += [p for p in listing if p.suffix in (".py", ".pyw") and not p.is_symlink()]
-    findings += bandit_findings(root, py_files)
+    findings += bandit_findings(root, py_files, reviewed)
+    reviewed.dirs += code_dirs
 
     if run.any():
         findings.append(_runs_own_code(run))
@@ -289,21 +305,39 @@ def _python_model(root: Path, conf: Mapping[str, Any], run: _CodeRun) -> None:
 # --- paths in the MLmodel -------------------------------------------------------------------
 
 
-def _escaping_paths(root: Path, mlmodel: Mapping[str, Any]) -> list[Finding]:
+def _model_paths(root: Path, mlmodel: Mapping[str, Any]) -> list[Finding]:
+    """SEC-MLFLOW-005 (outside the artifact) and SEC-MLFLOW-006 (into a hidden file)."""
     out = []
     scope = {"code": mlmodel.get("code"), "flavors": mlmodel.get("flavors")}
     for keypath, value in _path_values(scope, ()):
+        key = ".".join(keypath)
+        evidence = {"key": key, "path": value}
         target = Path(os.path.join(root, value))
         if Path(value).is_absolute() or not target.resolve().is_relative_to(root):
             out.append(
                 rules.MLFLOW_PATH_ESCAPE.finding(
-                    f"MLmodel {'.'.join(keypath)} = {value!r} points outside the artifact; MLflow "
+                    f"MLmodel {key} = {value!r} points outside the artifact; MLflow "
                     "would read it from there, unscanned",
                     MLMODEL,
-                    {"key": ".".join(keypath), "path": value},
+                    evidence,
+                )
+            )
+        hidden = [part for part in re.split(r"[/\\]", value) if _is_hidden(part)]
+        if hidden:
+            out.append(
+                rules.MLFLOW_HIDDEN_PATH.finding(
+                    f"MLmodel {key} = {value!r} goes through {hidden[0]!r}, a hidden name that "
+                    "model signing leaves out by default: the file could be replaced after "
+                    "signing",
+                    MLMODEL,
+                    {**evidence, "hidden": hidden},
                 )
             )
     return out
+
+
+def _is_hidden(part: str) -> bool:
+    return part.startswith(".") and part not in (".", "..")
 
 
 def _path_values(node: Any, keypath: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str]]:
@@ -418,16 +452,34 @@ def _code_002(rel: str, message: str) -> Finding:
     return rules.CODE_UNANALYSABLE.finding(message, Location(rel))
 
 
-def bandit_findings(root: Path, files: list[Path]) -> list[Finding]:
-    """bandit (as a library, default profile, `# nosec` ignored) on `files`: SEC-CODE-001/002."""
-    if not files:
-        return []
+def bandit_findings(
+    root: Path, files: list[Path], reviewed: ReviewedCode | None = None
+) -> list[Finding]:
+    """bandit (as a library, default profile, `# nosec` ignored) on `files`: SEC-CODE-001/002.
+    Files already in `reviewed.files` are skipped (another engine analysed them); the rest are
+    added to it. A file over MAX_CODE_BYTES is SEC-CODE-002, not read."""
+    root = root.resolve()
+    reviewed = reviewed if reviewed is not None else ReviewedCode()
+    out = []
+    readable = []
+    for path in dict.fromkeys(p.resolve() for p in files):
+        if path in reviewed.files:
+            continue
+        reviewed.files.add(path)
+        size = path.stat().st_size
+        if size > MAX_CODE_BYTES:
+            rel = _rel(root, path)
+            out.append(_code_002(rel, f"{rel} is {size} bytes, over the {MAX_CODE_BYTES}-byte "
+                                      "limit for analysis; it was not read"))  # fmt: skip
+        else:
+            readable.append(path)
+    if not readable:
+        return out
     manager = bandit_manager.BanditManager(
         bandit_config.BanditConfig(), "file", quiet=True, ignore_nosec=True
     )
-    manager.discover_files([str(p) for p in files])
+    manager.discover_files([str(p) for p in readable])
     manager.run_tests()
-    out = []
     for issue in manager.get_issue_list():
         rel = _rel(root, Path(issue.fname))
         cwe = getattr(getattr(issue, "cwe", None), "id", None)

@@ -466,6 +466,16 @@ MLFLOW_PATH_ESCAPE = Rule(
     "would load or import a file this scan never saw.",
     "Log the model with every file it needs inside the artifact, referenced by relative path.",
 )
+MLFLOW_HIDDEN_PATH = Rule(
+    "SEC-MLFLOW-006",
+    Severity.HIGH,
+    "MLmodel path into a hidden file or directory",
+    "A path in the MLmodel (code, data, pickled_model, python_model, *_path, env files) has a "
+    "component starting with '.' (`.git/model.pkl`, `.github/loader.py`). Model signing by "
+    "default leaves `.git`, `.github`, `.gitignore` and `.gitattributes` out of the signature, "
+    "so a file MLflow loads from there can be replaced after the model was signed.",
+    "Keep every file the model loads in ordinary (not hidden) directories of the artifact.",
+)
 
 # -- shipped code (gates/security/mlflow_format.py, bandit) --------------------------------
 
@@ -486,6 +496,18 @@ CODE_UNANALYSABLE = Rule(
     "A .py file bandit cannot parse, compiled modules (.so, .pyd, .pyc), links, or more code "
     "files than the scanner reads. What was not read was not checked.",
     "Ship the source of every module the model imports, and nothing compiled.",
+)
+CODE_LOOSE = Rule(
+    "SEC-CODE-003",
+    Severity.HIGH,
+    "Python file shipped outside a code directory",
+    "A .py file in the artifact that is not in an MLflow model's code directory, not its "
+    "models-from-code file and not named by auto_map: transformers copies and imports the "
+    "modules a remote-code file imports from the model directory, a python_model imports from "
+    "its artifacts, and a deploy step may run what it finds. It is analysed with bandit like "
+    "shipped code.",
+    "Remove the file, or ship it through the model's code paths; once the code is reviewed, "
+    "set `allow_code: true` for this model.",
 )
 
 # -- environment files (gates/security/requirements.py) ------------------------------------
@@ -575,9 +597,10 @@ TEMPLATE_INTERNALS = Rule(
     Severity.CRITICAL,
     "Chat template reaches interpreter internals",
     "The chat template reads an attribute or item whose name starts with `_` (`__class__`, "
-    "`__globals__`, `__subclasses__`), however it is spelled (hex escapes, `~` or `join` of "
-    "pieces, `format`), names a dunder, or uses a global that leads to Python objects "
-    "(`cycler`, `joiner`, `lipsum`, `self`, `config`, `request`). Rendered outside a "
+    "`__globals__`, `__subclasses__`) or that Jinja's own sandbox refuses (`gi_frame`, "
+    "`f_globals`, `mro`), however it is spelled (hex escapes, `~` or `join` of pieces, "
+    "`format`, a `{% set %}` block), names a dunder, or uses a global that leads to Python "
+    "objects (`cycler`, `joiner`, `lipsum`, `self`, `config`, `request`). Rendered outside a "
     "sandboxed environment (llama-cpp-python before CVE-2024-34359, custom servers), that "
     "runs arbitrary code on the serving machine on every request. No chat template needs it.",
     "Treat the model as hostile; take the chat template from the model family's published "
@@ -587,9 +610,12 @@ TEMPLATE_COMPUTED_NAME = Rule(
     "SEC-TEMPLATE-002",
     Severity.HIGH,
     "Chat template computes an attribute or item name",
-    "An attribute (`|attr(name)`, `map(attribute=...)`) or item (`x[a ~ b]`) name is built "
-    "at render time from something that is not a literal, so what it reads cannot be "
-    "checked before the template runs: the way underscore names are smuggled past filters.",
+    "An attribute (`|attr(name)`, `map(attribute=...)`) or item (`x[key]`) name that is not "
+    "a literal the judge can fold (nor a number: `messages[loop.index0 - 1]`) is only known "
+    "at render time, so what it reads cannot be checked before the template runs: Jinja "
+    "falls back from a missing item to the attribute of that name, the way underscore names "
+    "are smuggled past filters. A lookup in a dict literal the template itself defines is "
+    "allowed.",
     "Use literal attribute and key names (`message.content`, `message['role']`).",
 )
 TEMPLATE_CALL = Rule(
@@ -598,16 +624,19 @@ TEMPLATE_CALL = Rule(
     "Chat template calls outside the chat-template vocabulary",
     "Chat templates call `raise_exception`, `strftime_now`, `range`, `namespace`, their own "
     "macros and plain string, list and dict methods. A call of anything else, of a computed "
-    "value, `.format()` of a built string, or loading another template (`include`, "
-    "`import`, `extends`) is code a template has no need for.",
+    "value, of a macro or global name the template also binds (`set`, `for`, an argument), "
+    "`.format()` of a built string, or loading another template (`include`, `import`, "
+    "`extends`) is code a template has no need for.",
     "Remove the call, or explain it and accept the finding in review.",
 )
 TEMPLATE_UNPARSEABLE = Rule(
     "SEC-TEMPLATE-004",
     Severity.HIGH,
     "Chat template could not be judged",
-    "The template does not parse as Jinja2, or is over the size limit: it was not checked, "
-    "and a template that was not checked is not known to be safe.",
+    "The template does not parse as Jinja2, is over the size limit, is too complex to judge "
+    "within the judge's bounds, or sits in a file too large or too deeply nested to read: it "
+    "was not checked, and a template that was not checked is not known to be safe. MEDIUM for "
+    "a `.template` / `.tmpl` file that is not Jinja2 (another engine's syntax).",
     "Fix the template; a serving stack could not render it either.",
 )
 GGUF_MALFORMED = Rule(
@@ -624,9 +653,11 @@ REMOTE_CODE = Rule(
     "SEC-AUTOMAP-001",
     Severity.HIGH,
     "Transformers model ships code that runs with trust_remote_code",
-    "`auto_map` in config.json or tokenizer_config.json names classes in Python files (or in "
-    "another repository, `repo--module.Class`) that `from_pretrained(..., "
-    "trust_remote_code=True)` imports and runs. Every such file is analysed with bandit.",
+    "`auto_map` (Auto classes) or `custom_pipelines` (pipeline `impl`) in any *config.json "
+    "(config.json, tokenizer_config.json, preprocessor_config.json, processor_config.json, "
+    "...) names classes in Python files (or in another repository, `repo--module.Class`) that "
+    "`from_pretrained(..., trust_remote_code=True)` or `pipeline(...)` imports and runs. "
+    "Every such file is analysed with bandit.",
     "Use a model whose architecture is built into transformers, or review the code and set "
     "`allow_code: true` for this model.",
 )

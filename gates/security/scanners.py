@@ -267,28 +267,32 @@ class TensorflowScanner:
 
 
 class ChatTemplateScanner:
-    """`tokenizer_config.json` (its `chat_template`) and `*.jinja` / `*.j2` files: the
-    templates judged from their syntax tree (formats/chat_template.py); the text is still
-    searched for secrets."""
+    """Chat templates, found by content: any JSON with a `chat_template` key (at any depth:
+    `tokenizer_config.json`, `chat_template.json`, `processor_config.json`, or a file of any
+    name), YAML configs with one, `*.jinja` / `*.jinja2` / `*.j2` files and Jinja-looking
+    `*.template` / `*.tmpl` files (formats/chat_template.py). The templates are judged from
+    their syntax tree; the text is still searched for secrets, and a file that turns out to
+    hold no template is text like any other."""
 
     name = "chat template"
     stages = _IN_MEMORY
 
     def sniff(self, blob: Blob) -> bool:
-        name = blob.name.lower()
-        named = name == "tokenizer_config.json" or name.endswith((".jinja", ".j2"))
-        return named and is_text(blob.head)
+        assert blob.data is not None
+        if blob.name.lower().endswith(chat_template.JINJA_SUFFIXES):
+            return True  # a NUL byte does not stop a renderer: judged whatever its bytes
+        return (
+            is_text(blob.head)
+            and archives.unopened_kind(blob.head, blob.name) is None  # TextScanner's to report
+            and chat_template.may_carry_templates(blob.name, blob.data)
+        )
 
     def scan(self, blob: Blob, walk: Walk) -> Iterable[Finding]:
         assert blob.data is not None
-        if blob.name.lower().endswith((".jinja", ".j2")):
-            text = blob.data.decode("utf-8", errors="replace")
-            templates = [chat_template.TemplateSource(blob.name, text)]
-        else:
-            templates = chat_template.tokenizer_config_templates(blob.data) or []
-        findings = list(chat_template.iter_template_findings(templates, blob.where))
+        carried = chat_template.carried_templates(blob.name, blob.data)
+        findings = list(chat_template.judge_carried(carried, blob.where)) if carried else []
         _queue_text(blob, walk)
-        if templates:
+        if carried and carried.templates:
             walk.covered(blob.where, self.name)
         return findings
 

@@ -214,3 +214,39 @@ def test_user_metadata_and_model_config_paths_are_not_judged(sklearn_copy: Path)
     mlmodel["flavors"]["python_function"]["config"] = {"lookup_path": "/srv/lookup.csv"}
     _write_mlmodel(sklearn_copy, mlmodel)
     assert _check(sklearn_copy) == []
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    [".git/model.pkl", "model/.github/model.pkl", ".gitattributes", "./.cache\\model.pkl"],
+)
+def test_a_pickle_path_into_a_hidden_directory_that_signing_skips_is_blocked(
+    sklearn_copy: Path, hidden: str
+) -> None:
+    """model-signing leaves .git, .github, .gitignore and .gitattributes out of a signature by
+    default: a pickle loaded from there could be swapped after the model was signed."""
+    target = sklearn_copy / hidden.replace("\\", "/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    (sklearn_copy / "model.pkl").rename(target)
+    mlmodel = _mlmodel(sklearn_copy)
+    mlmodel["flavors"]["sklearn"]["pickled_model"] = hidden
+    mlmodel["flavors"]["python_function"]["model_path"] = hidden
+    _write_mlmodel(sklearn_copy, mlmodel)
+
+    findings = _check(sklearn_copy)
+
+    hidden_paths = [f for f in findings if f.rule_id == "SEC-MLFLOW-006"]
+    assert {f.evidence["key"] for f in hidden_paths} == {
+        "flavors.sklearn.pickled_model",
+        "flavors.python_function.model_path",
+    }
+    assert all(f.severity == Severity.HIGH and f.file == "MLmodel" for f in hidden_paths)
+    assert "SEC-MLFLOW-005" not in _rules(findings)  # it stays inside the artifact
+
+
+def test_dot_and_dot_dot_alone_are_not_hidden_names(sklearn_copy: Path) -> None:
+    mlmodel = _mlmodel(sklearn_copy)
+    mlmodel["flavors"]["sklearn"]["pickled_model"] = "./model.pkl"
+    mlmodel["flavors"]["python_function"]["model_path"] = "sub/../model.pkl"
+    _write_mlmodel(sklearn_copy, mlmodel)
+    assert _check(sklearn_copy) == []

@@ -1,335 +1,282 @@
-"""Chat templates (Jinja2), judged from their syntax tree; never rendered.
+"""Chat templates (Jinja2), found by content and judged from their syntax tree; never rendered.
 
 A chat template is code: the serving stack renders it on every request. Rendered by a plain
 `jinja2.Environment` (llama-cpp-python before CVE-2024-34359, and others since), `{{
 ''.__class__.__mro__[1].__subclasses__() }}` reaches the interpreter. So the template is
-parsed with Jinja2's own parser and the tree judged, and nothing in it is ever evaluated:
+parsed with Jinja2's own parser (with the `loopcontrols` extension and the `{% generation %}`
+tag transformers renders with) and the tree judged (`template_judge.py`), and nothing in it
+is ever evaluated:
 
-- SEC-TEMPLATE-001 (CRITICAL): an attribute or item whose name starts with `_`, however the
-  name is spelled (a literal, hex escapes, `~` concatenation, `join`, `format`, `%`: names
-  built from literals are folded here, as Jinja would), and the globals that lead to Python
-  objects (`cycler`, `joiner`, `lipsum`, `self`, `config`, `request`, ...).
-- SEC-TEMPLATE-002 (HIGH): an attribute or item name computed at render time from something
-  that is not a literal (`x|attr(name)`, `x[a ~ b]`): what it will be cannot be checked.
+- SEC-TEMPLATE-001 (CRITICAL): an attribute or item whose name starts with `_` (or that
+  Jinja's own sandbox refuses: `gi_frame`, `f_globals`, `mro`, ...), however the name is
+  spelled (a literal, hex escapes, `~` concatenation, `join`, `format`, `%`, a
+  `{% set x %}...{% endset %}` block, a variable set to any of those, in template order:
+  names built from literals are folded here, as Jinja would), an attribute-naming filter
+  argument with such a part (`map(attribute='role.__class__')`), a string or template text
+  naming a dunder, and the globals that lead to Python objects (`cycler`, `joiner`, `lipsum`,
+  `self`, `config`, `request`, ...).
+- SEC-TEMPLATE-002 (HIGH): an item key or attribute-naming filter argument that is neither a
+  literal the judge can fold nor provably a number (`x|attr(name)`, `x[a ~ b]`,
+  `x[message.key]`): what it will read cannot be checked. A lookup in a dict literal the
+  template defines itself is allowed (template_judge.py says why).
 - SEC-TEMPLATE-003 (HIGH): a call outside the small vocabulary chat templates use
   (`raise_exception`, `strftime_now`, `range`, `namespace`, the template's own macros, and
-  string, list and dict methods such as `strip`, `split`, `items`, `get`), or template
+  string, list and dict methods such as `strip`, `split`, `items`, `get`), a call of one of
+  those names after the template re-binds it (`{% set macro_name = ... %}`), or template
   loading (`include`, `import`, `extends`), which no chat template needs.
-- SEC-TEMPLATE-004 (HIGH): a template Jinja cannot parse is not known to be safe.
+- SEC-TEMPLATE-004 (HIGH): a template Jinja cannot parse, over `MAX_TEMPLATE_CHARS`, too
+  complex for the judge's bounds, or in a file too large or too deeply nested to read, is not
+  known to be safe. A `.template` / `.tmpl` file that is not Jinja at all (another engine's
+  syntax) is reported MEDIUM: no Jinja renderer can run it.
+
+Where templates are found (by content, not only by file name):
+
+- every JSON document with a key containing `chat_template`, at any depth (transformers'
+  `tokenizer_config.json`, `chat_template.json`, `processor_config.json`, or any other file):
+  a string, a list of named templates `[{"name": ..., "template": ...}]`, or a map of name
+  to template. Keys are read as the parser builds each object, so duplicate keys and escaped
+  spellings (`"chat\\u005ftemplate"`) are all seen. Files over `MAX_JSON_BYTES` are not
+  parsed (SEC-TEMPLATE-004 when they mention `chat_template`). A file that is not JSON is
+  only text (searched for secrets, as every text is);
+- YAML files (`*.yaml`, `*.yml`) with such a key (serving and fine-tuning configs);
+- `*.jinja`, `*.jinja2`, `*.j2` files whatever their bytes (a NUL byte does not stop a
+  renderer), and `*.template` / `*.tmpl` text files holding `{{` or `{%`;
+- GGUF metadata (`formats/gguf.py`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
 from jinja2 import Environment, nodes
 from jinja2.exceptions import TemplateSyntaxError
+from jinja2.ext import Extension, loopcontrols
+from jinja2.parser import Parser
 
-from gates.base import Finding
+from gates.base import Finding, Severity
 from gates.security import rules
 from gates.security.common import Location
+from gates.security.format_scanner import TEMPLATE_SUFFIXES
+from gates.security.formats.template_judge import TemplateJudge
+from gates.security.formats.template_values import TooComplex
 
 MAX_TEMPLATE_CHARS = 1_000_000
-MAX_FINDINGS = 50
-
-# Globals of Jinja (and of Flask-style environments) whose attributes lead to Python objects.
-DANGEROUS_GLOBALS = frozenset(
-    {"cycler", "joiner", "lipsum", "self", "config", "request", "session", "g",
-     "url_for", "get_flashed_messages", "__builtins__", "__import__", "os", "sys"}
-)  # fmt: skip
-CALLABLE_GLOBALS = frozenset({"raise_exception", "strftime_now", "range", "namespace", "dict"})
-METHODS = frozenset(
-    {"strip", "lstrip", "rstrip", "split", "rsplit", "splitlines", "startswith", "endswith",
-     "upper", "lower", "title", "capitalize", "replace", "join", "find", "rfind", "count",
-     "index", "isspace", "isdigit", "isalpha", "isalnum", "items", "keys", "values", "get",
-     "append", "extend", "update", "pop", "copy", "cycle", "format"}
-)  # fmt: skip
-# filters and tests whose arguments name an attribute to read
-ATTRIBUTE_ARGS = frozenset({"attr", "map", "selectattr", "rejectattr", "sort", "groupby",
-                            "sum", "unique", "min", "max", "dictsort"})  # fmt: skip
-_FORMAT_FIELD_ACCESS = re.compile(r"\{[^{}]*[.\[][^{}]*\}")
+MAX_TEMPLATES_PER_FILE = 256
+MAX_JSON_BYTES = 64 * 1024**2
+MAX_YAML_BYTES = 4 * 1024**2
+MAX_YAML_NODES = 200_000
+TEMPLATE_KEY = "chat_template"
+JINJA_SUFFIXES = TEMPLATE_SUFFIXES
+MAYBE_JINJA_SUFFIXES = (".template", ".tmpl")
+YAML_SUFFIXES = (".yaml", ".yml")
+_JSON_START = re.compile(rb"\A(?:\xef\xbb\xbf)?\s*[\[{]")
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
 class TemplateSource:
     label: str  # e.g. "chat_template", "chat_template[tool_use]", "tokenizer.chat_template"
     text: str
+    # False for a `.template` file, which may be another engine's syntax: judged if it parses
+    declared_jinja: bool = True
 
 
-def templates_in_tokenizer_config(document: Any) -> list[TemplateSource]:
-    """`chat_template` of a tokenizer_config.json: one string, or a list of named ones."""
-    if not isinstance(document, dict):
-        return []
-    value = document.get("chat_template")
+@dataclass
+class CarriedTemplates:
+    """The templates a file carries, and why some of it could not be read (SEC-TEMPLATE-004)."""
+
+    templates: list[TemplateSource] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)
+
+
+def may_carry_templates(name: str, data: bytes) -> bool:
+    """Cheap test on a text file's name and bytes: could it hold a chat template?"""
+    lower = name.lower()
+    if lower.endswith(JINJA_SUFFIXES):
+        return True
+    if lower.endswith(MAYBE_JINJA_SUFFIXES):
+        return b"{{" in data or b"{%" in data
+    mentions = TEMPLATE_KEY.encode() in data
+    if lower.endswith(YAML_SUFFIXES):
+        return mentions or b"\\" in data  # YAML escapes can spell the key too
+    # an escaped key ("chat\u005ftemplate") has no "chat_template" in its bytes
+    return bool(_JSON_START.match(data)) and (mentions or b"\\u" in data)
+
+
+def carried_templates(name: str, data: bytes) -> CarriedTemplates | None:
+    """The templates in a text file; None when it holds none (not JSON, or no such key)."""
+    lower = name.lower()
+    if lower.endswith(JINJA_SUFFIXES + MAYBE_JINJA_SUFFIXES):
+        text = data.decode("utf-8", errors="replace")
+        declared = lower.endswith(JINJA_SUFFIXES)
+        return CarriedTemplates([TemplateSource(name, text, declared_jinja=declared)])
+    if lower.endswith(YAML_SUFFIXES):
+        return _yaml_templates(data)
+    return _json_templates(data)
+
+
+def templates_in_value(label: str, value: Any, depth: int = 0) -> Iterator[TemplateSource]:
+    """The templates under a `chat_template` key: one string, a list of named ones
+    (`[{"name": ..., "template": ...}]`), or a map of name to template."""
     if isinstance(value, str):
-        return [TemplateSource("chat_template", value)]
-    found = []
-    if isinstance(value, list):
+        yield TemplateSource(label, value)
+    elif depth >= 2:
+        return
+    elif isinstance(value, list):
         for i, item in enumerate(value):
-            if isinstance(item, dict) and isinstance(item.get("template"), str):
+            if isinstance(item, dict) and "template" in item:
                 name = str(item.get("name", i))[:64]
-                found.append(TemplateSource(f"chat_template[{name}]", item["template"]))
-    elif isinstance(value, dict):  # some tools write {name: template}
-        for name, text in value.items():
-            if isinstance(text, str):
-                found.append(TemplateSource(f"chat_template[{str(name)[:64]}]", text))
-    return found
+                yield from templates_in_value(f"{label}[{name}]", item["template"], depth + 1)
+            else:
+                yield from templates_in_value(f"{label}[{i}]", item, depth + 1)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from templates_in_value(f"{label}[{str(name)[:64]}]", item, depth + 1)
 
 
-def tokenizer_config_templates(data: bytes) -> list[TemplateSource] | None:
-    """The templates of a tokenizer_config.json's bytes; None when it is not JSON."""
+def _json_templates(data: bytes) -> CarriedTemplates | None:
+    mentions = TEMPLATE_KEY.encode() in data
+    if len(data) > MAX_JSON_BYTES:
+        if not mentions:
+            return None
+        why = f"{len(data)} bytes, over the {MAX_JSON_BYTES}-byte limit for reading JSON"
+        return CarriedTemplates(unread=[why])
+    carried = CarriedTemplates()
+
+    def keys_of(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        for key, value in pairs:  # every pair, duplicates included
+            if TEMPLATE_KEY in key:
+                carried.templates.extend(templates_in_value(key[:64], value))
+        return dict(pairs)
+
     try:
-        return templates_in_tokenizer_config(json.loads(data))
-    except (ValueError, RecursionError):
+        json.loads(data, object_pairs_hook=keys_of)
+    except RecursionError:
+        if not mentions:
+            return None
+        return CarriedTemplates(unread=["JSON nested too deeply to read"])
+    except ValueError:  # not JSON (or not UTF-8): a text file like any other
         return None
+    return carried if carried.templates else None
+
+
+def _yaml_templates(data: bytes) -> CarriedTemplates | None:
+    if len(data) > MAX_YAML_BYTES:
+        if TEMPLATE_KEY.encode() not in data:
+            return None
+        return CarriedTemplates(unread=[f"{len(data)} bytes, over the YAML reading limit"])
+    try:
+        document = yaml.load(data, Loader=_YAML_LOADER)  # a safe loader: no Python objects
+    except (yaml.YAMLError, RecursionError, ValueError):
+        return None
+    carried = CarriedTemplates()
+    stack, seen = [document], set()
+    while stack:  # aliases share objects: each visited once, so an alias bomb stays small
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if len(seen) > MAX_YAML_NODES:
+            carried.unread.append(f"more than {MAX_YAML_NODES} YAML nodes")
+            break
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and TEMPLATE_KEY in key:
+                    carried.templates.extend(templates_in_value(key[:64], value))
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return carried if carried.templates or carried.unread else None
+
+
+def judge_carried(carried: CarriedTemplates, where: Location) -> Iterator[Finding]:
+    for why in carried.unread:
+        yield rules.TEMPLATE_UNPARSEABLE.finding(
+            f"chat templates in this file could not be read: {why}", where, {"reason": why}
+        )
+    for template in carried.templates[:MAX_TEMPLATES_PER_FILE]:
+        yield from judge_template(template, where)
+    if len(carried.templates) > MAX_TEMPLATES_PER_FILE:
+        skipped = len(carried.templates) - MAX_TEMPLATES_PER_FILE
+        yield rules.TEMPLATE_UNPARSEABLE.finding(
+            f"{len(carried.templates)} chat templates in one file; the last {skipped} were not "
+            f"judged (limit {MAX_TEMPLATES_PER_FILE})",
+            where,
+            {"templates": len(carried.templates)},
+        )
 
 
 def judge_template(source: TemplateSource, where: Location) -> list[Finding]:
+    evidence = {"template": source.label}
     if len(source.text) > MAX_TEMPLATE_CHARS:
         return [
             rules.TEMPLATE_UNPARSEABLE.finding(
                 f"{source.label}: {len(source.text)} characters, over the "
                 f"{MAX_TEMPLATE_CHARS}-character limit; not judged",
                 where,
-                {"template": source.label},
+                evidence,
             )
         ]
     try:
-        tree = Environment().parse(source.text)
+        tree = _environment().parse(source.text)
     except (TemplateSyntaxError, RecursionError) as exc:
+        line = getattr(exc, "lineno", None)
+        if not source.declared_jinja:
+            return [
+                rules.TEMPLATE_UNPARSEABLE.finding(
+                    f"{source.label} is not Jinja2 (another template engine's syntax?), so no "
+                    f"Jinja renderer runs it; not judged: {str(exc)[:200]}",
+                    where,
+                    {**evidence, "line": line},
+                    severity=Severity.MEDIUM,
+                )
+            ]
         return [
             rules.TEMPLATE_UNPARSEABLE.finding(
                 f"{source.label} does not parse as Jinja2: {str(exc)[:200]}",
                 where,
-                {"template": source.label, "line": getattr(exc, "lineno", None)},
+                {**evidence, "line": line},
             )
         ]
-    judge = _Judge(source.label, where, tree)
-    return judge.run()
-
-
-class _Judge:
-    def __init__(self, label: str, where: Location, tree: nodes.Template) -> None:
-        self.label, self.where, self.tree = label, where, tree
-        self.findings: list[Finding] = []
-        self.seen: set[tuple[str, str]] = set()
-        self.macros = {m.name for m in tree.find_all(nodes.Macro)}
-        self.assigned: dict[str, nodes.Node] = {}
-        for assign in tree.find_all(nodes.Assign):
-            if isinstance(assign.target, nodes.Name):
-                self.assigned[assign.target.name] = assign.node
-
-    def run(self) -> list[Finding]:
-        for node in self.tree.find_all(nodes.Node):
-            self._judge(node)
-            if len(self.findings) >= MAX_FINDINGS:
-                break
-        return self.findings
-
-    def _add(self, rule: rules.Rule, node: nodes.Node, what: str) -> None:
-        line = getattr(node, "lineno", None)
-        key = (rule.id, f"{what}@{line}")
-        if key in self.seen:
-            return
-        self.seen.add(key)
-        self.findings.append(
-            rule.finding(
-                f"{self.label} line {line}: {what}",
-                self.where,
-                {"template": self.label, "line": line, "construct": what[:200]},
-            )
-        )
-
-    def _judge(self, node: nodes.Node) -> None:
-        if isinstance(node, nodes.Getattr):
-            self._name_use(node, node.attr, f"attribute .{node.attr}")
-        elif isinstance(node, nodes.Getitem):
-            self._item(node)
-        elif isinstance(node, nodes.Name) and node.ctx == "load":
-            if node.name in DANGEROUS_GLOBALS:
-                self._add(rules.TEMPLATE_INTERNALS, node,
-                          f"`{node.name}`, a global that leads to Python objects")  # fmt: skip
-        elif isinstance(node, nodes.Filter | nodes.Test):
-            self._attribute_args(node)
-        elif isinstance(node, nodes.Call):
-            self._call(node)
-        elif isinstance(node, nodes.Include | nodes.Import | nodes.FromImport | nodes.Extends):
-            self._add(rules.TEMPLATE_CALL, node,
-                      f"`{type(node).__name__.lower()}` loads another template")  # fmt: skip
-        elif isinstance(node, nodes.Const) and isinstance(node.value, str):
-            if re.search(r"__\w+__", node.value):
-                self._add(rules.TEMPLATE_INTERNALS, node,
-                          f"a string naming a dunder ({node.value[:40]!r})")  # fmt: skip
-
-    def _name_use(self, node: nodes.Node, name: str, what: str) -> None:
-        if name.startswith("_"):
-            self._add(rules.TEMPLATE_INTERNALS, node, f"{what} (an underscore name)")
-
-    def _item(self, node: nodes.Getitem) -> None:
-        arg = node.arg
-        if isinstance(arg, nodes.Const):
-            if isinstance(arg.value, str):
-                self._name_use(node, arg.value, f"item [{arg.value[:40]!r}]")
-            return
-        if isinstance(arg, nodes.Slice):
-            return
-        folded = self._fold(arg)
-        if folded is not None:
-            self._name_use(node, folded, f"item [{folded[:40]!r}] built from literals")
-        elif self._builds_string(arg):
-            self._add(rules.TEMPLATE_COMPUTED_NAME, node,
-                      "an item name built at render time")  # fmt: skip
-
-    def _attribute_args(self, node: nodes.Filter | nodes.Test) -> None:
-        name = node.name
-        candidates: list[nodes.Expr] = []
-        if name in ATTRIBUTE_ARGS:
-            candidates += [kw.value for kw in node.kwargs if kw.key == "attribute"]
-            if name in ("attr", "selectattr", "rejectattr") and node.args:
-                candidates.append(node.args[0])
-            if name == "map" and node.args:
-                candidates.append(node.args[0])
-        for arg in candidates:
-            if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
-                self._name_use(node, arg.value, f"|{name}({arg.value[:40]!r})")
-                continue
-            folded = self._fold(arg)
-            if folded is not None:
-                self._name_use(node, folded, f"|{name}({folded[:40]!r}) built from literals")
-            elif name == "attr" or self._builds_string(arg):
-                self._add(rules.TEMPLATE_COMPUTED_NAME, node,
-                          f"|{name} with a name computed at render time")  # fmt: skip
-
-    def _call(self, node: nodes.Call) -> None:
-        callee = node.node
-        if isinstance(callee, nodes.Name):
-            if callee.name not in CALLABLE_GLOBALS and callee.name not in self.macros:
-                self._add(rules.TEMPLATE_CALL, node, f"a call of `{callee.name}`")
-            return
-        if isinstance(callee, nodes.Getattr):
-            method = callee.attr
-            if method not in METHODS:
-                self._add(rules.TEMPLATE_CALL, node, f"a call of method `.{method}()`")
-            elif method == "format":
-                self._format_call(node, callee)
-            return
-        self._add(rules.TEMPLATE_CALL, node, "a call of a computed value")
-
-    def _format_call(self, node: nodes.Call, callee: nodes.Getattr) -> None:
-        """str.format reads attributes from its format string: '{0.__class__}'."""
-        receiver = callee.node
-        if not isinstance(receiver, nodes.Const) or not isinstance(receiver.value, str):
-            self._add(rules.TEMPLATE_CALL, node, "`.format()` of a string built at render time")
-        elif _FORMAT_FIELD_ACCESS.search(receiver.value):
-            self._add(rules.TEMPLATE_INTERNALS, node,
-                      "`.format()` with attribute or item access in its fields")  # fmt: skip
-
-    # -- names built from literals ----------------------------------------------------------
-
-    def _fold(self, expr: nodes.Node, depth: int = 0) -> str | None:
-        """The string `expr` evaluates to when it is made of literals only, else None."""
-        if depth > 20:
-            return None
-        if isinstance(expr, nodes.Const):
-            return expr.value if isinstance(expr.value, str) else None
-        if isinstance(expr, nodes.Name) and expr.name in self.assigned:
-            return self._fold(self.assigned[expr.name], depth + 1)
-        if isinstance(expr, nodes.Concat):
-            parts = [self._fold(n, depth + 1) for n in expr.nodes]
-            return "".join(p for p in parts if p is not None) if None not in parts else None
-        if isinstance(expr, nodes.Add):
-            left, right = self._fold(expr.left, depth + 1), self._fold(expr.right, depth + 1)
-            return left + right if left is not None and right is not None else None
-        if isinstance(expr, nodes.Filter) and expr.node is not None:
-            return self._fold_filter(expr, depth)
-        if isinstance(expr, nodes.Mod):
-            return self._fold_percent(expr.left, [expr.right], depth)
-        if isinstance(expr, nodes.Call) and isinstance(expr.node, nodes.Getattr):
-            if expr.node.attr == "format":
-                return self._fold_format(expr.node.node, expr.args, depth)
-        return None
-
-    def _fold_filter(self, expr: nodes.Filter, depth: int) -> str | None:
-        assert expr.node is not None
-        if expr.name == "join" and isinstance(expr.node, nodes.List | nodes.Tuple):
-            parts = [self._fold(n, depth + 1) for n in expr.node.items]
-            sep = self._fold(expr.args[0], depth + 1) if expr.args else ""
-            if None in parts or sep is None:
-                return None
-            return sep.join(p for p in parts if p is not None)
-        inner = self._fold(expr.node, depth + 1)
-        if inner is None:
-            return None
-        if expr.name in ("lower", "upper", "trim", "string", "e", "escape", "safe"):
-            return {"lower": inner.lower(), "upper": inner.upper(), "trim": inner.strip()}.get(
-                expr.name, inner
-            )
-        if expr.name == "replace" and len(expr.args) >= 2:
-            old, new = (self._fold(a, depth + 1) for a in expr.args[:2])
-            return inner.replace(old, new) if old is not None and new is not None else None
-        if expr.name == "reverse":
-            return inner[::-1]
-        if expr.name == "format":
-            return self._fold_percent(expr.node, list(expr.args), depth)
-        return None
-
-    def _fold_percent(self, fmt: nodes.Node, args: Sequence[nodes.Node], depth: int) -> str | None:
-        template = self._fold(fmt, depth + 1)
-        values = _literal_values(args)
-        if template is None or values is None:
-            return None
-        try:
-            return template % tuple(values)
-        except (TypeError, ValueError, OverflowError):
-            return None
-
-    def _fold_format(self, fmt: nodes.Node, args: Sequence[nodes.Node], depth: int) -> str | None:
-        template = self._fold(fmt, depth + 1)
-        values = _literal_values(args)
-        if template is None or values is None or _FORMAT_FIELD_ACCESS.search(template):
-            return None  # a field with . or [ is judged on its own; never evaluated here
-        try:
-            return template.format(*values)
-        except (IndexError, KeyError, ValueError, TypeError, OverflowError):
-            return None
-
-    def _builds_string(self, expr: nodes.Node) -> bool:
-        """`a ~ b`, `a + 'x'`, `x|join`, `'%s'|format(x)`, `'{}'.format(x)`, or a variable
-        set to one of those: a name spelled at render time."""
-        if isinstance(expr, nodes.Name) and expr.name in self.assigned:
-            return self._builds_string(self.assigned[expr.name])
-        if isinstance(expr, nodes.Concat | nodes.Mod):
-            return True
-        if isinstance(expr, nodes.Add):
-            return any(isinstance(n, nodes.Const) and isinstance(n.value, str)
-                       for n in (expr.left, expr.right))  # fmt: skip
-        if isinstance(expr, nodes.Filter):
-            return expr.name in ("join", "format", "replace", "string", "lower", "upper",
-                                 "reverse", "trim")  # fmt: skip
-        if isinstance(expr, nodes.Call) and isinstance(expr.node, nodes.Getattr):
-            return expr.node.attr in ("format", "join", "replace")
-        return False
-
-
-def _literal_values(args: Sequence[nodes.Node]) -> list[Any] | None:
-    values: list[Any] = []
-    for arg in args:
-        if isinstance(arg, nodes.Const) and isinstance(arg.value, str | int | float):
-            values.append(arg.value)
-        elif isinstance(arg, nodes.Tuple | nodes.List):
-            inner = _literal_values(list(arg.items))
-            if inner is None:
-                return None
-            values.extend(inner)
-        else:
-            return None
-    return values
+    judge = TemplateJudge(source.label, where, tree)
+    try:
+        return judge.run()
+    except (TooComplex, RecursionError) as exc:
+        why = str(exc) if isinstance(exc, TooComplex) else "nested deeper than the judge reads"
+        return [
+            *judge.findings,
+            rules.TEMPLATE_UNPARSEABLE.finding(
+                f"{source.label} is too complex to judge ({why}); not known to be safe",
+                where,
+                evidence,
+            ),
+        ]
 
 
 def iter_template_findings(templates: list[TemplateSource], where: Location) -> Iterator[Finding]:
     for template in templates:
         yield from judge_template(template, where)
+
+
+class _GenerationTag(Extension):
+    """transformers' `{% generation %}...{% endgeneration %}` (it marks the assistant's
+    tokens); parsed as a plain scope, so its body is judged like the rest."""
+
+    tags = {"generation"}  # noqa: RUF012 (jinja2's Extension declares it a plain set)
+
+    def parse(self, parser: Parser) -> nodes.Node:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.Scope(body, lineno=lineno)
+
+
+@functools.cache
+def _environment() -> Environment:
+    """Parses only: the syntax transformers renders chat templates with."""
+    return Environment(extensions=[loopcontrols, _GenerationTag])
