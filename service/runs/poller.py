@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from service.config import Settings
+from service.errors import RegistryNotFound
 from service.metrics import PUBLISH_STUCK
 from service.mlflow.registry import Registry
 from service.runs.guard import guard_model, guarded_models
@@ -159,6 +160,8 @@ def guard_all(settings: Settings, registry: Registry) -> None:
     for name in guarded_models(settings):
         try:
             guard_model(settings, registry, name)
+        except RegistryNotFound as exc:  # the registered model is gone: nothing to guard
+            log.info("guard of model=%s skipped: %s", name, exc)
         except Exception:
             log.exception("guard of model=%s failed; next cycle retries", name)
 

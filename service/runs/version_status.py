@@ -18,7 +18,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.runs.guard import ModelRecord
-from service.store.tables import PROMOTABLE_STATUSES, ArtifactSignature, GateRun, RunStatus, Waiver
+from service.store.tables import (
+    PROMOTABLE_STATUSES,
+    ArtifactSignature,
+    GateRun,
+    RunStatus,
+    Trigger,
+    Waiver,
+)
 from service.store.waivers import WaiverState, state_of
 
 
@@ -76,7 +83,8 @@ def _reasons(session: Session, record: ModelRecord, version: int, run: GateRun |
     if run is None:
         reasons.append("no finished run is recorded for it")
     elif run.status not in PROMOTABLE_STATUSES:
-        reasons.append(f"its latest run {run.id} is {run.status}")
+        why = f" ({run.requested_by})" if run.trigger == Trigger.WAIVER_ENDED else ""
+        reasons.append(f"its latest run {run.id} is {run.status}{why}")
     elif run.status == RunStatus.WAIVED:
         reasons += _ended_waivers(session, run)
     return reasons
