@@ -10,7 +10,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,39 @@ def run_verify(
         [str(VENV_BIN / "gatekeeper"), "verify", *args],
         capture_output=True, text=True, env=clean, timeout=180,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LoggedInput:
+    """A dataset a training run logs with `mlflow.log_input` (metadata: the rows stay where
+    `source` says)."""
+
+    frame: Any  # a pandas DataFrame
+    source: str
+    context: str
+    name: str | None = None
+
+
+def log_sklearn_with_inputs(
+    tracking_uri: str, name: str, model: Any, features: Any, inputs: Sequence[LoggedInput]
+) -> tuple[int, list[Any]]:
+    """Register a fitted scikit-learn `model` (pickle format, its signature inferred on
+    `features`), its run logging each of `inputs`; the version and the logged datasets."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    mlflow.set_tracking_uri(tracking_uri)
+    logged = []
+    with mlflow.start_run():
+        for item in inputs:
+            dataset = mlflow.data.from_pandas(item.frame, source=item.source, name=item.name)
+            mlflow.log_input(dataset, context=item.context)
+            logged.append(dataset)
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=name, serialization_format="pickle",
+            signature=infer_signature(features, model.predict(features)),
+        )  # fmt: skip
+    return int(info.registered_model_version), logged
 
 
 def gate_result(run: dict[str, Any], gate: str) -> dict[str, Any]:

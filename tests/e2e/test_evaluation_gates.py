@@ -24,7 +24,14 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.e2e import sandbox_models
-from tests.helpers import GatekeeperProcess, MlflowServer, gate_result, unique_name
+from tests.helpers import (
+    GatekeeperProcess,
+    LoggedInput,
+    MlflowServer,
+    gate_result,
+    log_sklearn_with_inputs,
+    unique_name,
+)
 from tests.synthetic_credit import NUMERIC_FEATURES, TARGET, make_credit_data, train_model
 
 PREFIX = unique_name("eval")
@@ -266,22 +273,17 @@ def _log_with_data(
     tracking_uri: str, name: str, train_csv: Path, eval_csv: Path
 ) -> tuple[int, Any, Any]:
     """A model trained on `train_csv`, its run logging both files with mlflow.log_input."""
-    from mlflow.models import infer_signature
-
     train, evaluation = pd.read_csv(train_csv), pd.read_csv(eval_csv)
     model = train_model(train, include_gender=True)
+    inputs = [
+        LoggedInput(train, str(train_csv), "training", "credit-train"),
+        LoggedInput(evaluation, str(eval_csv), "evaluation", "credit-eval"),
+    ]
     features = train.drop(columns=[TARGET])
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run():
-        training_input = mlflow.data.from_pandas(train, source=str(train_csv), name="credit-train")
-        mlflow.log_input(training_input, context="training")
-        eval_input = mlflow.data.from_pandas(evaluation, source=str(eval_csv), name="credit-eval")
-        mlflow.log_input(eval_input, context="evaluation")
-        info = mlflow.sklearn.log_model(
-            model, name="model", registered_model_name=name, serialization_format="pickle",
-            signature=infer_signature(features, model.predict(features)),
-        )  # fmt: skip
-    return int(info.registered_model_version), training_input, eval_input
+    version, (training_input, eval_input) = log_sklearn_with_inputs(
+        tracking_uri, name, model, features, inputs
+    )
+    return version, training_input, eval_input
 
 
 def test_data_the_run_logged_is_used_drift_against_the_alias_holder_and_tampering(

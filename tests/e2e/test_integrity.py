@@ -20,9 +20,11 @@ from demo.models import log_clean_model
 from tests.helpers import (
     VENV_BIN,
     GatekeeperProcess,
+    LoggedInput,
     MlflowServer,
     create_api_token,
     flip_one_byte,
+    log_sklearn_with_inputs,
     pinned_public_key,
     run_verify,
     stored_artifact,
@@ -204,20 +206,13 @@ def test_a_failing_rerun_and_changed_stored_files_take_the_alias_back(
 def _log_trained_on(tracking_uri: str, name: str, train_csv: Path, seed: int) -> int:
     """A model trained on `train_csv`, its run logging the file with mlflow.log_input."""
     import pandas as pd
-    from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
 
     frame = pd.read_csv(train_csv)
     features = frame.drop(columns=["label"])
     model = LogisticRegression(random_state=seed).fit(features, frame["label"])
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run():
-        mlflow.log_input(mlflow.data.from_pandas(frame, source=str(train_csv)), context="training")
-        info = mlflow.sklearn.log_model(
-            model, name="model", registered_model_name=name, serialization_format="pickle",
-            signature=infer_signature(features, model.predict(features)),
-        )  # fmt: skip
-    return int(info.registered_model_version)
+    training = LoggedInput(frame, str(train_csv), "training")
+    return log_sklearn_with_inputs(tracking_uri, name, model, features, [training])[0]
 
 
 def test_quarantine_by_dataset_pulls_every_version_trained_on_it(

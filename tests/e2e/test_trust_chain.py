@@ -28,7 +28,6 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
 
 from demo.models import log_clean_model
 from service.integrity.envelope import STATUS_TYPE, sign_envelope
@@ -48,9 +47,11 @@ from tests.e2e.trust_setup import (
 )
 from tests.helpers import (
     VENV_BIN,
+    LoggedInput,
     MlflowServer,
     flip_one_byte,
     gate_result,
+    log_sklearn_with_inputs,
     run_verify,
     stored_artifact,
     unique_name,
@@ -178,16 +179,8 @@ def _log_with_training(
     train_csv = root / "logged" / f"{name}-{train_rows}-{seed}.csv"
     train.to_csv(train_csv, index=False)
     model = train_model(pd.read_csv(train_csv), include_gender=False)
-    features = train[NUMERIC_FEATURES]
-    mlflow.set_tracking_uri(server.url)
-    with mlflow.start_run():
-        source = mlflow.data.from_pandas(train, source=str(train_csv), name="credit-train")
-        mlflow.log_input(source, context="training")
-        info = mlflow.sklearn.log_model(
-            model, name="model", registered_model_name=name, serialization_format="pickle",
-            signature=infer_signature(features, model.predict(features)),
-        )  # fmt: skip
-    return int(info.registered_model_version)
+    training = LoggedInput(train, str(train_csv), "training", "credit-train")
+    return log_sklearn_with_inputs(server.url, name, model, train[NUMERIC_FEATURES], [training])[0]
 
 
 def test_moving_the_alias_by_hand_cannot_choose_the_candidates_baseline(
@@ -449,15 +442,8 @@ def _log_trained_on(server: MlflowServer, name: str, source: str, frame: pd.Data
 
     features = frame.drop(columns=["label"])
     model = LogisticRegression().fit(features, frame["label"])
-    mlflow.set_tracking_uri(server.url)
-    with mlflow.start_run():
-        dataset = mlflow.data.from_pandas(frame, source=source, name=f"train-{name[-6:]}")
-        mlflow.log_input(dataset, context="training")
-        info = mlflow.sklearn.log_model(
-            model, name="model", registered_model_name=name, serialization_format="pickle",
-            signature=infer_signature(features, model.predict(features)),
-        )  # fmt: skip
-    return int(info.registered_model_version)
+    training = LoggedInput(frame, source, "training", f"train-{name[-6:]}")
+    return log_sklearn_with_inputs(server.url, name, model, features, [training])[0]
 
 
 def test_the_same_poisoned_bytes_under_any_spelling_are_quarantined(
