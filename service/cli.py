@@ -415,6 +415,7 @@ def _status_source(
     public_pem: bytes, base: str, token: str | None, revocations: Path | None
 ) -> OnlineStatus | OfflineStatus:
     import json
+    from urllib.parse import urlsplit
 
     from service.runs.deploy_verify import OfflineStatus, OnlineStatus
 
@@ -428,6 +429,14 @@ def _status_source(
         raise _fail(
             "verify needs the gatekeeper's word that the version is promotable now: set "
             "GATEKEEPER_TOKEN (a viewer token) or give --revocations FILE (offline)"
+        )
+    host = (urlsplit(base).hostname or "").lower()
+    if urlsplit(base).scheme.lower() != "https" and host not in ("127.0.0.1", "localhost", "::1"):
+        # the answer is signed, so the verdict cannot be changed in transit; the token can be
+        # read there, and it lets its reader see every run
+        typer.echo(
+            f"gatekeeper verify: warning: the viewer token goes to {base} over plain HTTP",
+            err=True,
         )
     return OnlineStatus(base, token, public_pem)
 
