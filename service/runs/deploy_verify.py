@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,14 +100,19 @@ def verify_model(
     if not signature_uri or not signature_uri.startswith("runs:/"):
         raise VerificationFailed(f"{name} v{version} has no gatekeeper signature")
     target = download_to or Path(tempfile.mkdtemp(prefix=f"verified-{name}-v{version}-"))
-    files = registry.download_artifacts(name, version, target)
-    run_id, _, artifact_path = signature_uri.removeprefix("runs:/").partition("/")
-    with tempfile.TemporaryDirectory(prefix="gatekeeper-signature-") as tmp:
-        bundle_path = registry.download_run_artifact(run_id, artifact_path, Path(tmp))
-        bundle = bundle_path.read_text(encoding="utf-8")
-    claims = verify_directory(files, bundle, public_key)
-    _check_claims(asked, claims, public_key, files)
-    source = status.check(asked, claims)
+    try:
+        files = registry.download_artifacts(name, version, target)
+        run_id, _, artifact_path = signature_uri.removeprefix("runs:/").partition("/")
+        with tempfile.TemporaryDirectory(prefix="gatekeeper-signature-") as tmp:
+            bundle_path = registry.download_run_artifact(run_id, artifact_path, Path(tmp))
+            bundle = bundle_path.read_text(encoding="utf-8")
+        claims = verify_directory(files, bundle, public_key)
+        _check_claims(asked, claims, public_key, files)
+        source = status.check(asked, claims)
+    except BaseException:
+        if download_to is None:  # files that did not verify are not left lying about
+            shutil.rmtree(target, ignore_errors=True)
+        raise
     return Verified(name, version, files, claims, source)
 
 

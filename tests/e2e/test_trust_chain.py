@@ -315,9 +315,15 @@ def test_verify_pins_the_key_and_asks_whether_the_version_is_promotable_now(
             json={"model": name, "version": first, "reason": "leaked credentials in training"},
         )  # fmt: skip
         assert incident.status_code == 201, incident.text
-        quarantined = deployer.verify(mlflow_server, f"models:/{name}/{first}")
+        scratch = tmp_path / "deploy-tmp"
+        scratch.mkdir()
+        quarantined = run_verify(
+            mlflow_server, f"models:/{name}/{first}", "--public-key", str(deployer.key),
+            env={**deployer.env, "TMPDIR": str(scratch)},
+        )  # fmt: skip
         assert quarantined.returncode == 1
         assert "quarantined by an open incident" in quarantined.stderr
+        assert not list(scratch.glob("verified-*"))  # refused files are not left behind
         forged = deployer.verify(
             mlflow_server, f"models:/{name}/{first}",
             "--gatekeeper", mitm.url,
