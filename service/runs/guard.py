@@ -206,7 +206,8 @@ def reconcile_alias(
                 if not _rehash_before_move(settings, registry, name, desired, digest):
                     continue  # ruled out (changed or deleted): the rule again without it
                 verified.add((desired, digest))
-            outcome = _apply_move(settings, registry, name, desired, published, actor)
+            rehashed = desired is not None and (desired, digest) in verified
+            outcome = _apply_move(settings, registry, name, desired, published, actor, rehashed)
             if outcome is not None:
                 return outcome
         log.error(
@@ -263,12 +264,15 @@ def _apply_move(
     desired: int | None,
     published: GateRun | None,
     actor: str,
+    rehashed: bool = False,
     *,
     forced: bool = False,
 ) -> AliasOutcome | None:
     """Record the move to `desired` and make MLflow show it; None when the record no longer
-    puts the alias on `desired` (it changed while the files were re-hashed: plan again).
-    `forced`: move to `desired` whatever the record says (taking the alias away)."""
+    puts the alias on `desired` (it changed while the files were re-hashed), or when a move
+    onto it turns out to be needed that its files were not re-hashed for (the alias was moved
+    by hand since the plan): plan again. `forced`: move to `desired` whatever the record says
+    (taking the alias away)."""
     alias = settings.alias
     with transaction(settings.resolved_database_url) as session:
         session.execute(
@@ -283,6 +287,9 @@ def _apply_move(
             return None
         holder = registry.alias_version(name, alias)
         recorded, previous = row.version or None, row.previous_version or None
+        onto = desired is not None and (holder != desired or recorded != desired)
+        if onto and not rehashed:
+            return None  # moved by hand since the plan: its files are re-hashed first
         # ours: where we recorded it, where it was before a move of ours not yet confirmed
         # in MLflow, or where it belongs; anywhere else (or gone) someone else put it
         tampered = holder not in (recorded, previous, desired)
