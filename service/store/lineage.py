@@ -76,8 +76,13 @@ def record_names(record: dict[str, Any]) -> set[str]:
     """Every name a recorded dataset answers to: its source (as given and canonical), the
     sha256 of its bytes, MLflow's digest and the logged source."""
     logged = _logged(record)
-    sources = [s for s in (record.get("source"), logged.get("source")) if isinstance(s, str)]
-    names = {*sources, *(canonical_source(s) for s in sources)}
+    sources = {s for s in (record.get("source"), logged.get("source")) if isinstance(s, str)}
+    names = set(sources)
+    recorded = record.get("canonical_source")
+    if isinstance(recorded, str):  # canonical when the run read it: not resolved again here
+        names.add(recorded)
+        sources.discard(str(record.get("source")))
+    names |= {canonical_source(s) for s in sources}  # runs recorded before canonical forms
     names |= {v for v in (record.get("sha256"), logged.get("digest")) if isinstance(v, str)}
     names.discard("")
     return names

@@ -13,8 +13,12 @@ from service.store.lineage import canonical_source, versions_using
 from service.store.tables import GateRun, RunStatus, utcnow
 
 
-def _record(session: Any, model: str, version: int, source: str, sha256: str) -> None:
+def _record(
+    session: Any, model: str, version: int, source: str, sha256: str, canonical: str | None = None
+) -> None:
     dataset = {"name": "training", "source": source, "sha256": sha256, "logged": None}
+    if canonical is not None:  # what a run records since sources are canonicalised
+        dataset["canonical_source"] = canonical
     session.add(
         GateRun(
             model_name=model, model_version=version, trigger="manual", status=RunStatus.PASSED,
@@ -59,9 +63,13 @@ def test_the_same_bytes_under_another_name_are_found_by_sha256(
         _record(session, "alpha", 1, f"file://{real}", "aa" * 32)
         _record(session, "beta", 1, str(tmp_path / "renamed-copy.csv"), "aa" * 32)
         _record(session, "gamma", 1, str(tmp_path / "clean.csv"), "bb" * 32)
+        # read through a link that is gone now: the form recorded when it was read counts
+        _record(session, "delta", 1, "/mnt/gone/link.csv", "cc" * 32, f"file://{real}")
     with transaction(database_url) as session:
         by_path = versions_using(session, str(tmp_path / "." / "poisoned.csv"))
-        assert [(e.model, e.version) for e in by_path] == [("alpha", 1)]
+        assert [(e.model, e.version) for e in by_path] == [("alpha", 1), ("delta", 1)]
         by_content = versions_using(session, str(real), sha256s=["aa" * 32])
-        assert [(e.model, e.version) for e in by_content] == [("alpha", 1), ("beta", 1)]
+        assert [(e.model, e.version) for e in by_content] == [
+            ("alpha", 1), ("beta", 1), ("delta", 1),
+        ]  # fmt: skip
         assert [e.model for e in versions_using(session, "bb" * 32)] == ["gamma"]
