@@ -11,6 +11,7 @@ recorded with its reason: the gates that need it then `error` (fail closed), nam
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,11 @@ def resolve_run_data(policy: ModelPolicy, sources: DataSources, *, reference: bo
     if reference:
         spec = policy.data.reference or DatasetSpec(from_alias=True)
         try:
-            data.loaded["reference"] = _load("reference", spec, sources, logged, bounds)
+            if spec.from_alias:  # the holder's training data, found as the candidate's is
+                training = policy.data.training or DatasetSpec(from_run=True)
+                data.loaded["reference"] = _from_alias_holder(sources, training, bounds)
+            else:
+                data.loaded["reference"] = _load("reference", spec, sources, logged, bounds)
         except NoReference as exc:
             data.no_reference = str(exc)
         except GatekeeperError as exc:
@@ -114,7 +119,7 @@ def _load(
     name: str, spec: DatasetSpec, sources: DataSources, logged: _Logged, bounds: DatasetBounds
 ) -> LoadedDataset:
     if spec.from_alias:
-        return _from_alias_holder(name, sources, bounds)
+        raise DatasetError(f"{name} data: from_alias names the drift reference only")
     if spec.from_run is not False:
         contexts = (
             (spec.from_run.context,)
@@ -145,7 +150,13 @@ class NoReference(DatasetError):
     """The record has no other promotable version: nothing to compare against yet."""
 
 
-def _from_alias_holder(name: str, sources: DataSources, bounds: DatasetBounds) -> LoadedDataset:
+def _from_alias_holder(
+    sources: DataSources, training: DatasetSpec, bounds: DatasetBounds
+) -> LoadedDataset:
+    """The training data of the baseline version, found with the spec the entry uses for the
+    candidate's: the same artifact path of the holder's run, the dataset the holder's run
+    logged under the same context, or the same URI."""
+    name = "reference"
     info = sources.info
     holder = sources.baseline
     if holder is None:
@@ -156,11 +167,26 @@ def _from_alias_holder(name: str, sources: DataSources, bounds: DatasetBounds) -
     holder_info = sources.registry.get_version(info.name, holder)
     if not holder_info.run_id:
         raise DatasetError(f"{name} data: version {holder} (the alias holder) has no run")
-    found = pick_logged(sources.registry.logged_datasets(holder_info.run_id), TRAINING_CONTEXTS)
+    if training.artifact_path is not None or training.uri is not None:
+        loaded = load_dataset(
+            name,
+            training.model_copy(update={"target": None}),
+            registry=sources.registry,
+            run_id=holder_info.run_id,
+            scratch=sources.scratch / name,
+            bounds=bounds,
+        )
+        return dataclasses.replace(loaded, origin=Origin.ALIAS_HOLDER)
+    contexts = (
+        (training.from_run.context,)
+        if isinstance(training.from_run, FromRun)
+        else TRAINING_CONTEXTS
+    )
+    found = pick_logged(sources.registry.logged_datasets(holder_info.run_id), contexts)
     if found is None:
         raise DatasetError(
-            f"{name} data: the run of version {holder} (the alias holder) logged no training "
-            "dataset; set data.reference in the policy"
+            f"{name} data: the run of version {holder} (the alias holder) logged no dataset "
+            f"with context {' / '.join(contexts)}; set data.reference in the policy"
         )
     return load_logged_dataset(
         name, found, allowed_sources=sources.allowed_sources, origin=Origin.ALIAS_HOLDER,
