@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -55,16 +56,56 @@ def _stop_previous(data_dir: Path) -> None:
     pid_file.unlink(missing_ok=True)
 
 
-def _demo_secrets(data_dir: Path) -> tuple[str, str]:
-    env_file = data_dir / "demo.env"
+ENV_FILE = "demo.env"
+# What `source .gatekeeper-demo/demo.env` gives a shell: the demo's secrets, and the settings
+# that point the gatekeeper CLI at the demo's database from any directory (absolute paths;
+# GATEKEEPER_DATABASE_URL too, so a URL already in the shell does not win).
+DEMO_SECRETS = ("GATEKEEPER_WEBHOOK_SECRET", "GATEKEEPER_ADMIN_TOKEN")
+
+
+def read_demo_env(env_file: Path) -> dict[str, str]:
+    """The variables of a demo.env (`export NAME=value` lines; older demos wrote
+    `NAME=value`)."""
+    values: dict[str, str] = {}
     if not env_file.exists():
-        env_file.write_text(
-            f"GATEKEEPER_WEBHOOK_SECRET={secrets.token_urlsafe(24)}\n"
-            f"GATEKEEPER_ADMIN_TOKEN={secrets.token_urlsafe(24)}\n"
-        )
-        env_file.chmod(0o600)
-    values = dict(line.split("=", 1) for line in env_file.read_text().split())
-    return values["GATEKEEPER_WEBHOOK_SECRET"], values["GATEKEEPER_ADMIN_TOKEN"]
+        return values
+    for line in env_file.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, _, value = line.removeprefix("export ").partition("=")
+        words = shlex.split(value)
+        values[name.strip()] = words[0] if words else ""
+    return values
+
+
+def write_demo_env(data_dir: Path, *, public_url: str, mlflow_port: int) -> Path:
+    """Write `<data dir>/demo.env` (0600: it holds the admin token), keeping the secrets of an
+    earlier demo in the same dir; the demo's `gatekeeper serve` runs with exactly these."""
+    from service.config import Settings
+
+    data_dir = data_dir.resolve()
+    env_file = data_dir / ENV_FILE
+    earlier = read_demo_env(env_file)
+    # the database `serve` keeps in that data dir, from the one place that knows
+    database_url = Settings.model_construct(data_dir=data_dir).resolved_database_url
+    values = {
+        "GATEKEEPER_DATA_DIR": str(data_dir),
+        "GATEKEEPER_DATABASE_URL": database_url,
+        **{name: earlier.get(name) or secrets.token_urlsafe(24) for name in DEMO_SECRETS},
+        "GATEKEEPER_PUBLIC_URL": public_url,
+        "GATEKEEPER_EMBEDDED_MLFLOW_PORT": str(mlflow_port),
+    }
+    lines = [
+        "# Written by `make demo`. `source` it and the gatekeeper CLI (token create, policy test,",
+        "# ...) uses the demo's database, from any directory.",
+        *(f"export {name}={shlex.quote(value)}" for name, value in values.items()),
+    ]
+    descriptor = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    env_file.chmod(0o600)  # a file an older demo wrote with other bits
+    return env_file
 
 
 def _wait(url: str, timeout: float, log_file: Path) -> None:
@@ -87,21 +128,18 @@ def run_demo(data_dir: Path, port: int) -> None:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     _stop_previous(data_dir)
-    webhook_secret, admin_token = _demo_secrets(data_dir)
     port = _pick_port(port)
     mlflow_port = _pick_port(5000)
     url = f"http://127.0.0.1:{port}"
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+    env_file = write_demo_env(data_dir, public_url=url, mlflow_port=mlflow_port)
+    demo_env = read_demo_env(env_file)
+    webhook_secret = demo_env["GATEKEEPER_WEBHOOK_SECRET"]
+    admin_token = demo_env["GATEKEEPER_ADMIN_TOKEN"]
     env = dict(os.environ)
-    for key in ("MLFLOW_TRACKING_URI", "GATEKEEPER_MLFLOW_TRACKING_URI", "GATEKEEPER_DATABASE_URL"):
-        env.pop(key, None)
-    env.update(
-        GATEKEEPER_DATA_DIR=str(data_dir),
-        GATEKEEPER_WEBHOOK_SECRET=webhook_secret,
-        GATEKEEPER_ADMIN_TOKEN=admin_token,
-        GATEKEEPER_PUBLIC_URL=url,
-        GATEKEEPER_EMBEDDED_MLFLOW_PORT=str(mlflow_port),
-    )
+    for key in ("MLFLOW_TRACKING_URI", "GATEKEEPER_MLFLOW_TRACKING_URI"):
+        env.pop(key, None)  # the demo's gatekeeper starts its own MLflow
+    env.update(demo_env)
     log_file = data_dir / "gatekeeper.log"
     typer.echo(f"1/5 starting gatekeeper serve (embedded MLflow, SQLite in {data_dir}) ...")
     process = subprocess.Popen(
@@ -158,8 +196,19 @@ def run_demo(data_dir: Path, port: int) -> None:
     typer.echo("")
     typer.echo(f"Gatekeeper is running: {url}  (pid {process.pid}, log {log_file})")
     typer.echo(f"MLflow UI:             {mlflow_url}")
-    typer.echo(f"Admin token:           in {data_dir / 'demo.env'}")
+    typer.echo(f"Admin token:           in {env_file}")
+    typer.echo(
+        f"The CLI on this demo:  source {_shown(env_file)}  (then gatekeeper token create ...)"
+    )
     typer.echo(f"Stop it with:          kill -TERM -{process.pid}")
+
+
+def _shown(path: Path) -> str:
+    """`path` as the user would type it here: relative to the current directory if under it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _wait_for_run(url: str, headers: dict[str, str], version: int) -> dict:

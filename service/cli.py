@@ -1,4 +1,10 @@
-"""`gatekeeper` command line: serve, worker, db upgrade, token create."""
+"""`gatekeeper` command line: serve, worker, db upgrade, token create, policy, keys, scan, verify.
+
+Exit codes, everywhere: 0 done, 1 a verdict that says no (`policy test`: not promotable;
+`scan`: findings that fail; `verify`: does not hold), 2 could not do it, in one paragraph on
+stderr, the traceback only with `--debug`. A CI job must never read a crash as a verdict.
+Commands that use the database say on stderr which one (`using database ...`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,8 +24,47 @@ from service.errors import ConfigError
 
 if TYPE_CHECKING:
     from service.runs.deploy_verify import OfflineStatus, OnlineStatus
+    from service.startup import DatabaseLocation
 
-app = typer.Typer(help="mlflow-gatekeeper: vets MLflow model versions before production.")
+
+class _Cli(typer.Typer):
+    """The app, with the last word on exceptions no command handled: exit 2 and one
+    paragraph, never Python's exit 1 (the "not promotable" of `policy test`)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            import traceback
+
+            if _debug:
+                traceback.print_exception(exc, file=sys.stderr)
+            first = (str(exc).strip().splitlines() or [""])[0][:500]
+            hint = "" if _debug else " (`gatekeeper --debug ...` shows the traceback)"
+            message = f"gatekeeper: unexpected error: {type(exc).__name__}: {first}{hint}"
+            typer.echo(_scrubbed(message), err=True)
+            sys.exit(2)
+
+
+def _scrubbed(text: str) -> str:
+    """`text` without the secrets the settings hold (database password, webhook secret,
+    admin token), for messages made from other libraries' exceptions."""
+    from sqlalchemy.engine import make_url
+
+    secrets: list[str] = []
+    for name in ("GATEKEEPER_WEBHOOK_SECRET", "GATEKEEPER_ADMIN_TOKEN", "GATEKEEPER_TOKEN"):
+        secrets.append(os.environ.get(name, ""))
+    try:
+        secrets.append(make_url(os.environ.get("GATEKEEPER_DATABASE_URL", "")).password or "")
+    except Exception:  # not a URL: nothing to take out of it
+        pass
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+app = _Cli(help="mlflow-gatekeeper: vets MLflow model versions before production.")
 db_app = typer.Typer(help="Database schema.")
 token_app = typer.Typer(help="API tokens.")
 policy_app = typer.Typer(help="The policy file.")
@@ -35,9 +80,7 @@ _debug = False
 
 @app.callback()
 def _main(
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Show tracebacks of start-up errors.")
-    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
 ) -> None:
     global _debug
     _debug = debug
@@ -72,14 +115,42 @@ def _load_settings() -> Settings:
         raise _fail(str(settings_error(exc)), exc) from exc
 
 
-def _check_dependencies(settings: Settings, tracking_uri: str | None) -> None:
-    """Database reachable and tracking URI plausible, before anything starts."""
+def _existing_database(settings: Settings) -> DatabaseLocation:
+    """The database `serve` uses under these settings, which must exist with the schema at
+    head (nothing is created); said on stderr."""
+    from service.startup import StartupError, check_existing_database
+
+    try:
+        location = check_existing_database(settings)
+    except StartupError as exc:
+        raise _fail(str(exc), exc) from exc
+    _say_database(location)
+    return location
+
+
+def _say_database(location: DatabaseLocation) -> None:
+    typer.echo(f"using {location}", err=True)
+
+
+def _check_dependencies(
+    settings: Settings, tracking_uri: str | None, *, creates_database: bool
+) -> None:
+    """Database reachable (and, unless this command creates it, there with the schema) and
+    tracking URI plausible, before anything starts."""
     from service.mlflow.registry import configure_client_environment
-    from service.startup import StartupError, check_database, check_tracking_uri
+    from service.startup import (
+        StartupError,
+        check_database,
+        check_existing_database,
+        check_tracking_uri,
+    )
 
     configure_client_environment()
     try:
-        check_database(settings)
+        if creates_database:
+            check_database(settings)
+        else:
+            _say_database(check_existing_database(settings))
         if tracking_uri is not None:
             setting = (
                 "GATEKEEPER_MLFLOW_TRACKING_URI"
@@ -100,8 +171,7 @@ def _check_policy(settings: Settings) -> None:
     try:
         document = load_policy_file(settings.policy_path)
     except ConfigError as exc:
-        typer.echo(f"gatekeeper: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail(str(exc), exc) from exc
     log.info("policy %s: %d model entries", settings.policy_path, len(document.models))
 
 
@@ -121,12 +191,12 @@ def serve(
 
     from service.app import create_app
     from service.mlflow.embedded import EmbeddedMlflow
-    from service.store.migrate import upgrade_to_head
 
     _configure_logging()
     settings = _load_settings()
     _check_policy(settings)
     tracking_uri = _configured_tracking_uri(settings)
+    _check_port(host, port)
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -138,8 +208,8 @@ def serve(
         signing_key(settings.signing_key_path, settings.data_dir)
     except (ConfigError, OSError) as exc:
         raise _fail(f"signing key: {exc}", exc) from exc
-    _check_dependencies(settings, tracking_uri)
-    upgrade_to_head(settings.resolved_database_url)
+    _check_dependencies(settings, tracking_uri, creates_database=True)
+    location = _upgrade(settings)
     embedded: EmbeddedMlflow | None = None
     if tracking_uri is None:
         embedded = EmbeddedMlflow(settings.data_dir, settings.embedded_mlflow_port)
@@ -147,12 +217,11 @@ def serve(
         try:
             tracking_uri = embedded.start()
         except ConfigError as exc:
-            typer.echo(f"gatekeeper: {exc}", err=True)
-            raise typer.Exit(2) from exc
+            raise _fail(str(exc), exc) from exc
         typer.echo(f"Embedded MLflow server: {tracking_uri}")
     if not settings.webhook_secret:
         log.warning("GATEKEEPER_WEBHOOK_SECRET is not set: webhooks are refused, poller only")
-    typer.echo(f"Gatekeeper API: http://{host}:{port}  (database {_redacted(settings)})")
+    typer.echo(f"Gatekeeper API: http://{host}:{port}  ({location})")
     app_ = create_app(
         settings,
         tracking_uri=tracking_uri,
@@ -162,9 +231,45 @@ def serve(
     )
     try:
         uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False)
+    except SystemExit as exc:  # uvicorn: 1 could not bind, 3 the app did not start
+        if exc.code not in (0, None):
+            raise _fail(
+                f"the server did not start on {host}:{port} (uvicorn exit {exc.code}; its "
+                "reason is in the lines above)",
+                exc,
+            ) from exc
     finally:  # startup failures never reach the lifespan's shutdown
         if embedded is not None:
             embedded.stop()
+
+
+def _check_port(host: str, port: int) -> None:
+    from service.startup import StartupError, check_port_free
+
+    try:
+        check_port_free(host, port)
+    except StartupError as exc:
+        raise _fail(str(exc), exc) from exc
+
+
+def _upgrade(settings: Settings) -> DatabaseLocation:
+    """Migrate to head (creating the schema, and a SQLite file, if there is none); one
+    paragraph when it cannot."""
+    from service.startup import StartupError, database_location
+    from service.store.migrate import upgrade_to_head
+
+    try:
+        location = database_location(settings)
+    except StartupError as exc:
+        raise _fail(str(exc), exc) from exc
+    try:
+        upgrade_to_head(location.url)
+    except Exception as exc:  # alembic and the driver: a revision it does not know, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise _fail(
+            f"cannot migrate the {location} to this gatekeeper's schema: {reason}", exc
+        ) from exc
+    return location
 
 
 @app.command("worker")
@@ -179,7 +284,8 @@ def worker_command() -> None:
     tracking_uri = _configured_tracking_uri(settings)
     if tracking_uri is None:
         raise _fail("gatekeeper worker needs GATEKEEPER_MLFLOW_TRACKING_URI (an MLflow server)")
-    _check_dependencies(settings, tracking_uri)
+    # the worker never migrates: `serve` or `db upgrade` does, before workers start
+    _check_dependencies(settings, tracking_uri, creates_database=False)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -193,12 +299,40 @@ def worker_command() -> None:
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Apply Alembic migrations up to head."""
-    from service.store.migrate import upgrade_to_head
+    """Apply Alembic migrations up to head, creating the database's schema (and a SQLite
+    file) when there is none; says which database and what it did."""
+    from service.startup import StartupError, check_database, database_location, schema_revisions
 
     settings = _load_settings()
-    upgrade_to_head(settings.resolved_database_url)
-    typer.echo(f"database at head: {_redacted(settings)}")
+    try:
+        location = database_location(settings)
+    except StartupError as exc:
+        raise _fail(str(exc), exc) from exc
+    new_file = location.sqlite_path is not None and not location.sqlite_path.exists()
+    try:
+        if location.sqlite_path is not None:
+            location.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        check_database(settings)  # a SQLite file is made here
+        before = () if new_file else schema_revisions(location)
+    except StartupError as exc:
+        raise _fail(str(exc), exc) from exc
+    except OSError as exc:
+        raise _fail(f"cannot create the {location}: {exc}", exc) from exc
+    _say_database(location)
+    _upgrade(settings)
+    after = ", ".join(schema_revisions(location))
+    if new_file:
+        typer.echo(f"created {location.shown}: a new, empty database", err=True)
+        typer.echo(f"database at head ({after}): {location.shown}")
+    elif not before:
+        typer.echo(f"created the gatekeeper schema in {location.shown}", err=True)
+        typer.echo(f"database at head ({after}): {location.shown}")
+    elif ", ".join(before) == after:
+        typer.echo(f"database already at head ({after}): {location.shown}")
+    else:
+        typer.echo(
+            f"database upgraded from {', '.join(before)} to head ({after}): {location.shown}"
+        )
 
 
 @token_app.command("create")
@@ -206,24 +340,25 @@ def token_create(
     name: Annotated[str, typer.Option(help="Who or what uses the token.")],
     role: Annotated[str, typer.Option(help="viewer | operator | approver | admin")] = "viewer",
 ) -> None:
-    """Create an API token and print it once (only its hash is stored)."""
+    """Create an API token and print it once (only its hash is stored).
+
+    The token goes into the database `gatekeeper serve` uses (GATEKEEPER_DATABASE_URL, else
+    gatekeeper.db in GATEKEEPER_DATA_DIR), which must exist: none is created."""
     from service.errors import BadRequest
     from service.store import audit
     from service.store.auth import create_token
     from service.store.db import transaction
-    from service.store.migrate import upgrade_to_head
 
     settings = _load_settings()
-    upgrade_to_head(settings.resolved_database_url)
+    location = _existing_database(settings)
     try:
-        with transaction(settings.resolved_database_url) as session:
+        with transaction(location.url) as session:
             token = create_token(session, name=name, role=role)
             audit.record(
                 session, actor="cli", action="token.created", target=name, details={"role": role}
             )
     except BadRequest as exc:
-        typer.echo(f"gatekeeper: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail(str(exc), exc) from exc
     typer.echo(token)
 
 
@@ -247,7 +382,8 @@ def policy_test(
 
     Reads the run from the database and writes nothing; never calls MLflow. Prints the
     verdict and the deny and warn messages that change; exits 1 when the replayed verdict
-    would not be promotable, 2 on a bad policy or an unknown run.
+    would not be promotable, 2 when it could not replay (a bad policy, no database, an
+    unknown run).
     """
     from service.decision.verdict import changed_messages, replay
     from service.policy import load_policy_file, policy_for
@@ -261,10 +397,11 @@ def policy_test(
             load_policy_file(policy_path)
         except ConfigError as exc:
             raise _fail(str(exc), exc) from exc
-    with session_factory(settings.resolved_database_url)() as session:
+    location = _existing_database(settings)
+    with session_factory(location.url)() as session:
         run = session.get(GateRun, run_id)
         if run is None:
-            raise _fail(f"no run {run_id} in {settings.resolved_database_url.split('@')[-1]}")
+            raise _fail(f"no run {run_id} in the {location}")
         recorded = dict(run.decision or {})
         name, version, status = run.model_name, run.model_version, run.status
     document = recorded.get("input")
@@ -292,10 +429,17 @@ def keys_generate(
     """Write a new ECDSA P-256 key pair (what GATEKEEPER_SIGNING_KEY_PATH names)."""
     from service.integrity.keys import generate_key_pair
 
+    if out.exists():
+        raise _fail(f"{out} exists; not overwritten")
+    nearest = next((parent for parent in out.parents if parent.exists()), None)
+    if nearest is not None and not nearest.is_dir():
+        raise _fail(f"cannot write the key to {out}: {nearest} is not a directory")
     try:
         key = generate_key_pair(out)
-    except FileExistsError as exc:
+    except FileExistsError as exc:  # made by someone else meanwhile
         raise _fail(f"{out} exists; not overwritten", exc) from exc
+    except OSError as exc:
+        raise _fail(f"cannot write the key to {out}: {exc.strerror or exc}", exc) from exc
     typer.echo(f"private key: {out} (mode 0600)")
     typer.echo(f"public key:  {out.with_suffix('.pub')} (key id {key.key_id})")
 
@@ -480,12 +624,6 @@ def scan(
     result = scan_path(path, config)
     typer.echo(FORMATTERS[output_format.value](result, str(path)))
     raise typer.Exit({Status.PASS: 0, Status.FAIL: 1}.get(result.status, 2))
-
-
-def _redacted(settings: Settings) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
 
 
 if __name__ == "__main__":

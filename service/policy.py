@@ -1,6 +1,8 @@
 """Policy file: which data each model is judged on and how each gate is configured.
 
-YAML (ARCHITECTURE.md, "Policy file"), validated with pydantic. A bad policy stops
+YAML (ARCHITECTURE.md, "Policy file"), validated with pydantic. Booleans are read as YAML 1.2
+reads them (`true` / `false`): YAML 1.1 would turn an unquoted `off` into `false`, and `mode:
+off` (or `trigger_mode: off`, `skew_mode: off`) would be refused. A bad policy stops
 `gatekeeper serve` with an error that names the key and the line. The first `models` entry
 whose `match` glob fits the registered model name wins; a model that matches none gets the
 default entry (security enforced, the other gates off). Gates not listed in an entry run with
@@ -14,6 +16,7 @@ import fnmatch
 import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -233,12 +236,37 @@ class ModelPolicy:
 
 # -- loading ---------------------------------------------------------------------------------
 
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+# What YAML 1.1 also reads as a boolean and YAML 1.2 reads as a string.
+_YAML11_BOOLEANS = frozenset({"yes", "no", "on", "off", "y", "n"})
+
+
+class PolicyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans: only `true` and `false` (any case
+    PyYAML's YAML 1.1 resolver takes) are booleans; `on`, `off`, `yes`, `no` stay strings, so
+    the `off` of a gate's mode is the mode. The rest of the resolution (numbers, null) is
+    PyYAML's. PyYAML, and not a YAML 1.2 library, because the nodes it composes carry the
+    marks `_line_of` turns into the line of a bad key."""
+
+
+PolicyLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+PolicyLoader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    return yaml.compose(text, Loader=PolicyLoader)
+
 
 def parse_policy(text: str, source: str = "<policy>") -> PolicyFile:
     """Validate a policy document; errors name the key path and the line."""
     try:
-        root = yaml.compose(text)
-        raw = yaml.safe_load(text)
+        root = _compose(text)
+        raw = yaml.load(text, Loader=PolicyLoader)  # a SafeLoader: builds no objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -252,8 +280,21 @@ def parse_policy(text: str, source: str = "<policy>") -> PolicyFile:
                 p for p in error["loc"] if not (isinstance(p, str) and "[" in p)
             ]
             at_line = _line_of(root, loc)
-            problems.append(f"{source}:{at_line}: {_dotted(loc)}: {error['msg']}")
+            problems.append(f"{source}:{at_line}: {_dotted(loc)}: {_message(error)}")
         raise ConfigError("invalid policy:\n  " + "\n  ".join(problems)) from exc
+
+
+def _message(error: Any) -> str:
+    """Pydantic's message; for a YAML 1.1 boolean spelling where a boolean is wanted, what
+    to write instead (this file reads `no` as the string "no")."""
+    value = error.get("input")
+    if (
+        error.get("type") == "bool_type"
+        and isinstance(value, str)
+        and value.lower() in _YAML11_BOOLEANS
+    ):
+        return f"{error['msg']} (write true or false: {value!r} is a string in YAML 1.2)"
+    return str(error["msg"])
 
 
 def load_policy_file(path: Path) -> PolicyFile:
@@ -264,7 +305,7 @@ def load_policy_file(path: Path) -> PolicyFile:
     except OSError as exc:
         raise ConfigError(f"cannot read policy file {path}: {exc}") from exc
     document = parse_policy(text, str(path))
-    root = yaml.compose(text)
+    root = _compose(text)
     for index, entry in enumerate(document.models):
         for position, name in enumerate(entry.rego):
             module_path = path.parent / name
