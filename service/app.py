@@ -1,15 +1,22 @@
-"""FastAPI app factory. Background worker and poller threads live in the app's lifespan."""
+"""FastAPI app factory. Background worker and poller threads live in the app's lifespan.
+
+`/docs` and `/redoc` load Swagger UI and ReDoc from the gatekeeper itself (the assets the
+`fastapi-offline` package ships): the machines it runs on often reach no CDN.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service.api import (
@@ -22,6 +29,7 @@ from service.api import (
     waivers,
     webhooks,
 )
+from service.api.schemas import ValidationErrorItem, ValidationErrorRead
 from service.config import Settings
 from service.errors import GatekeeperError
 from service.mlflow.registry import Registry
@@ -59,7 +67,7 @@ def create_app(
             if on_shutdown is not None:
                 on_shutdown()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="mlflow-gatekeeper",
         summary="Decides which MLflow model versions may reach production.",
         lifespan=lifespan,
@@ -69,7 +77,31 @@ def create_app(
     for module in (webhooks, runs, waivers, signatures, incidents, health, pages, signin):
         app.include_router(module.router)
     _install_error_handlers(app)
+    # FastAPI's documented way to adjust the generated document (one method, replaced)
+    app.openapi = _openapi_with_our_422(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_with_our_422(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document, its 422 body the one `_validation_error` sends (FastAPI's own
+    `HTTPValidationError` schema describes a different shape)."""
+
+    generate = app.openapi  # FastAPI's own, which caches what it made in app.openapi_schema
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            body = ValidationErrorRead.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            schemas.update(body.pop("$defs", {}))
+            schemas["HTTPValidationError"] = body
+            schemas.pop("ValidationError", None)  # FastAPI's item, now ValidationErrorItem
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    return openapi
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -99,6 +131,43 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            {"error": "ValidationError", "detail": str(exc.errors())[:2000]}, status_code=422
+        body = ValidationErrorRead(error="ValidationError", detail=_validation_items(exc))
+        return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=422)
+
+
+_MAX_VALIDATION_ERRORS = 50
+_MAX_ECHOED_CHARS = 200
+
+
+def _validation_items(exc: RequestValidationError) -> list[ValidationErrorItem]:
+    """FastAPI's error objects (type, loc, msg, ctx) as JSON. The input is echoed only when it
+    is a short scalar: a whole body (or a large value) is never sent back."""
+    items = []
+    for error in list(exc.errors())[:_MAX_VALIDATION_ERRORS]:
+        ctx = error.get("ctx")
+        items.append(
+            ValidationErrorItem(
+                type=str(error.get("type", "")),
+                loc=[p if isinstance(p, int) else str(p) for p in error.get("loc", ())],
+                msg=str(error.get("msg", "")),
+                input=_echoable(error.get("input")),
+                ctx={k: _as_text(v) for k, v in ctx.items()} if isinstance(ctx, dict) else None,
+            )
         )
+    return items
+
+
+def _as_text(value: Any) -> str | int | float | bool | None:
+    """A `ctx` value (a limit, a pattern, the error a validator raised) as JSON."""
+    echoed = _echoable(value)
+    return echoed if echoed is not None or value is None else str(value)[:_MAX_ECHOED_CHARS]
+
+
+def _echoable(value: Any) -> str | int | float | bool | None:
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str) and len(value) <= _MAX_ECHOED_CHARS:
+        return value
+    return None

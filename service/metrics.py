@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+# outcome: what became of an accepted delivery (queued, already_queued, duplicate, recorded,
+# ignored, not_watched; reason "") or "rejected", with the reason it was refused
+# (service/api/webhooks.py: RejectReason): bad_signature is the one to alert on.
 WEBHOOK_DELIVERIES = Counter(
-    "gatekeeper_webhook_deliveries_total", "Webhook deliveries by outcome", ["outcome"]
+    "gatekeeper_webhook_deliveries_total",
+    "Webhook deliveries by outcome; refused ones by reason",
+    ["outcome", "reason"],
 )
 RUNS_ENQUEUED = Counter("gatekeeper_runs_enqueued_total", "Runs created, by trigger", ["trigger"])
 RUNS_FINISHED = Counter("gatekeeper_runs_finished_total", "Runs finished, by status", ["status"])

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from service.api.deps import RegistryDep, SettingsDep
 from service.errors import disk_error_kind
-from service.store.db import engine_for
+from service.store.db import read_engine_for
 
 router = APIRouter(tags=["health"])
 
@@ -27,7 +27,7 @@ def healthz() -> dict[str, str]:
 def readyz(settings: SettingsDep, registry: RegistryDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        with engine_for(settings.resolved_database_url).connect() as conn:
+        with read_engine_for(settings.resolved_database_url).connect() as conn:
             conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:

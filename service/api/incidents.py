@@ -9,15 +9,24 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from service.api.deps import CurrentPrincipal, RegistryDep, SessionDep, SettingsDep
+from service.api.deps import (
+    ApproverPrincipal,
+    ReadSession,
+    RegistryDep,
+    SettingsDep,
+    ViewerPrincipal,
+)
+from service.api.schemas import error_responses
+from service.config import Settings
 from service.errors import NotFound
 from service.runs.quarantine import close_incident, open_incident
-from service.store.auth import Role
-from service.store.db import transaction
+from service.store.db import read_transaction
 from service.store.lineage import LineageEntry, versions_using
 from service.store.tables import Incident
 
-router = APIRouter(prefix="/api/v1", tags=["lineage", "incidents"])
+router = APIRouter(
+    prefix="/api/v1", tags=["lineage", "incidents"], responses=error_responses(401, 403, 503)
+)
 
 
 class LineageList(BaseModel):
@@ -27,12 +36,11 @@ class LineageList(BaseModel):
 
 @router.get("/lineage", response_model=LineageList)
 def lineage(
-    session: SessionDep,
-    principal: CurrentPrincipal,
+    _viewer: ViewerPrincipal,
+    session: ReadSession,
     dataset: Annotated[str, Query(min_length=1, max_length=1024)],
 ) -> LineageList:
     """The versions trained or evaluated on a dataset (its source, sha256 or MLflow digest)."""
-    principal.require(Role.VIEWER)
     entries = versions_using(session, dataset)
     return LineageList(dataset=dataset, data=entries)
 
@@ -75,15 +83,21 @@ class IncidentList(BaseModel):
     data: list[IncidentRead]
 
 
-@router.post("/incidents", status_code=status.HTTP_201_CREATED, response_model=IncidentRead)
+# The quarantine code opens its own transactions (around MLflow calls, under the guard's
+# locks): these two routes hold no session of the request's (service/api/deps.py).
+@router.post(
+    "/incidents",
+    status_code=status.HTTP_201_CREATED,
+    response_model=IncidentRead,
+    responses=error_responses(400),
+)
 def create_incident(
+    principal: ApproverPrincipal,
     body: IncidentCreate,
     settings: SettingsDep,
     registry: RegistryDep,
-    principal: CurrentPrincipal,
 ) -> IncidentRead:
     """Quarantine every version trained or evaluated on `dataset`, or one version."""
-    principal.require(Role.APPROVER)
     incident_id = open_incident(
         settings, registry, actor=principal.name, reason=body.reason,
         dataset=body.dataset, model=body.model, version=body.version,
@@ -91,28 +105,28 @@ def create_incident(
     return _read(settings, incident_id)
 
 
-@router.post("/incidents/{incident_id}/close", response_model=IncidentRead)
+@router.post(
+    "/incidents/{incident_id}/close", response_model=IncidentRead, responses=error_responses(404)
+)
 def close(
+    principal: ApproverPrincipal,
     incident_id: Annotated[str, Path(max_length=36)],
     settings: SettingsDep,
     registry: RegistryDep,
-    principal: CurrentPrincipal,
 ) -> IncidentRead:
-    principal.require(Role.APPROVER)
     close_incident(settings, registry, incident_id, actor=principal.name)
     return _read(settings, incident_id)
 
 
 @router.get("/incidents", response_model=IncidentList)
-def list_incidents(session: SessionDep, principal: CurrentPrincipal) -> IncidentList:
-    principal.require(Role.VIEWER)
+def list_incidents(_viewer: ViewerPrincipal, session: ReadSession) -> IncidentList:
     rows = session.scalars(select(Incident).order_by(Incident.opened_at.desc()).limit(500))
     return IncidentList(data=[IncidentRead.from_row(r) for r in rows])
 
 
-def _read(settings: SettingsDep, incident_id: str) -> IncidentRead:
-    """Read back in a transaction of its own: the request's began before the write."""
-    with transaction(settings.resolved_database_url) as session:
+def _read(settings: Settings, incident_id: str) -> IncidentRead:
+    """Read back what the quarantine code committed."""
+    with read_transaction(settings.resolved_database_url) as session:
         row = session.get(Incident, incident_id)
         if row is None:
             raise NotFound(f"no incident {incident_id}")

@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.routing import APIRoute
 from sqlalchemy import select
 
-from service.api.deps import PageViewer, SessionDep, get_page_viewer
+from service.api.deps import PageViewer, ReadSession, get_page_viewer
 from service.errors import NotFound, Unauthorized
 from service.store import page_sessions
 from service.store.auth import Principal
@@ -138,7 +138,7 @@ router = APIRouter(
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(session: SessionDep, viewer: PageViewer) -> HTMLResponse:
+def index(session: ReadSession, viewer: PageViewer) -> HTMLResponse:
     runs = session.scalars(select(GateRun).order_by(GateRun.created_at.desc()).limit(50)).all()
     rows = "".join(
         f"<tr><td><a href='/runs/{r.id}'>{r.id[:8]}</a></td><td>{html.escape(r.model_name)}</td>"
@@ -265,7 +265,7 @@ def _waivers_section(decision: dict[str, Any]) -> str:
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(
-    run_id: Annotated[str, Path(max_length=36)], session: SessionDep, viewer: PageViewer
+    run_id: Annotated[str, Path(max_length=36)], session: ReadSession, viewer: PageViewer
 ) -> HTMLResponse:
     run = session.get(GateRun, run_id)
     if run is None:
@@ -341,7 +341,7 @@ REPORT_HEADERS = {
 def gate_report(
     run_id: Annotated[str, Path(max_length=36)],
     gate: Annotated[str, Path(max_length=32)],
-    session: SessionDep,
+    session: ReadSession,
 ) -> HTMLResponse:
     """A gate's own HTML report (Giskard's scan), isolated from this site."""
     row = session.scalar(

@@ -7,8 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Path, status
 from sqlalchemy import func, select
 
-from service.api.deps import CurrentPrincipal, RegistryDep, SessionDep, SettingsDep
-from service.api.schemas import RunList, RunRead
+from service.api.deps import (
+    OperatorPrincipal,
+    ReadSession,
+    RegistryDep,
+    SettingsDep,
+    ViewerPrincipal,
+    WriteSession,
+)
+from service.api.schemas import RunList, RunRead, error_responses
 from service.errors import NotFound
 from service.runs.intake import request_run
 from service.runs.promotion import report_url
@@ -16,7 +23,7 @@ from service.store import audit
 from service.store.auth import Role
 from service.store.tables import GateRun, Trigger
 
-router = APIRouter(prefix="/api/v1", tags=["runs"])
+router = APIRouter(prefix="/api/v1", tags=["runs"], responses=error_responses(401, 403, 503))
 
 ModelName = Annotated[str, Path(min_length=1, max_length=256)]
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -26,17 +33,17 @@ VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
     "/models/{name}/versions/{version}/runs",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RunRead,
+    responses=error_responses(404),
 )
 def create_run(
+    principal: OperatorPrincipal,
     name: ModelName,
     version: VersionNumber,
-    session: SessionDep,
+    session: WriteSession,
     settings: SettingsDep,
     registry: RegistryDep,
-    principal: CurrentPrincipal,
 ) -> RunRead:
     """Queue a new run for a version. A manual re-run always makes a new run."""
-    principal.require(Role.OPERATOR)
     registry.get_version(name, version)  # 404 now, not an error run later, for a typo
     run_id, _ = request_run(
         session,
@@ -59,14 +66,13 @@ def create_run(
     return RunRead.from_row(run, report_url(settings, run_id))
 
 
-@router.get("/runs/{run_id}", response_model=RunRead)
+@router.get("/runs/{run_id}", response_model=RunRead, responses=error_responses(404))
 def get_run(
+    principal: ViewerPrincipal,
     run_id: Annotated[str, Path(max_length=36)],
-    session: SessionDep,
+    session: ReadSession,
     settings: SettingsDep,
-    principal: CurrentPrincipal,
 ) -> RunRead:
-    principal.require(Role.VIEWER)
     run = session.get(GateRun, run_id)
     if run is None:
         raise NotFound(f"no run {run_id}")
@@ -75,13 +81,12 @@ def get_run(
 
 @router.get("/models/{name}/versions/{version}/runs", response_model=RunList)
 def list_runs(
+    principal: ViewerPrincipal,
     name: ModelName,
     version: VersionNumber,
-    session: SessionDep,
+    session: ReadSession,
     settings: SettingsDep,
-    principal: CurrentPrincipal,
 ) -> RunList:
-    principal.require(Role.VIEWER)
     where = (GateRun.model_name == name, GateRun.model_version == version)
     runs = session.scalars(
         select(GateRun).where(*where).order_by(GateRun.created_at.desc()).limit(100)

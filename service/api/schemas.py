@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -71,3 +71,43 @@ class WebhookAccepted(BaseModel):
     delivery_id: str
     outcome: str
     run_id: str | None = None
+
+
+class ErrorRead(BaseModel):
+    """Every error the gatekeeper answers (service/app.py): what went wrong, in words."""
+
+    error: str  # Unauthorized, Forbidden, NotFound, DatabaseUnavailable, ...
+    detail: str
+
+
+class ValidationErrorItem(BaseModel):
+    """One thing wrong with a request, as FastAPI reports it (the input value only when it
+    is a short scalar: a body is never echoed back whole)."""
+
+    type: str
+    loc: list[str | int]
+    msg: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class ValidationErrorRead(BaseModel):
+    """422: every error FastAPI found in the request, as a JSON list."""
+
+    error: Literal["ValidationError"]
+    detail: list[ValidationErrorItem]
+
+
+_ERROR_MEANINGS = {
+    400: "The request is well formed but cannot be done (the detail says why)",
+    401: "No bearer token, or one that is unknown or revoked",
+    403: "The token's role is below the one this route needs",
+    404: "No such thing (the detail names it)",
+    413: "The body is over the size limit",
+    503: "The gatekeeper's database or MLflow is unavailable: retry after Retry-After",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the errors a route may answer, with their `{error, detail}`."""
+    return {code: {"model": ErrorRead, "description": _ERROR_MEANINGS[code]} for code in codes}

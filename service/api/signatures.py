@@ -10,12 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import select
 
-from service.api.deps import CurrentPrincipal, SessionDep, SettingsDep
+from service.api.deps import ReadSession, SettingsDep, ViewerPrincipal
+from service.api.schemas import error_responses
 from service.errors import NotFound
 from service.integrity.envelope import REVOCATIONS_TYPE, STATUS_TYPE, sign_envelope
 from service.integrity.keys import signing_key
 from service.runs.version_status import revocations, version_status
-from service.store.auth import Role
 from service.store.tables import ArtifactSignature, utcnow
 
 router = APIRouter(prefix="/api/v1", tags=["signatures"])
@@ -24,7 +24,7 @@ ModelName = Annotated[str, Path(min_length=1, max_length=256)]
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
-@router.get("/keys/public", response_class=Response)
+@router.get("/keys/public", response_class=Response, responses=error_responses(503))
 def public_key(settings: SettingsDep) -> Response:
     """PEM of the key passing artifacts are signed with (model_signing verify key takes it).
     Pin it (the file, or its fingerprint in `X-Key-Id`): fetched over plain HTTP it proves
@@ -35,12 +35,15 @@ def public_key(settings: SettingsDep) -> Response:
     )
 
 
-@router.get("/models/{name}/versions/{version}/signature", response_class=Response)
+@router.get(
+    "/models/{name}/versions/{version}/signature",
+    response_class=Response,
+    responses=error_responses(401, 403, 404, 503),
+)
 def version_signature(
-    name: ModelName, version: VersionNumber, session: SessionDep, principal: CurrentPrincipal
+    _viewer: ViewerPrincipal, name: ModelName, version: VersionNumber, session: ReadSession
 ) -> Response:
     """The newest signature bundle of the version (a sigstore bundle, JSON)."""
-    principal.require(Role.VIEWER)
     row = session.scalars(
         select(ArtifactSignature)
         .where(ArtifactSignature.model_name == name, ArtifactSignature.version == version)
@@ -53,19 +56,18 @@ def version_signature(
     return Response(row.bundle, media_type="application/json", headers=headers)
 
 
-@router.get("/models/{name}/versions/{version}/status")
+@router.get("/models/{name}/versions/{version}/status", responses=error_responses(401, 403, 503))
 def signed_version_status(
+    _viewer: ViewerPrincipal,
     name: ModelName,
     version: VersionNumber,
-    session: SessionDep,
+    session: ReadSession,
     settings: SettingsDep,
-    principal: CurrentPrincipal,
     nonce: Annotated[str, Query(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")],
 ) -> dict[str, Any]:
     """Is this version promotable now, and does the record put the alias on it? A DSSE
     envelope signed with the artifact key, echoing the caller's nonce (no replay of an old
     answer). `gatekeeper verify` asks this before it says yes."""
-    principal.require(Role.VIEWER)
     status = version_status(session, name, version)
     payload = {
         **status.document(),
@@ -77,15 +79,14 @@ def signed_version_status(
     return sign_envelope(key.private_path, STATUS_TYPE, payload)
 
 
-@router.get("/revocations")
+@router.get("/revocations", responses=error_responses(401, 403, 503))
 def signed_revocations(
-    session: SessionDep, settings: SettingsDep, principal: CurrentPrincipal
+    _viewer: ViewerPrincipal, session: ReadSession, settings: SettingsDep
 ) -> dict[str, Any]:
     """Every signature whose version is not promotable now (quarantined, files changed,
     superseded by a run that did not pass, its waiver ended, deleted), and where the record
     puts each model's alias; signed, valid for `GATEKEEPER_REVOCATIONS_VALID_S`. What
     `gatekeeper verify --revocations FILE` checks when the gatekeeper cannot be reached."""
-    principal.require(Role.VIEWER)
     revoked, holders = revocations(session)
     now = utcnow()
     payload = {

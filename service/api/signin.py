@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from service.api.deps import SessionDep, SettingsDep
+from service.api.deps import SettingsDep, WriteSession
 from service.api.pages import local_path, sign_in_page
 from service.errors import Unauthorized
 from service.store import audit, page_sessions
@@ -61,7 +61,7 @@ def sign_in_form(
 
 @router.post("/signin", response_class=HTMLResponse)
 def sign_in(
-    request: Request, fields: FormFields, session: SessionDep, settings: SettingsDep
+    request: Request, fields: FormFields, session: WriteSession, settings: SettingsDep
 ) -> Response:
     fields = fields or {}
     target = local_path(fields.get("next"))

@@ -20,16 +20,25 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.orm import Session
 
-from service.api.deps import CurrentPrincipal, RegistryDep, SessionDep, SettingsDep
+from service.api.deps import (
+    ApproverPrincipal,
+    ReadSession,
+    RegistryDep,
+    SettingsDep,
+    ViewerPrincipal,
+    WriteSession,
+)
+from service.api.schemas import error_responses
+from service.config import Settings
 from service.errors import BadRequest, NotFound
 from service.runs.guard import latest_runs
 from service.runs.waiver_end import end_waiver
 from service.store import audit
-from service.store.auth import Role
+from service.store.db import transaction
 from service.store.tables import Waiver, utcnow
 from service.store.waivers import WaiverState, list_waivers, state_of
 
-router = APIRouter(prefix="/api/v1", tags=["waivers"])
+router = APIRouter(prefix="/api/v1", tags=["waivers"], responses=error_responses(401, 403, 503))
 log = logging.getLogger("gatekeeper.waivers")
 
 GATES = ("security", "performance", "fairness", "robustness", "drift")
@@ -115,11 +124,15 @@ class WaiverList(BaseModel):
     data: list[WaiverRead]
 
 
-@router.post("/waivers", status_code=status.HTTP_201_CREATED, response_model=WaiverRead)
+@router.post(
+    "/waivers",
+    status_code=status.HTTP_201_CREATED,
+    response_model=WaiverRead,
+    responses=error_responses(400),
+)
 def create_waiver(
-    body: WaiverCreate, session: SessionDep, settings: SettingsDep, principal: CurrentPrincipal
+    principal: ApproverPrincipal, body: WaiverCreate, session: WriteSession, settings: SettingsDep
 ) -> WaiverRead:
-    principal.require(Role.APPROVER)
     now = utcnow()
     if body.expires_at <= now:
         raise BadRequest("expires_at is in the past: a waiver must expire in the future")
@@ -145,17 +158,15 @@ def create_waiver(
         target=_target(row),
         details=created.model_dump(mode="json", exclude={"state"}),
     )
-    _commit_before_answering(session)
-    return created
+    return created  # committed before the answer is sent (deps.WriteSession)
 
 
 @router.get("/waivers", response_model=WaiverList)
 def get_waivers(
-    session: SessionDep,
-    principal: CurrentPrincipal,
+    _viewer: ViewerPrincipal,
+    session: ReadSession,
     model: Annotated[str | None, Query(max_length=256)] = None,
 ) -> WaiverList:
-    principal.require(Role.VIEWER)
     return WaiverList(data=[WaiverRead.from_row(w) for w in list_waivers(session, model)])
 
 
@@ -178,30 +189,16 @@ def _bound_digest(session: Session, body: WaiverCreate) -> str | None:
     return run.artifact_digest
 
 
-@router.delete("/waivers/{waiver_id}", response_model=WaiverRead)
+@router.delete("/waivers/{waiver_id}", response_model=WaiverRead, responses=error_responses(404))
 def revoke_waiver(
+    principal: ApproverPrincipal,
     waiver_id: Annotated[str, Path(max_length=36)],
-    session: SessionDep,
     settings: SettingsDep,
     registry: RegistryDep,
-    principal: CurrentPrincipal,
 ) -> WaiverRead:
-    principal.require(Role.APPROVER)
-    row = session.get(Waiver, waiver_id)
-    if row is None:
-        raise NotFound(f"no waiver {waiver_id}")
-    if row.revoked_at is None:
-        was = state_of(row)
-        row.revoked_at, row.revoked_by = utcnow(), principal.name
-        audit.record(
-            session,
-            actor=principal.name,
-            action="waiver.revoked",
-            target=_target(row),
-            details={"waiver_id": row.id, "was": was.value},
-        )
-    answer = WaiverRead.from_row(row)
-    _commit_before_answering(session)
+    """Revoke (committed), then decide again what the waiver let through: `end_waiver` opens
+    transactions of its own, so this route holds none of the request's."""
+    answer = _revoke(settings, waiver_id, actor=principal.name)
     # what it let through is decided again now (the poller retries if this fails)
     try:
         end_waiver(settings, registry, waiver_id)
@@ -212,10 +209,22 @@ def revoke_waiver(
     return answer
 
 
-def _commit_before_answering(session: Session) -> None:
-    """FastAPI finishes a yield dependency after the response is sent: without this, an
-    approver's re-run requested right after a 201 could be decided without the waiver."""
-    session.commit()
+def _revoke(settings: Settings, waiver_id: str, *, actor: str) -> WaiverRead:
+    with transaction(settings.resolved_database_url) as session:
+        row = session.get(Waiver, waiver_id)
+        if row is None:
+            raise NotFound(f"no waiver {waiver_id}")
+        if row.revoked_at is None:
+            was = state_of(row)
+            row.revoked_at, row.revoked_by = utcnow(), actor
+            audit.record(
+                session,
+                actor=actor,
+                action="waiver.revoked",
+                target=_target(row),
+                details={"waiver_id": row.id, "was": was.value},
+            )
+        return WaiverRead.from_row(row)
 
 
 def _target(row: Waiver) -> str:
