@@ -18,6 +18,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.api.deps import (
@@ -31,11 +32,13 @@ from service.api.deps import (
 from service.api.schemas import error_responses
 from service.config import Settings
 from service.errors import BadRequest, NotFound
+from service.policy import policy_for
 from service.runs.guard import latest_runs
+from service.runs.waiver_checks import WaiverRequest, check_waiver
 from service.runs.waiver_end import end_waiver
 from service.store import audit
 from service.store.db import transaction
-from service.store.tables import Waiver, utcnow
+from service.store.tables import GateRun, Waiver, utcnow
 from service.store.waivers import WaiverState, list_waivers, state_of
 
 router = APIRouter(prefix="/api/v1", tags=["waivers"], responses=error_responses(401, 403, 503))
@@ -131,7 +134,11 @@ class WaiverList(BaseModel):
     responses=error_responses(400),
 )
 def create_waiver(
-    principal: ApproverPrincipal, body: WaiverCreate, session: WriteSession, settings: SettingsDep
+    principal: ApproverPrincipal,
+    body: WaiverCreate,
+    session: WriteSession,
+    settings: SettingsDep,
+    registry: RegistryDep,
 ) -> WaiverRead:
     now = utcnow()
     if body.expires_at <= now:
@@ -142,6 +149,13 @@ def create_waiver(
             f"expires_at is more than {settings.waiver_max_days:g} days away (the operator's "
             "GATEKEEPER_WAIVER_MAX_DAYS); ask for a shorter waiver"
         )
+    model_exists = registry.has_model(body.model)  # asked before the database is touched
+    check_waiver(
+        WaiverRequest(body.model, body.version, body.gate, body.rule_id),
+        model_exists=model_exists,
+        policy=policy_for(body.model, settings.policy_path),
+        latest_run=_judged_run(session, body),
+    )
     digest = _bound_digest(session, body)
     row = Waiver(
         model_name=body.model, version=body.version, artifact_digest=digest,
@@ -168,6 +182,23 @@ def get_waivers(
     model: Annotated[str | None, Query(max_length=256)] = None,
 ) -> WaiverList:
     return WaiverList(data=[WaiverRead.from_row(w) for w in list_waivers(session, model)])
+
+
+def _judged_run(session: Session, body: WaiverCreate) -> GateRun | None:
+    """The run whose findings the waiver would cover: the version's latest, or the latest run
+    of the model that judged the named files."""
+    if body.version is not None:
+        return latest_runs(session, body.model).get(body.version)
+    return session.scalars(
+        select(GateRun)
+        .where(
+            GateRun.model_name == body.model,
+            GateRun.artifact_digest == body.artifact_digest,
+            GateRun.finished_at.is_not(None),
+        )
+        .order_by(GateRun.finished_at.desc())
+        .limit(1)
+    ).first()
 
 
 def _bound_digest(session: Session, body: WaiverCreate) -> str | None:

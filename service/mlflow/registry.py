@@ -168,6 +168,16 @@ class Registry:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
+    def has_model(self, name: str) -> bool:
+        """Whether MLflow has a registered model of this name (unreachable: raises)."""
+        try:
+            self._client.get_registered_model(name)
+        except Exception as exc:
+            if _is_not_found(exc):
+                return False
+            _raise_mapped(exc, f"registered model {name}")
+        return True
+
     def alias_version(self, name: str, alias: str) -> int | None:
         # get_model_version_by_alias answers a missing alias with INVALID_PARAMETER_VALUE,
         # indistinguishable from a real bad request; the model's alias map is unambiguous.

@@ -70,13 +70,27 @@ def final_tags(
         tags[f"gatekeeper.gate.{result.gate}"] = str(decided.get(result.gate, result.status))
     # always written, so a later passing run replaces an earlier run's finding
     tags["gatekeeper.finding"] = (_top_finding(run) or "none")[:MAX_TAG_VALUE]
-    deny = (run.decision or {}).get("deny") or []
-    summary = deny[0] if deny else (run.error_message or "all enforced gates passed")
-    tags["gatekeeper.summary"] = summary[:MAX_TAG_VALUE]
+    tags["gatekeeper.summary"] = _summary(run)[:MAX_TAG_VALUE]
     if signature_uri is not None:
         tags["gatekeeper.signature_uri"] = signature_uri
     tags["gatekeeper.status"] = run.status
     return tags
+
+
+def _summary(run: GateRun) -> str:
+    """The first reason to deny; for a waived run, what was let through and by which waiver
+    (never "all enforced gates passed" for a version that passed only by a waiver)."""
+    decision = run.decision or {}
+    deny = decision.get("deny") or []
+    if deny:
+        return str(deny[0])
+    waived = [w for w in decision.get("waived") or [] if isinstance(w, dict)]
+    if waived:
+        return "waived: " + "; ".join(
+            f"{w.get('gate')} by {', '.join(map(str, w.get('waivers') or []))}: {w.get('message')}"
+            for w in waived
+        )
+    return run.error_message or "all enforced gates passed"
 
 
 def _top_finding(run: GateRun) -> str | None:

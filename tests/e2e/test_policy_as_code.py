@@ -15,6 +15,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from demo.models import log_malicious_model
 from tests.helpers import (
     VENV_BIN,
     GatekeeperProcess,
@@ -138,6 +139,8 @@ def test_a_waiver_lets_a_fairness_failure_through_until_it_expires(
     assert waived["decision"]["waived"][0]["waivers"] == [waiver["id"]]
     tags = client.get_model_version(name, str(version)).tags
     assert tags["gatekeeper.status"] == "waived" and tags["gatekeeper.gate.fairness"] == "waived"
+    # the summary says what was let through and by which waiver, not "all gates passed"
+    assert tags["gatekeeper.summary"].startswith(f"waived: fairness by {waiver['id']}: ")
     assert client.get_registered_model(name).aliases["production-ready"] == str(version)
     page = service.api("GET", f"/runs/{waived['id']}").text
     assert "Waivers applied" in page and waiver["id"] in page and "JIRA-42" in page
@@ -168,8 +171,7 @@ def test_a_waiver_lets_a_fairness_failure_through_until_it_expires(
         ({"expires_at": "2026-12-01T00:00:00"}, "time zone"),
         ({"gate": None}, "exactly one of gate, rule_id"),
         ({"gate": "vibes"}, "gate must be one of"),
-        # a waiver is bound to the files a run judged: no run, nothing the approver saw
-        ({}, "has no recorded run that judged its files"),
+        ({}, "MLflow has no registered model 'm'"),
         ({"version": None}, "give a version or an artifact_digest"),
     ],
 )
@@ -183,6 +185,29 @@ def test_a_bad_waiver_request_is_refused_with_a_reason(
     assert answer.status_code in (400, 422) and words in answer.text, answer.text
     anonymous = service.api("POST", "/api/v1/waivers", json=body, headers={"Authorization": ""})
     assert anonymous.status_code == 401
+
+
+def test_a_waiver_that_would_do_nothing_is_refused_with_the_reason(
+    service: GatekeeperProcess, mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    """A misspelt rule, an unknown model, a version nobody ran, or a CRITICAL finding the
+    entry never lets a waiver cover: each was accepted (201) and silently changed nothing."""
+    name = f"{PREFIX}-rego-critical"
+    version = log_malicious_model(mlflow_server.url, name, tmp_path / "NEVER")
+    assert service.run_version(name, version)["status"] == "failed"  # CRITICAL os.system
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    base = {"model": name, "version": version, "reason": "because", "expires_at": tomorrow}
+    cases = [
+        ({"rule_id": "SEC-PICKL-001"}, "did you mean SEC-PICKLE-001"),
+        ({"rule_id": "SEC-PICKLE-001"}, "CRITICAL"),
+        ({"gate": "security"}, "SEC-PICKLE-001 is a CRITICAL security finding"),
+        ({"gate": "fairness", "model": f"{name}-typo"}, "no registered model"),
+        ({"gate": "fairness", "version": version + 40}, "has no recorded run"),
+    ]
+    for change, words in cases:
+        answer = service.api("POST", "/api/v1/waivers", json={**base, **change})
+        assert answer.status_code == 400 and words in answer.text, (change, answer.text)
+    assert not (tmp_path / "NEVER").exists()
 
 
 def test_a_rego_module_blocks_a_version_with_its_message(
