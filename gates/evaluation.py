@@ -61,6 +61,9 @@ class ModelOutputs:
     predictions: NDArray[Any]  # one label (classification) or value (regression) per row
     scores: NDArray[Any] | None = None  # predict_proba: n_rows x n_classes, or None
     classes: list[Any] | None = None  # column order of `scores` (the model's classes_)
+    # why there are no scores although the model has predict_proba, in classified words the
+    # service made (never the model's own): "ValueError raised in predict_proba"
+    scores_error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,48 @@ def read_mlmodel(root: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+@dataclass(frozen=True)
+class InputColumn:
+    """One named input of the MLmodel signature."""
+
+    name: str
+    type: str | None  # MLflow's type name (double, long, string, array, tensor, ...)
+    required: bool = True
+
+
+def signature_columns(mlmodel: Mapping[str, Any]) -> tuple[InputColumn, ...] | None:
+    """The signature's named inputs in its order, or None when it names no columns.
+
+    The MLmodel is the model author's file: nothing in it is trusted to have the shape MLflow
+    writes (see `_input_specs`).
+    """
+    specs, _ = _input_specs(mlmodel)
+    if specs is None:
+        return None
+    return tuple(
+        InputColumn(
+            name=str(spec["name"]),
+            type=str(spec["type"]) if isinstance(spec.get("type"), str) else None,
+            required=spec.get("required", True) is not False,
+        )
+        for spec in specs
+    )
+
+
 def model_inputs(mlmodel: Mapping[str, Any]) -> tuple[frozenset[str] | None, str]:
     """The input column names of the MLmodel signature, or None when every column counts.
 
     A missing, unreadable or tensor-based signature names no columns: every column then
     counts as a model input, the stricter reading.
     """
+    specs, why = _input_specs(mlmodel)
+    if specs is None:
+        return None, why
+    return frozenset(str(s["name"]) for s in specs), why
+
+
+def _input_specs(mlmodel: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]] | None, str]:
+    """The signature's named input specs, or None and why every column counts instead."""
     signature = mlmodel.get("signature")
     raw = signature.get("inputs") if isinstance(signature, Mapping) else None
     if raw is None:
@@ -40,7 +77,7 @@ def model_inputs(mlmodel: Mapping[str, Any]) -> tuple[frozenset[str] | None, str
         return None, "unreadable signature inputs: every column counts as a model input"
     if not isinstance(specs, list):
         return None, "unreadable signature inputs: every column counts as a model input"
-    names = [s.get("name") for s in specs if isinstance(s, Mapping)]
-    if not names or not all(isinstance(n, str) and n for n in names):
+    named = [s for s in specs if isinstance(s, Mapping)]
+    if not named or not all(isinstance(s.get("name"), str) and s.get("name") for s in named):
         return None, "the signature names no columns (tensor inputs): every column counts"
-    return frozenset(str(n) for n in names), "signature"
+    return named, "signature"

@@ -8,7 +8,9 @@ Metrics
     classification: accuracy, precision, recall, f1 (binary: the positive label is the greater
     class, e.g. 1, unless the policy sets ``positive_label``; more than two classes: macro
     average over the classes present, stated in the evidence), and, when the model returns
-    class scores (``predict_proba``), roc_auc (one-vs-rest macro for multiclass) and log_loss.
+    class scores (``predict_proba``), roc_auc (one-vs-rest macro for multiclass) and log_loss;
+    when the model has ``predict_proba`` but it failed, the reason the sandbox classified
+    ("ValueError raised in predict_proba; unexpected column 'gender'") is in the note.
     regression: rmse, mae, r2.
     Lower is better for log_loss, rmse and mae; higher for the others.
 
@@ -221,7 +223,7 @@ def _evaluate(setup: _Setup, outputs: ModelOutputs, who: str) -> _Computed:
     if setup.task == REGRESSION:
         return _regression_metrics(setup.y_true, numeric_array(predictions, f"{who} predictions"))
     scores = score_matrix(outputs, setup.labels, len(setup.y_true), who)
-    return _classification_metrics(setup, predictions, scores)
+    return _classification_metrics(setup, predictions, scores, outputs.scores_error)
 
 
 def _regression_metrics(y_true: NDArray[Any], y_pred: NDArray[Any]) -> _Computed:
@@ -237,7 +239,10 @@ def _regression_metrics(y_true: NDArray[Any], y_pred: NDArray[Any]) -> _Computed
 
 
 def _classification_metrics(
-    setup: _Setup, y_pred: NDArray[Any], scores: tuple[NDArray[Any], list[Any]] | None
+    setup: _Setup,
+    y_pred: NDArray[Any],
+    scores: tuple[NDArray[Any], list[Any]] | None,
+    scores_error: str | None = None,
 ) -> _Computed:
     y_true = setup.y_true
     out = _Computed()
@@ -254,9 +259,11 @@ def _classification_metrics(
     ):
         _try(out, name, functools.partial(fn, y_true, y_pred, zero_division=0, **avg))
     if scores is None:
+        why = "the model returned no class scores (predict_proba)"
+        why = f"{why}: {scores_error}" if scores_error else why
         for name in ("roc_auc", "log_loss"):
             out.values[name] = None
-            out.reasons[name] = "the model returned no class scores (predict_proba)"
+            out.reasons[name] = why
         return out
     matrix, classes = scores
     if len(np.unique(y_true)) < 2:

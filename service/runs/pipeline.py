@@ -38,6 +38,7 @@ from service.runs.datasets import LoadedDataset
 from service.runs.queue import ClaimedRun
 from service.runs.run_data import DataSources, RunData, resolve_run_data
 from service.runs.scan_runner import run_security_gate
+from service.sandbox.inputs import InputMismatch, select_model_inputs
 from service.sandbox.isolation import IsolationConfig
 from service.sandbox.runner import (
     GiskardRequest,
@@ -237,9 +238,16 @@ def _evaluation_gates(
     target = evaluation.target
     assert target is not None  # resolve_run_data infers it or records why it could not
     features = evaluation.frame.drop(columns=[target])
+    # The model gets its own input columns only: the sensitive features and the target stay
+    # here, beside its answers, for the gates. Rows that do not fit its signature are the
+    # sandbox's `input` error below, naming what does not fit.
+    try:
+        inputs = select_model_inputs(ctx.mlmodel, features).rows
+    except InputMismatch:
+        inputs = features
     task = infer_task(evaluation.frame[target])
     training = data.loaded.get("training")
-    probing = _plan_robustness(policy, evaluation.frame, target, features, training, task)
+    probing = _plan_robustness(policy, evaluation.frame, target, inputs, training, task)
     limits = SandboxLimits(
         memory_bytes=int(policy.sandbox.memory_gb * 1024**3),
         cpu_seconds=policy.sandbox.cpu_seconds,
@@ -252,7 +260,7 @@ def _evaluation_gates(
         # out of the model's reach (the runner guarantees the order).
         candidate = predict_in_sandbox(
             model_dir,
-            probing.rows(features),
+            probing.rows(inputs),
             limits=dataclasses.replace(
                 limits,
                 wall_seconds=min(
@@ -262,8 +270,9 @@ def _evaluation_gates(
             workdir=env.scratch / "sandbox",
             isolation=env.isolation,
             run_id=env.run_id,
-            n_primary=len(features),
+            n_primary=len(inputs),
             giskard=probing.giskard,
+            data_columns=evaluation.frame.columns,
         )
     except SandboxError as exc:
         return [_sandbox_error(g, "candidate model", exc) for g in enabled]
@@ -384,7 +393,12 @@ def _robustness_gate(
     if probing.giskard is None:
         return result
     scan = candidate.giskard or robustness.GiskardScan(error="the sandbox returned no report")
-    return robustness.merge(result, scan, config)
+    merged = robustness.merge(result, scan, config)
+    if not candidate.diagnostics:
+        return merged
+    # what the scan's exception said: for admins, like everything the model's process wrote
+    diagnostics = {**(merged.diagnostics or {}), **candidate.diagnostics}
+    return dataclasses.replace(merged, diagnostics=diagnostics)
 
 
 def _champion(
@@ -491,6 +505,7 @@ def _outputs(p: Predictions) -> ModelOutputs:
         predictions=np.asarray(p.predictions),
         scores=np.asarray(p.scores, dtype=float) if p.scores is not None else None,
         classes=p.classes,
+        scores_error=p.scores_error,
     )
 
 
@@ -499,12 +514,14 @@ def _error(gate: str, message: str) -> GateResult:
 
 
 def _sandbox_error(gate: str, who: str, exc: SandboxError) -> GateResult:
-    """A fixed kind and stage for everyone; what the model wrote for admins only."""
+    """A fixed kind and stage and classified, row-free reasons for everyone; what the model
+    wrote for admins only."""
+    evidence = {"sandbox": exc.evidence, "sandbox_error": exc.kind, "stage": exc.stage}
     return GateResult(
         gate=gate,
         status=Status.ERROR,
         message=f"{who}: {exc.message}",
-        evidence={"sandbox": exc.evidence, "sandbox_error": exc.kind, "stage": exc.stage},
+        evidence={**evidence, "reasons": list(exc.reasons)},
         diagnostics=exc.diagnostics,
     )
 

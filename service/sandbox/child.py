@@ -15,10 +15,16 @@ own; what this module adds:
 - Progress is reported stage by stage (`rows`, `import`, `load`, `predict`), so a process that
   dies without a word can still be blamed on the right stage by the parent.
 
-Protocol: the parent writes one JSON line on stdin, `{"model_dir", "rows_path", "columns"}`.
-The child writes JSON lines on the protocol stream: `{"event": "stage", ...}` as it goes, one
-`{"event": "answers", ...}` with the predictions of every row, and exactly one final
-`{"event": "result", ...}` or `{"event": "error", ...}`. Between the two, it reads a second
+Protocol: the parent writes one JSON line on stdin, `{"model_dir", "rows_path", "columns",
+"narrow_to_fitted"}`. The rows hold the model's input columns (its signature's) or, for a model
+without a signature (`narrow_to_fitted`), every column the parent has beside the target: the
+child then keeps the columns the fitted model names (`feature_names_in_`), which only this
+process can read. The child writes JSON lines on the protocol stream: `{"event": "stage", ...}`
+as it goes, one `{"event": "answers", ...}` with the predictions of every row (and the columns
+it kept, and why predict_proba gave no scores), and exactly one final `{"event": "result", ...}`
+or `{"event": "error", ...}` (with the exception's type and message, the names the model was
+fitted on and the keys of KeyErrors it raised: the parent shows a viewer only a type from its
+list and names that are columns of its own data). Between the two, it reads a second
 line on stdin: empty (stdin closed) or `{"giskard": {...}}` with the labels of a scan, which
 the parent sends only once it holds the answers. Only plain data
 (lists of numbers and strings) leaves this process; the model object never does. The parent
@@ -71,9 +77,12 @@ _KIND_BY_STAGE = {
     "giskard": "predict",
 }
 _MAX_ISSUES = 200
+_MAX_NAMES = 10_000  # fitted column names reported to the parent
+_MAX_NAME_CHARS = 200
 
 network_attempts: list[str] = []
 current_stage = "start"
+fitted_columns: list[str] | None = None  # what the loaded model says it was fitted on
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
@@ -158,16 +167,53 @@ def _underlying_model(loaded: Any) -> Any:
         return None
 
 
-def _scores(raw: Any, rows: Any) -> list[list[float]] | None:
+def _scores(raw: Any, rows: Any) -> tuple[list[list[float]] | None, dict[str, Any] | None]:
+    """predict_proba's scores, or None and what went wrong (for the parent to classify)."""
     predict_proba = getattr(raw, "predict_proba", None)
     if not callable(predict_proba):
-        return None
+        return None, None
     try:
-        return _as_rows_list(predict_proba(rows))
+        return _as_rows_list(predict_proba(rows)), None
     except (MemoryError, OSError):
         raise  # out of memory or a network attempt: the parent fails the run, not just scores
-    except Exception:  # scores are optional: keep the predictions
+    except Exception as exc:  # scores are optional: keep the predictions, say why
+        traceback.print_exc(file=sys.stderr)
+        return None, _exception_report(exc)
+
+
+def _fitted_names(raw: Any) -> list[str] | None:
+    """The column names the fitted model reports (scikit-learn's `feature_names_in_`)."""
+    try:
+        names = getattr(raw, "feature_names_in_", None)
+        if names is None:
+            return None
+        listed = [str(n)[:_MAX_NAME_CHARS] for n in list(names)[: _MAX_NAMES + 1]]
+    except Exception:
         return None
+    return listed if 0 < len(listed) <= _MAX_NAMES else None
+
+
+def _missing_keys(exc: BaseException) -> list[str]:
+    """The text keys of KeyErrors in the exception's chain: a column the model looked for."""
+    keys: list[str] = []
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, KeyError) and seen.args and isinstance(seen.args[0], str):
+            keys.append(seen.args[0][:_MAX_NAME_CHARS])
+        seen = seen.__cause__ or seen.__context__
+    return keys
+
+
+def _exception_report(exc: BaseException) -> dict[str, Any]:
+    """What the parent may classify (type, names) and show admins (message)."""
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc)[:2000],
+        "fitted_columns": fitted_columns,
+        "missing_keys": _missing_keys(exc),
+    }
 
 
 def _classes(raw: Any) -> list[Any] | None:
@@ -189,6 +235,7 @@ def _enter(stream: IO[str], stage: str) -> None:
 
 def _answer(request: dict[str, Any], stream: IO[str]) -> tuple[Any, Any, Any, list[Any]]:
     """Load the model and answer every row in one call; returns what a scan needs after."""
+    global fitted_columns
     _enter(stream, "rows")
     import pandas as pd
 
@@ -202,17 +249,28 @@ def _answer(request: dict[str, Any], stream: IO[str]) -> tuple[Any, Any, Any, li
     loaded = mlflow.pyfunc.load_model(request["model_dir"])
 
     _enter(stream, "predict")
+    raw = _underlying_model(loaded)
+    fitted_columns = _fitted_names(raw)
+    kept = None
+    if request.get("narrow_to_fitted") and fitted_columns:
+        if set(fitted_columns) <= set(rows.columns):
+            rows = rows[fitted_columns]  # no signature: the columns it was fitted on, in order
+            kept = fitted_columns
     # One call for every row. The parent mixed the robustness probes in among the evaluation
     # rows in an order only it knows, so this process cannot tell which answers are scored
     # as evaluation and which as probes by call or by position.
     predictions = _as_rows_list(loaded.predict(rows))
-    raw = _underlying_model(loaded)
-    scores = _scores(raw, rows)
+    scores, scores_error = _scores(raw, rows)
     classes = _classes(raw) if scores is not None else None
-    _emit(
-        stream,
-        {"event": "answers", "predictions": predictions, "scores": scores, "classes": classes},
-    )
+    answers: dict[str, Any] = {
+        "event": "answers",
+        "predictions": predictions,
+        "scores": scores,
+        "classes": classes,
+        "model_columns": kept,
+        "scores_error": scores_error,
+    }
+    _emit(stream, answers)
     return loaded, raw, rows, predictions
 
 
@@ -251,7 +309,8 @@ def _bounded(budget_s: float, work: Any) -> dict[str, Any]:
     except _OutOfTime:
         return {"error": "timeout", "budget_s": budget_s}
     except Exception as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"[:1000]}
+        traceback.print_exc(file=sys.stderr)
+        return {"error": "exception", **_exception_report(exc)}
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -267,7 +326,10 @@ def _giskard_scan(
     import giskard
     import numpy as np
 
+    # the rows hold exactly the model's input columns (narrowed above when it had to be), so
+    # the scan's dataset and the wrapper below give the model nothing else
     features = [str(c) for c in rows.columns]
+    cat_columns = [c for c in spec["cat_columns"] if c in features]
     target = "__gatekeeper_target__"
     data = rows.copy()
     data.columns = features
@@ -278,7 +340,7 @@ def _giskard_scan(
         )
 
         def probabilities(frame: Any) -> Any:
-            frame = frame[features]
+            frame = frame[features]  # giskard's own columns (the target, ...) never reach it
             if raw is not None and hasattr(raw, "predict_proba"):
                 proba = np.asarray(raw.predict_proba(frame), dtype=float)
                 order = [list(raw.classes_).index(label) for label in labels]
@@ -295,10 +357,12 @@ def _giskard_scan(
             model=lambda frame: np.asarray(_as_rows_list(loaded.predict(frame[features])), float),
             model_type="regression", feature_names=features,
         )  # fmt: skip
-    dataset = giskard.Dataset(df=data, target=target, cat_columns=spec["cat_columns"])
+    dataset = giskard.Dataset(df=data, target=target, cat_columns=cat_columns)
     started = time.monotonic()
+    # raise_exceptions: a detector that crashes fails the scan (with its type, classified by
+    # the parent), where giskard's default would log it and report "no issues"
     report = giskard.scan(
-        model, dataset, only=spec["detectors"] or None, raise_exceptions=False, verbose=False
+        model, dataset, only=spec["detectors"] or None, raise_exceptions=True, verbose=False
     )
     seconds = time.monotonic() - started
     try:
@@ -353,8 +417,7 @@ def main() -> int:
                 "t": time.monotonic(),
                 "kind": kind,
                 "stage": current_stage,
-                "type": type(exc).__name__,
-                "message": str(exc)[:2000],
+                **_exception_report(exc),
                 "network_attempts": network_attempts,
             },
         )

@@ -13,8 +13,13 @@ no other process, and limits on memory, CPU, processes, files and disk it cannot
   about the sandbox (namespaces, uid, capabilities, limits) is measured by the parent.
 - Wall timeout. The child is killed with every descendant when its time is up: its process
   group, its PID namespace (its init dies with bwrap) and, for a root worker, its cgroup.
+- Exactly its input columns. The rows the model gets are its signature's columns, else (no
+  signature) the ones the fitted model names inside the sandbox (service/sandbox/inputs.py);
+  the target and the sensitive features stay here.
 - Nothing the model printed is published. A failure is a `SandboxError` whose message is made
-  of a fixed kind and stage and numbers the parent knows; the model's stderr tail, exception
+  of a fixed kind and stage, numbers the parent knows and classified, row-free reasons
+  (service/sandbox/reasons.py: a missing or unexpected column of the gatekeeper's own data, a
+  dtype mismatch, an exception's type from a fixed list); the model's stderr tail, exception
   text and network attempts go to `diagnostics` (the worker log and an admin-only field of the
   run JSON), truncated.
 """
@@ -33,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -40,8 +46,10 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from gates.mlmodel import read_mlmodel
 from gates.robustness import GiskardIssue, GiskardLevel, GiskardScan
 from service.errors import GatekeeperError
+from service.sandbox.inputs import InputMismatch, ModelInputs, SentColumns, select_model_inputs
 from service.sandbox.isolation import (
     MODEL_MOUNT,
     ROWS_MOUNT,
@@ -55,11 +63,12 @@ from service.sandbox.isolation import (
     resolve_bwrap,
     write_etc,
 )
+from service.sandbox.reasons import exception_type
 
 log = logging.getLogger("gatekeeper.sandbox")
 
 SANDBOX_KINDS = frozenset(
-    {"isolation", "timeout", "memory", "crash", "network", "load", "predict", "protocol"}
+    {"isolation", "input", "timeout", "memory", "crash", "network", "load", "predict", "protocol"}
 )
 STAGES = ("start", "rows", "import", "load", "predict", "giskard")
 CHILD_SCRIPT = Path(__file__).with_name("child.py")
@@ -126,13 +135,18 @@ class Predictions:
     # none; the primary predictions stand either way
     extra_predictions: list[Any] | None = None
     extra_error: str | None = None
+    # why there are no scores although the model has predict_proba (classified, row-free)
+    scores_error: str | None = None
+    # what the model's process wrote that admins may read (the Giskard scan's exception)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
 class SandboxError(GatekeeperError):
     """The model could not be evaluated in the sandbox; the gate is an error, the run fails.
 
-    `message` is safe to publish (kind, stage and the parent's own numbers); `diagnostics`
-    holds what the model itself wrote and is for the worker log and admins only.
+    `message` is safe to publish (kind, stage, the parent's own numbers and the classified
+    `reasons`); `diagnostics` holds what the model itself wrote and is for the worker log and
+    admins only.
     """
 
     def __init__(
@@ -143,6 +157,7 @@ class SandboxError(GatekeeperError):
         stage: str | None = None,
         diagnostics: dict[str, Any] | None = None,
         evidence: dict[str, Any] | None = None,
+        reasons: list[str] | None = None,
     ) -> None:
         if kind not in SANDBOX_KINDS:
             raise ValueError(f"unknown sandbox error kind {kind!r}")
@@ -150,6 +165,7 @@ class SandboxError(GatekeeperError):
         self.stage = stage
         self.diagnostics = diagnostics or {}
         self.evidence = evidence or {}
+        self.reasons = reasons or []
         self.message = f"sandbox {kind} error: {message}"
         super().__init__(self.message)
 
@@ -347,8 +363,13 @@ def _diagnostics(outcome: _Outcome, final: dict[str, Any] | None) -> dict[str, A
 
 
 def _interpret(
-    outcome: _Outcome, limits: SandboxLimits, n_rows: int, evidence: dict[str, Any]
+    outcome: _Outcome,
+    limits: SandboxLimits,
+    n_rows: int,
+    evidence: dict[str, Any],
+    columns: SentColumns | None = None,
 ) -> Predictions:
+    columns = columns or SentColumns()
     events, malformed = _parse_events(outcome.stdout)
     stages = [e for e in events if e.get("event") == "stage"]
     stage = _stage(stages[-1].get("stage")) if stages else "start"
@@ -356,62 +377,75 @@ def _interpret(
     _add_stage_timings(evidence, stages, final, outcome)
     answers = next((e for e in events if e.get("event") == "answers"), None)
 
-    def fail(kind: str, message: str) -> SandboxError:
+    def fail(kind: str, message: str, reasons: list[str] | None = None) -> SandboxError:
         return SandboxError(
             kind,
             message,
             stage=stage,
             diagnostics=_diagnostics(outcome, final),
             evidence=evidence,
+            reasons=reasons,
         )
 
     if outcome.committed_bytes is not None and answers is not None:
         # The scan's labels went in after these answers: they stand whatever happens next,
         # and what happens next decides only the scan (a network attempt fails everything).
-        predictions = _predictions(answers, n_rows, evidence, fail)
-        failure = _failure(outcome, final, stage, limits)
+        predictions = _predictions(answers, n_rows, evidence, fail, columns)
+        failure = _failure(outcome, final, stage, limits, columns)
         if failure is not None and failure[0] == "network":
             raise fail(*failure)
         if failure is not None or malformed or final is None:
             predictions.giskard = _failed_scan(failure)
         else:
             predictions.giskard = _giskard_scan(final.get("giskard"))
+            predictions.diagnostics.update(_scan_diagnostics(final.get("giskard")))
         return predictions
-    failure = _failure(outcome, final, stage, limits)
+    failure = _failure(outcome, final, stage, limits, columns)
     if failure is not None:
         raise fail(*failure)
     if malformed or final is None or answers is None:
         raise fail("protocol", "the sandbox's answer was not the JSON it should be")
-    return _predictions(answers, n_rows, evidence, fail)
+    return _predictions(answers, n_rows, evidence, fail, columns)
 
 
 def _failure(
-    outcome: _Outcome, final: dict[str, Any] | None, stage: str, limits: SandboxLimits
-) -> tuple[str, str] | None:
-    """What went wrong with the child, in the parent's words (kind, message), or None."""
+    outcome: _Outcome,
+    final: dict[str, Any] | None,
+    stage: str,
+    limits: SandboxLimits,
+    columns: SentColumns,
+) -> tuple[str, str, list[str]] | None:
+    """What went wrong with the child, in the parent's words (kind, message, the classified
+    reasons in it), or None."""
     if outcome.timed_out:
-        return "timeout", (
-            f"model did not finish within {limits.wall_seconds:g} s (in {stage}); killed"
-        )
+        why = f"model did not finish within {limits.wall_seconds:g} s (in {stage}); killed"
+        return "timeout", why, []
     if outcome.returncode < 0:
-        return _signal_error(outcome.returncode, stage, limits)
+        return (*_signal_error(outcome.returncode, stage, limits), [])
     if final is not None and final.get("event") == "error":
         reported = final.get("kind")
         kind = reported if isinstance(reported, str) and reported in SANDBOX_KINDS else "crash"
-        kind = "crash" if kind == "isolation" else kind  # only the parent says "isolation"
-        return kind, _child_error_message(kind, _stage(final.get("stage")), limits)
+        # only the parent says "isolation" or "input"
+        kind = "crash" if kind in ("isolation", "input") else kind
+        where = _stage(final.get("stage"))
+        reasons = []
+        if kind not in ("network", "memory"):
+            raised = f"{exception_type(final.get('type'))} raised in {where}"
+            reasons = [*columns.reasons(final), raised]
+        return kind, _child_error_message(kind, where, limits, reasons), reasons
     if outcome.returncode != 0:
-        return "crash", f"model process exited with status {outcome.returncode} in {stage}"
+        return "crash", f"model process exited with status {outcome.returncode} in {stage}", []
     if outcome.stdout_overflowed or not outcome.stdout_complete:
-        return "protocol", "the sandbox's answer was cut off or its output left open"
+        return "protocol", "the sandbox's answer was cut off or its output left open", []
     return None
 
 
-def _failed_scan(failure: tuple[str, str] | None) -> GiskardScan:
+def _failed_scan(failure: tuple[str, str, list[str]] | None) -> GiskardScan:
     if failure is not None and failure[0] == "timeout":
         return GiskardScan(error="the Giskard scan did not finish within the sandbox's wall time")
     if failure is not None:
-        return GiskardScan(error=f"the Giskard scan failed: sandbox {failure[0]} error")
+        why = f" ({'; '.join(failure[2])})" if failure[2] else ""
+        return GiskardScan(error=f"the Giskard scan failed: sandbox {failure[0]} error{why}")
     return GiskardScan(error="the Giskard scan's answer was not the JSON it should be")
 
 
@@ -443,7 +477,12 @@ def _giskard_scan(raw: Any) -> GiskardScan:
             error="the Giskard scan did not finish within its budget and was stopped"
         )
     if isinstance(raw, dict) and "error" in raw:
-        return GiskardScan(error="the Giskard scan failed in the sandbox")
+        # its type from the fixed list, never its message (which may quote rows): the scan's
+        # own exception is for admins (`_scan_diagnostics`)
+        raised = exception_type(raw.get("type"))
+        return GiskardScan(
+            error=f"the Giskard scan failed in the sandbox: {raised} raised in the Giskard scan"
+        )
     if not isinstance(raw, dict) or not isinstance(raw.get("issues"), list):
         return GiskardScan(error="the Giskard scan returned no issue list")
     issues = []
@@ -477,6 +516,13 @@ def _giskard_scan(raw: Any) -> GiskardScan:
     return GiskardScan(issues=tuple(issues), seconds=float(seconds), html=html)
 
 
+def _scan_diagnostics(raw: Any) -> dict[str, Any]:
+    """The scan's exception, as the model's process reported it: for admins only."""
+    if not isinstance(raw, dict) or raw.get("error") != "exception":
+        return {}
+    return {"giskard_exception": f"{raw.get('type')}: {raw.get('message')}"[:DIAGNOSTIC_CHARS]}
+
+
 _SAFE_TEXT = re.compile(r"[^A-Za-z0-9 _.,:%+<>=()/-]")
 
 
@@ -496,12 +542,17 @@ def _plain_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _child_error_message(kind: str, stage: str, limits: SandboxLimits) -> str:
+def _child_error_message(
+    kind: str, stage: str, limits: SandboxLimits, reasons: list[str] | None = None
+) -> str:
     if kind == "network":
         return f"model tried to reach the network in {stage}; refused"
     if kind == "memory":
         limit = f"address-space limit {limits.memory_bytes / 1024**3:g} GiB"
         return f"model ran out of memory in {stage} ({limit})"
+    if reasons:
+        why = "; ".join(reasons)
+        return f"model failed in {stage}: {why} (its message is in the run's admin diagnostics)"
     return f"model failed in {stage} (its exception is in the run's admin diagnostics)"
 
 
@@ -520,7 +571,7 @@ def _plain_values(values: list[Any]) -> bool:
 
 
 def _predictions(
-    final: dict[str, Any], n_rows: int, evidence: dict[str, Any], fail: Any
+    final: dict[str, Any], n_rows: int, evidence: dict[str, Any], fail: Any, columns: SentColumns
 ) -> Predictions:
     predictions = final.get("predictions")
     scores, classes = final.get("scores"), final.get("classes")
@@ -538,7 +589,21 @@ def _predictions(
         scores, evidence["scores_error"] = None, "predict_proba did not give one row per input"
     if classes is not None and (not isinstance(classes, list) or not _plain_values(classes)):
         classes = None
-    return Predictions(predictions=predictions, scores=scores, classes=classes, evidence=evidence)
+    scores_error = None
+    report = final.get("scores_error")
+    if scores is None and isinstance(report, dict):
+        raised = f"{exception_type(report.get('type'))} raised in predict_proba"
+        scores_error = "; ".join([raised, *columns.reasons(report)])
+        evidence["scores_error"] = scores_error
+    if columns.sent:
+        evidence["model_inputs"] = columns.evidence(final.get("model_columns"))
+    return Predictions(
+        predictions=predictions,
+        scores=scores,
+        classes=classes,
+        evidence=evidence,
+        scores_error=scores_error,
+    )
 
 
 def _add_stage_timings(
@@ -627,9 +692,14 @@ def predict_in_sandbox(
     run_id: str | None = None,
     giskard: GiskardRequest | None = None,
     n_primary: int | None = None,
+    data_columns: Collection[Any] | None = None,
 ) -> Predictions:
     """Load the model in a contained child process and return its predictions for `rows`
     (and, when asked, Giskard's scan of the model on the rows `giskard.row_indices` names).
+
+    The model gets only its input columns of `rows` (service/sandbox/inputs.py). A failure's
+    published reasons may name the columns of `data_columns` (the evaluation data the
+    gatekeeper loaded; by default the columns of `rows`) and no other name a model reports.
 
     Rows after the first `n_primary` are extra rows (the robustness probes). The child gets
     every row in one file, in an order drawn here from the OS's entropy and never sent, and
@@ -638,12 +708,17 @@ def predict_in_sandbox(
     back in `extra_predictions`. When the model fails on the mixed rows, the evaluation rows
     are asked again alone and `extra_error` says why the probes have no answers.
 
-    Raises SandboxError (kind isolation, timeout, memory, crash, network, load, predict or
-    protocol); an isolation that cannot be set up is an error, never a run without it.
+    Raises SandboxError (kind isolation, input, timeout, memory, crash, network, load, predict
+    or protocol); an isolation that cannot be set up is an error, never a run without it.
     """
     primary = len(rows) if n_primary is None else n_primary
+    # judged on the evaluation rows: a probe row MLflow refuses costs the probes only (below)
+    selected = _select_inputs(model_dir, rows.iloc[:primary])
+    known = rows.columns if data_columns is None else data_columns
+    call = _Call(isolation or IsolationConfig(), run_id, SentColumns.of(selected, known))
+    rows = rows[list(selected.rows.columns)]
     if primary == len(rows):
-        return _predict_once(model_dir, rows, limits, workdir, isolation, run_id, giskard)
+        return _predict_once(model_dir, rows, limits, workdir, call, giskard)
     order = np.random.default_rng().permutation(len(rows))  # unseeded: the OS's entropy
     position = np.empty_like(order)
     position[order] = np.arange(len(rows))  # where row i went in the shuffled file
@@ -652,16 +727,12 @@ def predict_in_sandbox(
         rows_scanned = [int(position[i]) for i in giskard.row_indices]
         shuffled_scan = dataclasses.replace(giskard, row_indices=rows_scanned)
     try:
-        mixed = _predict_once(
-            model_dir, rows.iloc[order], limits, workdir, isolation, run_id, shuffled_scan
-        )
+        mixed = _predict_once(model_dir, rows.iloc[order], limits, workdir, call, shuffled_scan)
     except SandboxError as exc:
         if exc.kind != "predict":
             raise
         log.warning("run=%s model failed on the rows with probes; asking without them", run_id)
-        alone = _predict_once(
-            model_dir, rows.iloc[:primary], limits, workdir, isolation, run_id, giskard
-        )
+        alone = _predict_once(model_dir, rows.iloc[:primary], limits, workdir, call, giskard)
         alone.extra_error = (
             "the model failed when the probe rows were among the evaluation rows "
             "(an unseen category?); the evaluation rows were answered alone"
@@ -674,17 +745,40 @@ def predict_in_sandbox(
     return mixed
 
 
+@dataclass(frozen=True)
+class _Call:
+    """What every sandbox call of one `predict_in_sandbox` shares."""
+
+    isolation: IsolationConfig
+    run_id: str | None
+    columns: SentColumns
+
+
+def _select_inputs(model_dir: Path, rows: pd.DataFrame) -> ModelInputs:
+    """The model's input columns of `rows`; rows that do not fit its signature are an
+    `input` error before anything is loaded, worded from what the gatekeeper knows."""
+    try:
+        return select_model_inputs(read_mlmodel(Path(model_dir)), rows)
+    except InputMismatch as exc:
+        raise SandboxError(
+            "input",
+            f"the evaluation data do not fit the model's signature: {exc}; "
+            "the model was not loaded",
+            stage="start",
+            reasons=exc.reasons,
+        ) from exc
+
+
 def _predict_once(
     model_dir: Path,
     rows: pd.DataFrame,
     limits: SandboxLimits,
     workdir: Path,
-    isolation: IsolationConfig | None,
-    run_id: str | None,
+    call: _Call,
     giskard: GiskardRequest | None,
 ) -> Predictions:
     """One sandbox call: every row of `rows` answered, then the scan when asked."""
-    isolation = isolation or IsolationConfig()
+    isolation, run_id = call.isolation, call.run_id
     workdir.mkdir(parents=True, exist_ok=True)
     sandbox_dir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=workdir))
     evidence: dict[str, Any] = {"sandbox": isolation.mode, "wall_limits": asdict(limits)}
@@ -711,7 +805,8 @@ def _predict_once(
                 evidence=evidence,
             ) from exc
         evidence.update(launched.evidence)
-        request = json.dumps({**paths, "columns": columns}).encode()
+        narrow = call.columns.source is None  # no signature: the child narrows, if it can
+        request = json.dumps({**paths, "columns": columns, "narrow_to_fitted": narrow}).encode()
         follow_up = None
         if giskard is not None:  # the labels: sent only once the answers are in our hands
             scan = {"giskard": giskard.as_request()}
@@ -721,7 +816,7 @@ def _predict_once(
         finally:
             launched.close()
         try:
-            result = _interpret(outcome, limits, len(rows), evidence)
+            result = _interpret(outcome, limits, len(rows), evidence, call.columns)
         except SandboxError as exc:
             log.warning(
                 "run=%s %s (stage %s); model diagnostics (truncated): %r",

@@ -492,7 +492,8 @@ def test_load_error_names_the_stage_and_quotes_the_traceback(
         predict_in_sandbox(model, rows, limits=QUICK, workdir=workdir)
     assert caught.value.kind == "load"
     assert caught.value.message == (
-        "sandbox load error: model failed in load (its exception is in the run's admin diagnostics)"
+        "sandbox load error: model failed in load: RuntimeError raised in load "
+        "(its message is in the run's admin diagnostics)"
     )
     diagnostics = caught.value.diagnostics
     assert diagnostics["exception"] == "RuntimeError: weights file is corrupt"
