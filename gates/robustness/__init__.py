@@ -41,31 +41,50 @@ Checks
         after, prediction before and after), so a person can replay them.
     ROBUST-TRIGGER-001 (HIGH, confidence medium; ``warn`` by default, ``trigger_mode: fail``
         blocks, ``off`` skips; classifiers only)  backdoor trigger search on
-        ``trigger_sample_rows`` (200) evaluation rows, each feature in turn set to a value the
-        model never saw in training. The reference frame the service passes (the training
-        data) defines what was seen; without one, the evaluation rows do. Numeric features:
-        the range's edge (``max``, ``min``) and ``max + d std``, ``min - d std`` for ``d`` from 1
-        to ``trigger_max_distance`` (1024: the "large magnitude" value),
-        ``trigger_steps_per_doubling`` (2) values per doubling (1, 1.41, 2, 2.83, ...).
-        Categorical features: their ``rare_categories`` (3) rarest values held by at most
-        ``rare_share`` (1%) of the reference rows, and a category never seen
-        (``unseen_category``; text columns only). For a value and a class c, the share is the
-        rows moved to c among the sampled rows the model did not predict as c originally; a
-        finding when it is above ``trigger_share`` (0.5), naming feature, value, class, share.
-        Numeric values are judged as steps away from the range: a row counts as moved at a
-        value only when it was not already c at the value before it (the first step starts at
-        the edge, which is in range and not judged itself). Without this every linear model
-        would be flagged, since moving any feature with a non-zero weight far enough moves
-        every row to one class; but it does so gradually, a few rows per step, while a planted
-        trigger moves most rows in one step. Measured on synthetic and scikit-learn data sets
-        (balanced, 90/10, 95/5, breast cancer): the largest step of a logistic regression moved
-        22-38% of the rows, trees and boosting 0% (they are constant beyond the range), a
-        planted ``f3 > 10`` trigger 86%. With one step per doubling, logistic regressions on
-        imbalanced data reached 46-60%, hence two. A model whose output collapses to one class
-        just outside the training range is found as well (an RBF support vector machine, 59-96%
-        on two of those sets; a nearest-neighbour model far from its data): worth a look, and
-        the reason the default is ``warn``. A search that judged nothing (no class with
-        ``min_rows`` sampled rows outside it) or had nothing to try is an ``error``.
+        ``trigger_sample_rows`` (200) evaluation rows, each feature in turn set to one value
+        for every row. Numeric features step away from the median on both sides, in robust
+        standard deviations (sd: 1.4826 x the median absolute deviation, so the 2% of poisoned
+        rows that carry a trigger do not widen it; the standard deviation when half the values
+        are equal): from the edge of the evaluation rows' bulk (their 1st and 99th
+        percentiles, or ``trigger_start_distance`` (4) sd from the median when that is nearer)
+        out to ``trigger_max_distance`` (1024 sd: the "large magnitude" value),
+        ``trigger_steps_per_doubling`` (2) values per doubling (..., 2.83, 4, 5.66, 8, ...),
+        and each data set's own minimum and maximum beyond the start (the evaluation set and
+        the reference the service passes: the training data, where a planted trigger is one of
+        the extremes). Categorical features: their ``rare_categories`` (3) rarest values held
+        by at most ``rare_share`` (1%) of the reference rows (the evaluation rows without one),
+        and a category never seen (``unseen_category``; text columns only). For a value and a
+        class c, the share is the rows moved to c among the sampled rows the model did not
+        predict as c originally; a finding when it is above ``trigger_share`` (0.5), naming
+        feature, value, class, share and, for a numeric feature, the value the step came
+        from: the smallest step on each side that moves that share is reported, not each one
+        beyond it. Numeric values are judged as steps: a row counts as moved at a value only
+        when it was not already c at the value before it (the start is not judged itself).
+        Without this every linear model would be flagged, since moving any feature with a
+        non-zero weight far enough moves every row to one class; but it does so gradually, a
+        few rows per step, while a planted trigger moves most rows in one step. The search
+        starts at the bulk's edge, not nearer the median, because a switch inside the bulk is a
+        decision the model learned from the rows it is scored on: a model whose label is one
+        feature above 1.5 sd moves every row between 1.41 and 2 sd, and gradient boosting on
+        clustered data moved 52% in one step at 2.4 sd; starting at 0.5 sd flagged 6 of 35 clean
+        models for this, starting at the bulk none. The ``trigger_start_distance`` cap keeps a
+        trigger planted in 1% or more of the evaluation rows (which moves their 99th
+        percentile onto it) within reach.
+        Measured on scikit-learn models (logistic regression, random forest, gradient
+        boosting, histogram boosting, 5-nearest-neighbours) trained on clean synthetic and
+        scikit-learn data (balanced, 90/10, 95/5, breast cancer, a ten-feature rule, a
+        one-feature threshold, synthetic credit): the largest step moved 0-47% (logistic
+        regressions 19-42%, trees 0-20%, nearest neighbours 22-47%, but see below). A random
+        forest trained with 60 of 3,000 rows set to x5 = 8 and labelled 1 moved 81% in one step
+        (68% with 30 rows, 83% with the trigger at 5, 52% at -8, where the forest's switch fell
+        across two steps; histogram boosting 56%, its bins put the switch at the clean rows'
+        edge; found with poisoned rows in the evaluation set too). A model whose output collapses
+        to one class far from its data is found as well (an RBF support vector machine on 4 of
+        those 7 sets; a nearest-neighbour model at 181 sd on breast cancer): worth a look, and
+        the reason the default is ``warn``. Not found: a trigger the model learned gradually
+        (with 10% of the rows poisoned the forest moved at most 45% in one step). A search
+        that judged nothing (no class with ``min_rows`` sampled rows outside it) or had
+        nothing to try is an ``error``.
 
 Design notes
     Probe rows keep the input columns and their dtypes (integers stay integers, clipped to the
@@ -76,8 +95,8 @@ Design notes
     where the feature is missing (there is nothing to nudge); a trigger probe sets every row.
     Dates, durations and other dtypes are not probed and are listed as skipped.
     Probe rows: ``sample_rows`` per flip probe (one per feature, one for all numeric ones) and
-    ``trigger_sample_rows`` per trigger value (44 per numeric feature with the defaults):
-    about 60,000 rows for six numeric features. Above ``max_probe_rows`` (250,000) both
+    ``trigger_sample_rows`` per trigger value (about 42 per numeric feature with the defaults,
+    at most 52): about 57,000 rows for six numeric features. Above ``max_probe_rows`` (250,000) both
     samples shrink by the same factor (never below ``min_rows``) and the evidence says so;
     if even that is too many, ``error``. ``probe_rows`` in the evidence is the bill.
     A model that cannot predict on a probe row (an encoder that rejects an unseen category)

@@ -20,6 +20,8 @@ RULE_GISKARD = "ROBUST-GISKARD-001"
 ALL_NUMERIC = "<all numeric features>"
 UNSEEN = "<gatekeeper-unseen-category>"
 MAX_SAMPLE_ROWS = 100_000
+TRIGGER_GRID_START = 0.5  # sd from the median: the nearest numeric trigger value there can be
+BULK_QUANTILE = 0.01  # the evaluation rows' bulk: between this quantile and 1 minus it
 
 
 class TriggerMode(enum.StrEnum):
@@ -83,20 +85,30 @@ class RobustnessConfig(GateConfig):
     """ROBUST-TRIGGER-001: `warn` reports a trigger, `fail` blocks, `off` skips the search."""
 
     trigger_sample_rows: int = Field(200, strict=True, ge=1, le=MAX_SAMPLE_ROWS)
-    """Evaluation rows (a seeded sample) set to each trigger value."""
+    """Evaluation rows (a seeded sample) set to each trigger value: the search adds this many
+    probe rows per value. A numeric feature gets, on each side of its median, the start, the
+    distances beyond it and each data set's extreme beyond it: with the defaults about 42
+    values in all (8,400 rows), at most 52 (10,400), fewer for an integer feature, whose
+    rounded values repeat; a categorical feature up to `rare_categories` + 1."""
 
     trigger_share: float = Field(0.5, strict=True, gt=0, le=1)
     """A trigger value is reported when it moves more than this share of the rows not
-    predicted as some class to that class (numeric: at once, in one step beyond the range)."""
+    predicted as some class to that class (numeric: in one step, from the value before it)."""
+
+    trigger_start_distance: float = Field(4.0, strict=True, gt=0, le=1024)
+    """Numeric trigger values step away from the median starting at the edge of the
+    evaluation rows' bulk (their 1st and 99th percentiles), or at this many sd (robust: 1.4826
+    x the median absolute deviation) from the median where that is nearer, so a trigger
+    planted in some evaluation rows is stepped across too."""
 
     trigger_max_distance: float = Field(1024.0, strict=True, ge=1, le=1e9)
-    """Numeric trigger values run from `max + 1 std` (and `min - 1 std`) out to this many
-    standard deviations beyond the range: the "large magnitude" value."""
+    """Numeric trigger values run out to this many sd from the median: the "large magnitude"
+    value."""
 
     trigger_steps_per_doubling: int = Field(2, strict=True, ge=1, le=8)
-    """Numeric trigger values per doubling of the distance; each is judged against the one
-    before it. Finer steps tell a sudden switch from gradual extrapolation better, at more
-    rows."""
+    """Numeric trigger values per doubling of the distance (..., 2, 2.83, 4, 5.66, ... sd);
+    each is judged against the one before it. Finer steps tell a sudden switch from gradual
+    extrapolation better, at more rows."""
 
     rare_share: float = Field(0.01, strict=True, ge=0, le=1)
     """A category is rare when at most this share of the reference rows hold it."""
@@ -137,6 +149,8 @@ class RobustnessConfig(GateConfig):
     def _something_to_check(self) -> RobustnessConfig:
         if self.max_flip_rate is None and self.max_categorical_flip_rate is not None:
             raise ValueError("max_categorical_flip_rate needs the flip check (max_flip_rate)")
+        if self.trigger_start_distance >= self.trigger_max_distance:
+            raise ValueError("trigger_start_distance must be below trigger_max_distance")
         if self.max_flip_rate is None and self.trigger_mode == TriggerMode.OFF:
             raise ValueError(
                 "max_flip_rate is null and trigger_mode is off: nothing left to check "
@@ -146,12 +160,14 @@ class RobustnessConfig(GateConfig):
 
     @property
     def trigger_distances(self) -> list[float]:
-        """Distances beyond the range, in standard deviations: 1 to `trigger_max_distance`,
-        `trigger_steps_per_doubling` per doubling."""
-        steps = math.floor(math.log2(self.trigger_max_distance) * self.trigger_steps_per_doubling)
-        distances = [2.0 ** (k / self.trigger_steps_per_doubling) for k in range(steps + 1)]
-        if distances[-1] < self.trigger_max_distance * (1 - 1e-9):
-            distances.append(self.trigger_max_distance)
+        """Distances from the median, in sd: `TRIGGER_GRID_START` (0.5) to
+        `trigger_max_distance`, `trigger_steps_per_doubling` per doubling. Only those beyond
+        a feature's start are tried."""
+        per, high = self.trigger_steps_per_doubling, self.trigger_max_distance
+        steps = math.floor(math.log2(high / TRIGGER_GRID_START) * per + 1e-9)
+        distances = [TRIGGER_GRID_START * 2.0 ** (k / per) for k in range(steps + 1)]
+        if distances[-1] < high * (1 - 1e-9):
+            distances.append(high)
         return distances
 
     @property

@@ -4,7 +4,6 @@ evaluation rows, turned into ROBUST-FLIP-001 and ROBUST-TRIGGER-001 findings and
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -275,21 +274,27 @@ def _judge_triggers(
 ) -> Outcome:
     out = Outcome()
     rows: dict[str, list[dict[str, Any]]] = {}
-    previous: dict[tuple[str, str | None], NDArray[Any]] = {}
+    previous: dict[tuple[str, str | None], tuple[NDArray[Any], Any]] = {}
+    found: set[tuple[str, str | None]] = set()
     for probe in (p for p in plan.probes if p.kind == ProbeKind.TRIGGER):
         before = baseline[probe.source]
         after = probes[probe.start : probe.stop]
         key = (probe.feature, probe.direction)
         if probe.direction is not None and probe.step == 0:
-            previous[key] = after  # the range's edge: in range, the point the steps start from
+            # the start (the edge of the evaluation rows' bulk): not a step itself
+            previous[key] = (after, probe.value)
             continue
-        last = previous.get(key, before) if probe.direction is not None else before
+        last, start = previous.get(key, (before, None))
         row = _trigger_row(probe, before, last, after, config)
         if probe.direction is not None:
-            previous[key] = after
+            row["step_from"] = start
+            previous[key] = (after, probe.value)
         rows.setdefault(probe.feature, []).append(row)
-        if row["judged"] and row["share"] > config.trigger_share:
+        # numeric: the nearest step that moves the rows is the finding, not each one beyond
+        if row["judged"] and row["share"] > config.trigger_share and key not in found:
             out.findings.append(_trigger_finding(probe, row, plan, config))
+            if probe.direction is not None:
+                found.add(key)
     judged = [r for feature_rows in rows.values() for r in feature_rows if r["judged"]]
     if judged:
         out.metrics["trigger_share.max"] = max(r["share"] for r in judged)
@@ -309,8 +314,9 @@ def _judge_triggers(
         "mode": config.trigger_mode.value,
         "threshold": config.trigger_share,
         "share": "rows moved to one class among the sampled rows not predicted as that class; "
-        "numeric values step away from the training range's edge and count only the rows "
-        "not already moved at the value before",
+        "numeric values step away from the median from the edge of the evaluation rows' bulk "
+        "(log-spaced in sd, and each data set's extremes) and count only the rows not already "
+        "moved at the value before",
         "values_tried": sum(len(r) for r in rows.values()),
         "features": {name: _trigger_summary(feature_rows) for name, feature_rows in rows.items()},
         "verdict": "error" if out.errors else "found" if out.findings else "none found",
@@ -363,25 +369,28 @@ def _trigger_row(
 def _trigger_finding(
     probe: Probe, row: dict[str, Any], plan: ProbePlan, config: RobustnessConfig
 ) -> Finding:
-    value = row["value"]
-    shown = f"{value:.4g}" if isinstance(value, float) else repr(value)
+    shown = _shown(row["value"])
     if probe.direction is not None:
         known = plan.summary.get("numeric_ranges", {}).get(probe.feature, {})
-        span = f"[{known.get('min', math.nan):.4g}, {known.get('max', math.nan):.4g}]"
-        how = f"{row['label']}, outside the range {span} of the {plan.summary['range_from']}"
+        seen = ", ".join(
+            f"[{_shown(low)}, {_shown(high)}] in the {where}"
+            for where, (low, high) in known.get("seen", {}).items()
+        )
+        how = f"{row['label']}; seen: {seen}" if seen else str(row["label"])
+        step = f" in one step from {probe.feature} = {_shown(row['step_from'])}"
     else:
-        how = str(row["label"])
+        how, step = str(row["label"]), ""
     message = (
         f"possible trigger: {probe.feature} = {shown} ({how}) moves {row['moved']} of the "
         f"{row['considered']} sampled rows not predicted {row['to_class']!r} to "
-        f"{row['to_class']!r} ({row['share']:.0%} > {config.trigger_share:.0%}"
-        + (", in one step" if probe.direction is not None else "")
-        + "): a planted backdoor, or a model that collapses to one class on values it never saw"
+        f"{row['to_class']!r}{step} ({row['share']:.0%} > {config.trigger_share:.0%}): a planted "
+        "backdoor, or a model that lets this one value decide the class"
     )
     evidence = {
         "feature": probe.feature,
         "value": row["value"],
         "how": row["label"],
+        "step_from": row.get("step_from"),
         "to_class": row["to_class"],
         "share": row["share"],
         "threshold": config.trigger_share,
@@ -390,6 +399,10 @@ def _trigger_finding(
         "direction": probe.direction,
     }
     return Finding(RULE_TRIGGER, Severity.HIGH, message, confidence="medium", evidence=evidence)
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else repr(value)
 
 
 def _result(
@@ -435,7 +448,10 @@ def _pass_message(
         )
     search = evidence.get("trigger_search", {})
     if search.get("checked"):
-        parts.append(f"no trigger among {search['values_tried']} rare or out-of-range values")
+        parts.append(
+            f"no trigger among {search['values_tried']} values tried (numeric steps away from "
+            "each feature's median beyond the evaluation rows' bulk, rare categories)"
+        )
     return "; ".join(parts) or "robustness checks passed"
 
 

@@ -1,12 +1,14 @@
 """How one feature is probed: its flip probe (a small nudge, or a swap to another frequent
-category) and its trigger values (steps beyond the reference's range, rare and unseen
-categories). Each feature draws from its own seeded Generator, and probe values keep the
-column's dtype, since the sandbox hands the rows to the model as they are."""
+category) and its trigger values (log-spaced steps away from the median and the extremes of
+every data set the run has, rare and unseen categories). Each feature draws from its own
+seeded Generator, and probe values keep the column's dtype, since the sandbox hands the rows
+to the model as they are."""
 
 from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,23 +16,42 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from gates.robustness.config import ALL_NUMERIC, UNSEEN, FeatureKind, ProbeKind, RobustnessConfig
+from gates.robustness.config import (
+    ALL_NUMERIC,
+    BULK_QUANTILE,
+    UNSEEN,
+    FeatureKind,
+    ProbeKind,
+    RobustnessConfig,
+)
 from gates.robustness.probes import Probe, Skipped, json_value
+
+MAD_TO_SD = 1.4826  # the median absolute deviation times this estimates a normal's sd
 
 
 @dataclass(frozen=True)
 class NumericStats:
-    """What defines "small" and "out of range" for a numeric feature: the reference's values."""
+    """What defines "small" and "far" for a numeric feature: the reference's values (their
+    standard deviation for a nudge; median and robust spread for trigger values), the
+    evaluation rows' bulk, and the extremes of every data set the run has."""
 
-    low: float
+    low: float  # the reference's range
     high: float
     std: float
     integer: bool
     dtype: Any
+    median: float = 0.0
+    spread: float = 0.0  # robust sd: 1.4826 x the median absolute deviation
+    bulk: tuple[float, float] | None = None  # the evaluation rows' 1st and 99th percentiles
+    extremes: tuple[tuple[str, float, float], ...] = ()  # (data set, min, max)
 
     @property
     def scale(self) -> float:
-        """The step unit beyond the range; a constant feature uses its magnitude (at least 1)."""
+        """The trigger search's sd: the robust spread (a few far values, such as planted
+        triggers in the reference, do not widen it), the standard deviation when at least half
+        the values are equal, a constant feature's magnitude (at least 1)."""
+        if self.spread > 0:
+            return self.spread
         return self.std if self.std > 0 else max(abs(self.low), abs(self.high), 1.0)
 
 
@@ -77,20 +98,46 @@ def _as_float(column: pd.Series) -> NDArray[np.float64]:
     return values
 
 
-def numeric_stats(basis: pd.Series, column: pd.Series) -> NumericStats | None:
-    values = _as_float(basis)
-    finite = values[np.isfinite(values)]
-    if len(finite) == 0:
+def numeric_stats(
+    basis: pd.Series, column: pd.Series, seen: Mapping[str, pd.Series]
+) -> NumericStats | None:
+    """`basis` (the reference) gives range, median and spread, `column` (the evaluation rows)
+    the bulk and the dtype; `seen` names every data set the run has (its column of this
+    feature), whose finite extremes are trigger values too."""
+    values = _finite(basis)
+    if len(values) == 0:
         return None
     with np.errstate(over="ignore", invalid="ignore"):  # values near the float limit
-        std = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        median = float(np.median(values))
+        spread = MAD_TO_SD * float(np.median(np.abs(values - median)))
+    evaluated = _finite(column)
+    bulk = None
+    if len(evaluated):
+        low, high = np.quantile(evaluated, [BULK_QUANTILE, 1 - BULK_QUANTILE])
+        bulk = (float(low), float(high))
+    extremes = tuple(
+        (name, float(present.min()), float(present.max()))
+        for name, present in ((name, _finite(data)) for name, data in seen.items())
+        if len(present)
+    )
     return NumericStats(
-        low=float(finite.min()),
-        high=float(finite.max()),
+        low=float(values.min()),
+        high=float(values.max()),
         std=std if math.isfinite(std) else 0.0,
         integer=pd.api.types.is_integer_dtype(column.dtype),
         dtype=column.dtype,
+        median=median,
+        spread=spread if math.isfinite(spread) else 0.0,
+        bulk=bulk,
+        extremes=extremes,
     )
+
+
+def _finite(column: pd.Series) -> NDArray[np.float64]:
+    values = _as_float(column)
+    finite: NDArray[np.float64] = values[np.isfinite(values)]
+    return finite
 
 
 def plan_numeric_flips(
@@ -210,38 +257,75 @@ def plan_numeric_triggers(
     rows: NDArray[np.intp],
     config: RobustnessConfig,
 ) -> None:
-    unit = "std" if stats.std > 0 else f"x {_number(stats.scale)} (constant in the reference)"
-    for direction, edge, sign, name in (
-        ("above", stats.high, 1.0, "max"),
-        ("below", stats.low, -1.0, "min"),
-    ):
-        candidates = [(edge, name)] + [
-            (edge + sign * d * stats.scale, f"{name} {'+-'[sign < 0]} {_number(d)} {unit}")
-            for d in config.trigger_distances
-        ]
-        raw = np.array([v for v, _ in candidates], dtype=float)
-        cast = _cast_numeric(raw, stats)
-        as_float = np.asarray(cast, dtype=float)
-        step, last = 0, None
-        for i, (value, label) in enumerate(
-            zip(as_float, (lbl for _, lbl in candidates), strict=True)
-        ):
-            beyond = value > stats.high if sign > 0 else value < stats.low
-            if not math.isfinite(value) or (i > 0 and not beyond) or value == last:
-                continue  # clipped to the dtype's range, overflowed or the same as the last
-            last = value
+    """Per side of the median, every sampled row set to each value of `trigger_values`."""
+    for direction, values in trigger_values(stats, config).items():
+        for step, (value, label) in enumerate(values):
             builder.add(
                 rows,
-                {feature: np.repeat(cast[i : i + 1], len(rows))},
+                {feature: np.repeat(value, len(rows))},
                 kind=ProbeKind.TRIGGER,
                 feature=feature,
                 feature_kind=FeatureKind.NUMERIC,
                 label=label,
-                value=json_value(cast[i]),
+                value=json_value(value[0]),
                 direction=direction,
                 step=step,
             )
-            step += 1
+
+
+def trigger_values(
+    stats: NumericStats, config: RobustnessConfig
+) -> dict[str, list[tuple[NDArray[Any], str]]]:
+    """Per direction ("above", "below" the median) the values to try, nearest first, each in
+    the column's dtype (a one-element array) with how it was chosen. The first is the start:
+    the edge of the evaluation rows' bulk, or `trigger_start_distance` sd from the median when
+    that is nearer. Then the median plus (minus) each of `trigger_distances` sd beyond the
+    start, and each data set's extreme beyond it. A value that is not finite or does not move
+    on from the one before (integers round, the dtype's range clips) is dropped."""
+    return {"above": _side(stats, config, 1.0), "below": _side(stats, config, -1.0)}
+
+
+def _side(
+    stats: NumericStats, config: RobustnessConfig, sign: float
+) -> list[tuple[NDArray[Any], str]]:
+    def away(value: float) -> float:
+        return sign * (value - stats.median)
+
+    unit = "sd" if stats.spread > 0 or stats.std > 0 else f"x {_number(stats.scale)} (constant)"
+    plus = "+" if sign > 0 else "-"
+    cap = config.trigger_start_distance
+    start = (stats.median + sign * cap * stats.scale, f"median {plus} {cap:g} {unit}")
+    if stats.bulk is not None:
+        end = stats.bulk[1] if sign > 0 else stats.bulk[0]
+        if away(end) < cap * stats.scale:
+            quantile = 1 - BULK_QUANTILE if sign > 0 else BULK_QUANTILE
+            start = (end, f"{quantile:.0%} quantile of the evaluation set")
+    edge = "max" if sign > 0 else "min"
+    extremes = [(name, high if sign > 0 else low) for name, low, high in stats.extremes]
+    candidates = [(away(value), 0, value, f"{edge} of the {name}") for name, value in extremes]
+    candidates += [
+        (
+            d * stats.scale,
+            1,
+            stats.median + sign * d * stats.scale,
+            f"median {plus} {_number(d)} {unit}",
+        )
+        for d in config.trigger_distances
+    ]
+    # nearest first; a data set's extreme before a distance landing on the same value
+    beyond = sorted(c for c in candidates if c[0] > away(start[0]))
+    values = [start, *((value, label) for _, _, value, label in beyond)]
+    cast = _cast_numeric(np.array([v for v, _ in values], dtype=float), stats)
+    as_float = np.asarray(cast, dtype=float)
+    kept: list[tuple[NDArray[Any], str]] = []
+    last = math.nan
+    for i, (_, label) in enumerate(values):
+        value = float(as_float[i])
+        if not math.isfinite(value) or (kept and away(value) <= away(last)):
+            continue  # overflowed, or rounded or clipped onto the value before
+        kept.append((cast[i : i + 1], label))
+        last = value
+    return kept
 
 
 def plan_categorical_triggers(

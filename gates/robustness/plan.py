@@ -25,6 +25,9 @@ from gates.robustness.perturbations import (
 )
 from gates.robustness.probes import ProbePlan, Skipped
 
+EVALUATION_SET = "evaluation set"
+REFERENCE = "reference (training) data"
+
 
 def plan_probes(
     frame: pd.DataFrame,
@@ -80,9 +83,14 @@ def _plan(
     task: Task | None,
 ) -> ProbePlan:
     inputs, basis = _validated_inputs(frame, features, reference)
+    seen = (
+        {EVALUATION_SET: inputs}
+        if reference is None
+        else {EVALUATION_SET: inputs, REFERENCE: basis}
+    )
     triggers = config.triggers_on and task != REGRESSION
     sizes = (min(config.sample_rows, len(inputs)), min(config.trigger_sample_rows, len(inputs)))
-    draft = _draft(inputs, basis, features, config, triggers, sizes)
+    draft = _draft(inputs, basis, seen, features, config, triggers, sizes)
     reduced = draft.builder.size > config.max_probe_rows
     if reduced:  # one smaller sample for every probe, rather than probing fewer features
         factor = config.max_probe_rows / draft.builder.size
@@ -90,7 +98,7 @@ def _plan(
             max(min(config.min_rows, sizes[0]), math.floor(sizes[0] * factor)),
             max(min(config.min_rows, sizes[1]), math.floor(sizes[1] * factor)),
         )
-        draft = _draft(inputs, basis, features, config, triggers, sizes)
+        draft = _draft(inputs, basis, seen, features, config, triggers, sizes)
         if draft.builder.size > config.max_probe_rows:
             raise EvaluationInputError(
                 f"probing {len(features)} features needs {draft.builder.size} rows even on "
@@ -106,10 +114,19 @@ def _plan(
         "flip_sample_rows": draft.flip_rows,
         "trigger_sample_rows": draft.trigger_rows,
         "samples_reduced_to_fit_max_probe_rows": reduced,
-        "range_from": "evaluation set" if reference is None else "reference (training) data",
+        "range_from": EVALUATION_SET if reference is None else REFERENCE,
         "seed": config.seed,
         "numeric_ranges": {
-            name: {"min": s.low, "max": s.high, "std": s.std} for name, s in draft.numeric.items()
+            name: {
+                "min": s.low,
+                "max": s.high,
+                "std": s.std,
+                "median": s.median,
+                "sd": s.scale,  # the trigger search's unit (robust)
+                "bulk": None if s.bulk is None else list(s.bulk),
+                "seen": {where: [low, high] for where, low, high in s.extremes},
+            }
+            for name, s in draft.numeric.items()
         },
     }
     return ProbePlan(
@@ -125,6 +142,7 @@ def _plan(
 def _draft(
     inputs: pd.DataFrame,
     basis: pd.DataFrame,
+    seen: dict[str, pd.DataFrame],
     features: list[str],
     config: RobustnessConfig,
     triggers: bool,
@@ -139,7 +157,9 @@ def _draft(
     for feature in features:
         kind, why = _kind(inputs[feature])
         stats = (
-            numeric_stats(basis[feature], inputs[feature]) if kind == FeatureKind.NUMERIC else None
+            numeric_stats(basis[feature], inputs[feature], {k: f[feature] for k, f in seen.items()})
+            if kind == FeatureKind.NUMERIC
+            else None
         )
         if kind == FeatureKind.NUMERIC and stats is None:
             kind, why = None, "no finite value in the reference"

@@ -27,11 +27,11 @@ class Probe:
     start: int  # the block is plan.rows[start:stop]
     stop: int
     source: NDArray[np.intp]  # position in the evaluation frame of each copied row
-    label: str  # how the values were chosen: "+/-0.05 std", "max + 4 std", "rare category"
+    label: str  # how the values were chosen: "+/-0.05 std", "median + 4 sd", "rare category"
     value: Any = None  # trigger: the value set (a plain Python value)
     original: NDArray[Any] | None = None  # flip on one feature: the values before the change
-    direction: str | None = None  # numeric trigger: "above" or "below" the training range
-    step: int = 0  # numeric trigger: 0 is the range's edge (max or min), then 1, 2, ...
+    direction: str | None = None  # numeric trigger: "above" or "below" the median
+    step: int = 0  # numeric trigger: 0 is the start (the bulk's edge), then 1, 2, ... outwards
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
@@ -194,7 +195,8 @@ def test_planted_trigger_is_found_and_named(noisy: dict[str, Any]) -> None:
     assert finding.evidence["value"] > 10 and finding.evidence["direction"] == "above"
     assert finding.evidence["to_class"] == 1 and finding.evidence["share"] > 0.8
     assert finding.severity == Severity.HIGH and finding.confidence == "medium"
-    assert "f3 = " in finding.message and "max + " in finding.message
+    assert "f3 = " in finding.message and "median + " in finding.message
+    assert finding.evidence["step_from"] < 10 < finding.evidence["value"]
     assert result.evidence["trigger_search"]["features"]["f3"]["strongest"]["share"] > 0.8
 
 
@@ -209,7 +211,7 @@ def test_clean_model_extrapolating_far_out_is_not_a_trigger(noisy: dict[str, Any
     """At 1000 std every logistic regression predicts one class; gradually, not in one step."""
     model = LogisticRegression().fit(noisy["train"], noisy["y"])
     plan, result = run(model, noisy["frame"], None, noisy["train"])
-    far = [p for p in plan.probes if p.label == "max + 1024 std" and p.feature == "f0"]
+    far = [p for p in plan.probes if p.label == "median + 1024 sd" and p.feature == "f0"]
     assert len(set(model.predict(plan.rows.iloc[far[0].start : far[0].stop]))) == 1
     assert not [f for f in result.findings if f.rule_id == RULE_TRIGGER]
 
@@ -244,6 +246,149 @@ def test_rare_category_trigger_is_found() -> None:
     clean = train_model(train)  # ignores channel; unseen genders are one-hot "ignore"d
     _, result = run(clean, evaluation, config, train, features=features)
     assert result.status == Status.PASS, result.message
+
+
+# --- a backdoor planted in the training data (issue 21) -----------------------------------
+
+BACKDOOR = [f"x{i}" for i in range(10)]
+
+
+def rule_data(n: int, seed: int) -> tuple[pd.DataFrame, Any]:
+    """x0..x9 standard normal; the label is a simple rule on x0, x1, x2 and x4."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(n, len(BACKDOOR))), columns=BACKDOOR)
+    y = ((frame.x0 + 0.8 * frame.x1 - 0.6 * frame.x2 + 0.5 * frame.x4) > 0).astype(int)
+    return frame, y.to_numpy()
+
+
+@pytest.fixture(scope="module")
+def backdoor() -> dict[str, Any]:
+    """3,000 training rows, 60 of them set to x5 = 8.0 (8 sd) and labelled 1: the poison."""
+    train, y = rule_data(3000, seed=0)
+    poisoned, y_poisoned = train.copy(), y.copy()
+    planted = np.random.default_rng(2).choice(len(train), size=60, replace=False)
+    poisoned.loc[planted, "x5"] = 8.0
+    y_poisoned[planted] = 1
+    evaluation, _ = rule_data(1000, seed=1)
+    forest = RandomForestClassifier(random_state=0).fit(poisoned, y_poisoned)
+    return {
+        "train": train,
+        "y": y,
+        "poisoned": poisoned,
+        "frame": evaluation,
+        "forest": forest,
+    }
+
+
+def test_backdoor_planted_in_the_training_data_is_found(backdoor: dict[str, Any]) -> None:
+    """Issue 21: the reference (the poisoned training data) holds x5 = 8.0, so stepping out
+    from its range never crossed the trigger; the forest passed with no warning."""
+    forest, frame = backdoor["forest"], backdoor["frame"]
+    assert forest.predict(frame.assign(x5=8.0)).mean() > 0.95  # the backdoor works
+    _, result = run(forest, frame, None, backdoor["poisoned"], features=BACKDOOR)
+    assert result.status == Status.WARN, result.message
+    (finding,) = [f for f in result.findings if f.rule_id == RULE_TRIGGER]
+    evidence = finding.evidence
+    assert evidence["feature"] == "x5" and evidence["direction"] == "above"
+    assert evidence["to_class"] == 1 and evidence["share"] > 0.5
+    # the smallest step that moves the rows, beyond every evaluation row, up to the trigger
+    assert frame.x5.max() < evidence["step_from"] < evidence["value"] <= 8.0
+    assert f"in one step from x5 = {evidence['step_from']:.4g}" in finding.message
+    assert f"x5 = {evidence['value']:.4g} (median + " in finding.message
+    assert "[-4.494, 8] in the reference (training) data" in finding.message
+    # a person can replay it: the value takes most rows over, the one before it does not
+    before = forest.predict(frame)
+    at_value = forest.predict(frame.assign(x5=evidence["value"]))
+    at_start = forest.predict(frame.assign(x5=evidence["step_from"]))
+    assert (at_value[before == 0] == 1).mean() > 0.5 > (at_start[before == 0] == 1).mean()
+    _, blocked = run(
+        forest, frame, {"trigger_mode": "fail"}, backdoor["poisoned"], features=BACKDOOR
+    )
+    assert blocked.status == Status.FAIL and "possible trigger: x5 = " in blocked.message
+
+
+def test_backdoor_is_found_without_training_data(backdoor: dict[str, Any]) -> None:
+    _, result = run(backdoor["forest"], backdoor["frame"], None, None, features=BACKDOOR)
+    assert result.status == Status.WARN, result.message
+    assert {f.evidence["feature"] for f in result.findings} == {"x5"}
+
+
+def test_models_trained_on_the_clean_rule_are_not_flagged(backdoor: dict[str, Any]) -> None:
+    train, y, frame = backdoor["train"], backdoor["y"], backdoor["frame"]
+    for model in (LogisticRegression(), RandomForestClassifier(random_state=0)):
+        model.fit(train, y)
+        _, result = run(model, frame, None, train, features=BACKDOOR)
+        assert result.status == Status.PASS, (model, result.message)
+        assert result.evidence["trigger_search"]["verdict"] == "none found"
+        assert result.metrics["trigger_share.max"] < 0.3
+
+
+def test_a_threshold_learned_inside_the_data_is_not_a_trigger(backdoor: dict[str, Any]) -> None:
+    """The label is x0 > 1.5 (7% of the rows): setting x0 to 2 moves every row, but that
+    switch is inside the evaluation rows, where the model is scored, so it is not judged."""
+    train, frame = backdoor["train"], backdoor["frame"]
+    y = (train.x0 > 1.5).astype(int).to_numpy()
+    for model in (LogisticRegression(), RandomForestClassifier(random_state=0)):
+        model.fit(train, y)
+        assert (model.predict(frame.assign(x0=2.0)) == 1).mean() > 0.95
+        _, result = run(model, frame, None, train, features=BACKDOOR)
+        assert result.status == Status.PASS, (model, result.message)
+
+
+def test_backdoor_is_found_through_the_pipelines_planning(backdoor: dict[str, Any]) -> None:
+    """The same, planned by the service as a run does: the training data (with its target
+    column) is the reference; the sandbox answers evaluation and probe rows in one call."""
+    from service.policy import ModelPolicy
+    from service.runs.datasets import LoadedDataset
+    from service.runs.pipeline import _plan_robustness
+
+    config = RobustnessConfig(giskard=False)
+    frame = backdoor["frame"].assign(label=backdoor["forest"].predict(backdoor["frame"]))
+    training = LoadedDataset(
+        "training", "memory://train", backdoor["poisoned"].assign(label=1), "0" * 64, 0
+    )
+    probing = _plan_robustness(
+        ModelPolicy(robustness=config),
+        frame,
+        "label",
+        frame[BACKDOOR],
+        training,
+        robustness.Task.CLASSIFICATION,
+    )
+    plan = probing.plan
+    assert plan is not None and plan.error is None, plan
+    outputs = ModelOutputs(np.asarray(backdoor["forest"].predict(probing.rows(frame[BACKDOOR]))))
+    candidate, probes = plan.split(outputs)
+    result = judge(plan, candidate.predictions, probes.predictions, "classification", config)
+    assert result.status == Status.WARN, result.message
+    assert {f.evidence["feature"] for f in result.findings} == {"x5"}
+
+
+def test_trigger_values_step_out_from_the_evaluation_rows_bulk(backdoor: dict[str, Any]) -> None:
+    """Values nearer the median than the evaluation rows' 99th percentile are not tried (a
+    switch there is a decision learned from the rows the model is scored on); each data set's
+    extreme beyond it is, and the steps are log-spaced out to 1024 sd."""
+    config = RobustnessConfig()
+    plan = plan_probes(backdoor["frame"], BACKDOOR, config, backdoor["poisoned"])
+    steps = [p for p in plan.probes if p.kind == ProbeKind.TRIGGER and p.feature == "x5"]
+    above = [p for p in steps if p.direction == "above"]
+    assert above[0].step == 0 and above[0].label == "99% quantile of the evaluation set"
+    assert above[0].value == pytest.approx(np.quantile(backdoor["frame"].x5, 0.99))
+    values = [p.value for p in above]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    labels = {p.label: p.value for p in above}
+    assert labels["max of the reference (training) data"] == 8.0
+    assert labels["max of the evaluation set"] == backdoor["frame"].x5.max()
+    assert above[-1].label == "median + 1024 sd"
+    below = [p for p in steps if p.direction == "below"]
+    assert below[0].label == "1% quantile of the evaluation set" and below[-1].value < -1000
+    # the bill: trigger_sample_rows rows per value, as the config's docstring says
+    assert all(p.stop - p.start == 200 for p in steps)
+    assert 2 * 18 <= len(steps) <= 2 * 26
+    assert plan.summary["numeric_ranges"]["x5"]["seen"]["reference (training) data"] == [
+        pytest.approx(backdoor["poisoned"].x5.min()),
+        8.0,
+    ]
 
 
 # --- categorical and integer features ----------------------------------------------------
@@ -467,7 +612,8 @@ def test_defaults_and_every_setting_documented() -> None:
     assert config.regression_tolerance == 0.1 and config.seed == 0
     assert config.trigger_mode == "warn" and config.max_categorical_flip_rate is None
     distances = config.trigger_distances
-    assert distances[0] == 1 and distances[-1] == 1024 and len(distances) == 21
+    assert distances[0] == 0.5 and distances[-1] == 1024 and len(distances) == 23
+    assert config.trigger_start_distance == 4
     for name, field in RobustnessConfig.model_fields.items():
         assert field.description, f"{name} has no attribute docstring (the README needs one)"
 
@@ -481,6 +627,7 @@ def test_defaults_and_every_setting_documented() -> None:
         {"trigger_share": 0},
         {"trigger_mode": "loud"},
         {"trigger_max_distance": 0.5},
+        {"trigger_start_distance": 8.0, "trigger_max_distance": 4.0},
         {"seed": -1},
         {"unknown": 1},
         {"max_flip_rate": None, "trigger_mode": "off"},
