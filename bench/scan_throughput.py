@@ -2,7 +2,7 @@
 
 Why: the gate sits between registration and deployment; if scanning a large checkpoint takes
 much longer than hashing it, people will skip it. Issue 3 sets the target at half the speed of
-`sha256sum` on the same file (FACTS.md measured ~263 MB/s for sha256 here). A tensor-dominated
+`sha256sum` on the same file (~263 MB/s for sha256 on this kind of machine). A tensor-dominated
 archive is the common case: the scanner should parse the pickle and skip raw storages, not
 read every byte through Python.
 

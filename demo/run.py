@@ -189,6 +189,7 @@ def run_demo(data_dir: Path, port: int) -> None:
         else:
             finding = _first_finding(run)
             typer.echo(f"    v{version}: BLOCKED   ({run['status']}: {finding})")
+        typer.echo(f"           gates  {_gates_line(run)}")
         typer.echo(f"           report {run['report_url']}")
     typer.echo(f"    alias production-ready -> v{aliases.get('production-ready', '-')}")
     payload_ran = "YES - investigate!" if marker.exists() else "no (the pickle was never loaded)"
@@ -222,6 +223,13 @@ def _wait_for_run(url: str, headers: dict[str, str], version: int) -> dict:
         time.sleep(0.5)
     typer.echo(f"no decision for v{version} after 180 s", err=True)
     raise typer.Exit(1)
+
+
+def _gates_line(run: dict) -> str:
+    """`security pass; not configured: performance, ...`: what the verdict covers."""
+    ran = [f"{g['gate']} {g['status']}" for g in run["gates"] if g["status"] != "not_configured"]
+    unset = [g["gate"] for g in run["gates"] if g["status"] == "not_configured"]
+    return "; ".join(ran + ([f"not configured: {', '.join(unset)}"] if unset else []))
 
 
 def _first_finding(run: dict) -> str:

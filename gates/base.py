@@ -25,6 +25,9 @@ class Status(enum.StrEnum):
     WARN = "warn"
     ERROR = "error"
     SKIPPED = "skipped"
+    # the policy gives this model no configuration for the gate (or `mode: off`): listed on
+    # every run so that a pass says which gates it covers
+    NOT_CONFIGURED = "not_configured"
 
 
 class GateMode(enum.StrEnum):

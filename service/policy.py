@@ -1,6 +1,6 @@
 """Policy file: which data each model is judged on and how each gate is configured.
 
-YAML (ARCHITECTURE.md, "Policy file"), validated with pydantic. Booleans are read as YAML 1.2
+YAML (the README's "Policy file" section), validated with pydantic. Booleans are read as YAML 1.2
 reads them (`true` / `false`): YAML 1.1 would turn an unquoted `off` into `false`, and `mode:
 off` (or `trigger_mode: off`, `skew_mode: off`) would be refused. A bad policy stops
 `gatekeeper serve` with an error that names the key and the line. The first `models` entry
@@ -157,6 +157,18 @@ class PolicyFile(_Strict):
     models: list[ModelEntry] = Field(default_factory=list)
 
 
+GATE_ORDER = ("security", "performance", "fairness", "robustness", "drift")
+
+# what a policy entry lacks when a gate does not run (ModelPolicy.from_entry's rules)
+_UNCONFIGURED_BECAUSE = {
+    "security": "no gates.security",
+    "performance": "no data.evaluation and no gates.performance",
+    "fairness": "no data.evaluation with data.sensitive_features, and no gates.fairness",
+    "robustness": "no gates.robustness",
+    "drift": "no gates.drift",
+}
+
+
 @dataclass(frozen=True)
 class ModelPolicy:
     """The effective policy for one model: the gates that run, typed, and their data.
@@ -175,6 +187,17 @@ class ModelPolicy:
     waivers: WaiverPolicy = field(default_factory=WaiverPolicy)
     rego_modules: tuple[RegoModule, ...] = ()
     entry: str = "default"
+
+    def not_configured(self) -> dict[str, str]:
+        """Each gate that does not run for this model, with why in the policy's words: every
+        run lists it, so no one reads a security-only pass as a full one."""
+        configs = self.gate_configs()
+        why: dict[str, str] = {}
+        for gate in GATE_ORDER:
+            if gate in configs and self.mode(gate) != GateMode.OFF:
+                continue
+            why[gate] = "mode: off" if gate in configs else _UNCONFIGURED_BECAUSE[gate]
+        return why
 
     def gate_configs(self) -> dict[str, BaseModel]:
         """Every configured gate by name, in the order they run."""

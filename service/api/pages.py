@@ -288,7 +288,8 @@ def run_page(
         )
         # what the decision made of the gate (warn mode, a waiver), beside its own status
         verdict = str(decided.get(result.gate, result.status))
-        shown = result.status if verdict == result.status else f"{result.status} ({verdict})"
+        status = result.status.replace("_", " ")  # `not_configured` reads "not configured"
+        shown = status if verdict == result.status else f"{status} ({verdict})"
         gates += (
             f"<tr><td>{esc(result.gate)}</td><td class='{esc(verdict)}'>{esc(shown)}"
             f"</td><td>{esc(result.message)}<ul>{findings}</ul>"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gates.base import GateResult, Status
+from gates.base import GateMode, GateResult, Status
 from service.decision.document import DecisionContext, build_input
 from service.decision.engine import RegoError, RegoModule, evaluate
 from service.store.tables import RunStatus
@@ -64,6 +64,11 @@ def replay(document: dict[str, Any], policy: ModelPolicy) -> Decision:
     document = copy.deepcopy(document)
     for gate in document.get("gates", []):
         gate["mode"] = policy.mode(str(gate.get("name"))).value
+        if gate.get("status") == Status.NOT_CONFIGURED and gate["mode"] != GateMode.OFF:
+            # the record has no result for a gate this policy adds: it cannot be judged from
+            # the record, and an unjudged gate never passes
+            gate["status"] = Status.ERROR.value
+            gate["message"] = "not run in the recorded run (not configured then); re-run it"
     document["data"] = {
         "columns": dict(policy.data.columns),
         "pii_inputs": list(policy.data.pii_inputs),
@@ -97,7 +102,8 @@ def decide_document(document: dict[str, Any], modules: tuple[RegoModule, ...]) -
             and g.get("name") not in waived_gates
         ]  # fmt: skip
         only_errors = bool(denied) and all(g.get("status") == Status.ERROR for g in denied)
-        status = RunStatus.ERROR if only_errors or not gates else RunStatus.FAILED
+        ran = [g for g in gates if g.get("status") != Status.NOT_CONFIGURED]
+        status = RunStatus.ERROR if only_errors or not ran else RunStatus.FAILED
         return Decision(status, outcome.deny, warn, outcome.waived, tags, document)
     status = RunStatus.WAIVED if outcome.waived else RunStatus.PASSED
     return Decision(status, [], warn, outcome.waived, tags, document)

@@ -33,7 +33,7 @@ from service.errors import BoundExceeded, GatekeeperError
 from service.integrity.signing import SignedClaims
 from service.mlflow.fetch import fetch_version
 from service.mlflow.registry import Registry, VersionInfo
-from service.policy import ModelPolicy
+from service.policy import GATE_ORDER, ModelPolicy
 from service.runs.datasets import LoadedDataset
 from service.runs.queue import ClaimedRun
 from service.runs.run_data import DataSources, RunData, resolve_run_data
@@ -139,6 +139,7 @@ def run_pipeline(
             )  # fmt: skip
             results += _evaluation_gates(ctx, policy, data, fetched.root, env)
             sandbox = env.sandbox_used
+        results = _with_unconfigured(results, policy)
         records = data.records()
         context = DecisionContext(
             model_name=name,
@@ -215,6 +216,16 @@ class _Evaluation:
 
 def _max_artifact_bytes(policy: ModelPolicy) -> int:
     return int(policy.limits.max_artifact_gb * 1024**3)
+
+
+def _with_unconfigured(results: list[GateResult], policy: ModelPolicy) -> list[GateResult]:
+    """Every gate, in catalogue order: the ones that ran, and the rest as `not_configured`."""
+    listed = {r.gate: r for r in results}
+    for gate, why in policy.not_configured().items():
+        unlisted = GateResult(gate, Status.NOT_CONFIGURED, message=f"not configured: {why}")
+        listed.setdefault(gate, unlisted)
+    order = {g: i for i, g in enumerate(GATE_ORDER)}
+    return sorted(listed.values(), key=lambda r: order.get(r.gate, len(order)))
 
 
 def _skipped(policy: ModelPolicy, why: str) -> list[GateResult]:

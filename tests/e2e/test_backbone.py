@@ -95,6 +95,9 @@ def test_webhook_clean_model_promoted_malicious_blocked_payload_never_runs(
         clean_tags = _tags(client, clean, clean_version)
         assert clean_tags["gatekeeper.status"] == "passed"
         assert clean_tags["gatekeeper.gate.security"] == "pass"
+        # issue 21 (9): a security-only pass says which gates it does not cover
+        for gate in ("performance", "fairness", "robustness", "drift"):
+            assert clean_tags[f"gatekeeper.gate.{gate}"] == "not_configured", gate
         assert len(clean_tags["gatekeeper.artifact_digest"]) == 64
         assert clean_tags["gatekeeper.report_url"].startswith(f"{gk.url}/runs/")
         wait_for(lambda: _aliases(client, clean).get(ALIAS) == str(clean_version), 30, "alias")
@@ -111,8 +114,14 @@ def test_webhook_clean_model_promoted_malicious_blocked_payload_never_runs(
         runs = gk.api("GET", f"/api/v1/models/{bad}/versions/{bad_version}/runs").json()
         [run] = runs["data"]
         assert run["trigger"] == "webhook", "the run must come from the webhook, not the poller"
-        [security] = run["gates"]
-        assert security["status"] == "fail"
+        security, *unconfigured = run["gates"]
+        assert security["gate"] == "security" and security["status"] == "fail"
+        assert [(g["gate"], g["status"]) for g in unconfigured] == [
+            (gate, "not_configured") for gate in ("performance", "fairness", "robustness", "drift")
+        ]
+        assert unconfigured[0]["message"] == (
+            "not configured: no data.evaluation and no gates.performance"
+        )
         top = security["findings"][0]
         assert (top["severity"], top["rule_id"], top["file"]) == (
             "CRITICAL",
@@ -122,6 +131,7 @@ def test_webhook_clean_model_promoted_malicious_blocked_payload_never_runs(
         assert top["evidence"]["callable"] == "os.system"
         report = gk.api("GET", f"/runs/{run['id']}")
         assert report.status_code == 200 and "CRITICAL" in report.text
+        assert "<td>robustness</td><td class='not_configured'>not configured</td>" in report.text
     finally:
         client.delete_webhook(webhook.webhook_id)
 
