@@ -19,6 +19,10 @@ RUN_DURATION = Histogram(
     "Claim to recorded decision",
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
 )
+# An operator alerts on this not moving: intake then rests on webhooks alone.
+POLL_CYCLES = Counter(
+    "gatekeeper_poll_cycles_total", "Reconciliation poller cycles, by outcome", ["outcome"]
+)
 ALIAS_MOVES = Counter("gatekeeper_alias_moves_total", "Times the gatekeeper moved the alias")
 TAMPERING = Counter(
     "gatekeeper_tampering_total",

@@ -128,7 +128,19 @@ class GatekeeperProcess:
         )
         if wait and self.command == "serve":
             wait_for(self._healthy, 90, f"gatekeeper serve on {self.url}\n{tail(self.log)}")
+            if "--no-poller" not in self.args:
+                # The poller's first cycle runs at start; one that runs late (a loaded CI
+                # machine) finds the version a test registered meanwhile and queues a second
+                # run beside the test's own. Started means: that cycle is behind us.
+                wait_for(self._polled_once, 90, f"the first poll cycle\n{tail(self.log)}")
         return self
+
+    def _polled_once(self) -> bool:
+        metrics = httpx.get(f"{self.url}/metrics", timeout=5).text
+        return any(
+            line.startswith("gatekeeper_poll_cycles_total{") and float(line.split()[-1]) >= 1
+            for line in metrics.splitlines()
+        )
 
     def _healthy(self) -> bool:
         assert self.process is not None

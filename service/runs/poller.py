@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from service.config import Settings
 from service.errors import RegistryNotFound
-from service.metrics import PUBLISH_STUCK
+from service.metrics import POLL_CYCLES, PUBLISH_STUCK
 from service.mlflow.registry import Registry
 from service.runs.guard import guard_model, guarded_models
 from service.runs.intake import is_watched, request_run
@@ -180,7 +180,9 @@ def run_poller(settings: Settings, registry: Registry, stop: threading.Event) ->
                 next_reverify = time.monotonic() + settings.reverify_interval_s
                 changed = reverify_promotable(settings, registry)
                 log.info("re-verified promotable versions: %d changed or deleted", changed)
+            POLL_CYCLES.labels(outcome="ok").inc()
         except Exception:
+            POLL_CYCLES.labels(outcome="failed").inc()
             log.exception("poller cycle failed; next cycle in %.0fs", settings.poll_interval_s)
         stop.wait(settings.poll_interval_s)
 

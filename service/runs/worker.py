@@ -240,13 +240,22 @@ class Worker:
         # asked at decision time, mid-run: an outage then is waited out like one while recording
         return self._through_outage(f"{model_name}/{version}", "reading waivers", read)
 
+    # Both are read mid-run like the waivers: a database outage then is waited out, not
+    # turned into a failed attempt (a loaded machine reaches them seconds after the claim).
     def _baseline(self, model_name: str, version: int) -> int | None:
-        with transaction(self.settings.resolved_database_url) as session:
-            return recorded_baseline(session, model_name, version)
+        def read() -> int | None:
+            with transaction(self.settings.resolved_database_url) as session:
+                return recorded_baseline(session, model_name, version)
+
+        return self._through_outage(f"{model_name}/{version}", "reading the baseline", read)
 
     def _passing_digests(self, model_name: str, version: int) -> set[str]:
-        with transaction(self.settings.resolved_database_url) as session:
-            return passing_artifact_digests(session, model_name, version)
+        def read() -> set[str]:
+            with transaction(self.settings.resolved_database_url) as session:
+                return passing_artifact_digests(session, model_name, version)
+
+        where = f"{model_name}/{version}"
+        return self._through_outage(where, "reading passing digests", read)
 
     def _record(self, claimed: ClaimedRun, outcome: PipelineOutcome) -> None:
         """Record the decision; a database outage is waited out (capped backoff, within the
