@@ -42,6 +42,9 @@ FAST_RETRIES = {
     "GATEKEEPER_RETRY_MAX_DELAY_S": "3",
     "GATEKEEPER_POLL_INTERVAL_S": "2",
     "GATEKEEPER_LEASE_S": "6",
+    # a run recorded but not published (its publisher killed) is taken over after this long;
+    # the default 60 s is most of what the publisher-killed tests would wait
+    "GATEKEEPER_PUBLISH_WINDOW_S": "10",
 }
 
 

@@ -125,7 +125,7 @@ def test_a_waiver_lets_a_fairness_failure_through_until_it_expires(
     version = _log(mlflow_server.url, name, biased_model)
     assert service.run_version(name, version)["status"] == "failed"
 
-    expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=25)
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=15)
     reason = "parity fix ships next sprint (JIRA-42)"
     body = {"model": name, "version": version, "gate": "fairness", "reason": reason,
             "expires_at": expires.isoformat()}  # fmt: skip
