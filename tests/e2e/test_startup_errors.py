@@ -86,7 +86,9 @@ def test_misconfiguration_exits_2_with_one_paragraph(tmp_path: Path, case: str) 
     env, expected = CASES[case]
     result, took = _serve(tmp_path, **env)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert took < 15, took
+    # the failure is a wait on a dependency (connect retries: minutes); start-up alone took
+    # 17 s on a machine loaded on both cores
+    assert took < 45, took
     lines = [line for line in result.stderr.splitlines() if line.startswith("gatekeeper:")]
     assert len(lines) == 1 and expected in lines[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr

@@ -381,7 +381,8 @@ def test_endless_loop_is_killed_at_the_wall_timeout(
     assert caught.value.kind == "timeout"
     assert "did not finish within 5 s" in caught.value.message
     assert caught.value.stage == "predict"
-    assert elapsed < 5 + 3, elapsed
+    # the failure is a loop that runs forever; the margin is for a loaded machine
+    assert elapsed < 5 + 25, elapsed
 
 
 def test_cpu_limit_ends_a_busy_model_as_timeout(

@@ -39,7 +39,9 @@ def test_safetensors_2gib_header_length_is_judged_in_under_a_second(tmp_path: Pa
         fh.truncate(3 * 1024**3)  # sparse: the length fits in the file, still refused
     started = time.perf_counter()
     findings = safetensors.scan_safetensors(path, Location("huge.safetensors"), Limits())
-    assert time.perf_counter() - started < 1.0
+    # reading the declared 2 GiB header would take far longer (and the memory); the margin
+    # is for a loaded machine
+    assert time.perf_counter() - started < 5.0
     hit = one_finding(findings, "SEC-SAFETENSORS-001")
     assert hit.severity == Severity.HIGH
     assert hit.evidence["header_length"] == 2 * 1024**3

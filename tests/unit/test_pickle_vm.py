@@ -528,7 +528,8 @@ def test_exponential_dup_get_bombs_end_in_a_limit_finding_fast(body: bytes) -> N
     report, seconds, peak = _timed(lambda: analyze(proto(2) + body + b"."))
     [hit] = by_rule(report, "SEC-LIMIT-001")
     assert hit.evidence["limit"] == "pickle_values"
-    assert seconds < 2.0 and peak < 50 * 2**20
+    # unbounded, the doubling takes hours and gigabytes; the margin is for a loaded machine
+    assert seconds < 10.0 and peak < 50 * 2**20
 
 
 def test_op_limit_and_time_budget_end_the_stream() -> None:
@@ -544,7 +545,8 @@ def test_two_million_linear_opcodes_run_in_seconds() -> None:
     data = proto(2) + b"](" + b"K\x01" * 2**20 + b"e."
     started = time.perf_counter()
     report = analyze(data)
-    assert report.findings == [] and time.perf_counter() - started < 5.0
+    # quadratic work would take minutes; the margin is for a loaded machine
+    assert report.findings == [] and time.perf_counter() - started < 20.0
 
 
 def test_large_joblib_of_float_arrays_is_mostly_skipped(tmp_path: Path) -> None:

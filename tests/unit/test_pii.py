@@ -161,4 +161,6 @@ def test_ten_thousand_rows_of_three_text_columns_take_seconds() -> None:
         "PHONE_NUMBER",
         "IP_ADDRESS",
     }
-    assert elapsed < 15, f"took {elapsed:.1f} s"
+    # the figure to watch is the print (and bench/); this bound only catches a per-row
+    # analysis, which takes minutes, with room for a loaded machine
+    assert elapsed < 45, f"took {elapsed:.1f} s"
