@@ -33,7 +33,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +48,7 @@ from service.runs.rehash import Rehash, rehash_version
 from service.store import audit
 from service.store.db import insert_stmt, transaction
 from service.store.lineage import versions_using
+from service.store.model_lock import model_lock
 from service.store.tables import (
     FINISHED_STATUSES,
     PROMOTABLE_STATUSES,
@@ -198,7 +198,7 @@ def reconcile_alias(
     """Put the alias where the record says (see the module docstring), re-hashing the files
     of the version it moves onto first. `published` is the run the caller is publishing, for
     the audit trail of a passing run that does not get the alias."""
-    with model_lock(name):
+    with model_lock(settings.resolved_database_url, name):
         verified: set[tuple[int, str]] = set()  # (version, digest) re-hashed in this move
         for _ in range(MAX_MOVE_ROUNDS):
             desired, digest, moving = _planned_move(settings, registry, name)
@@ -472,9 +472,21 @@ def guard_tags(
     wrong = {k: v for k, v in expected.items() if tags.get(k) != v}
     if not wrong:
         return False
+    relinked = {k: v for k, v in wrong.items() if _same_run_elsewhere(k, tags.get(k), v)}
+    if relinked:
+        log.warning(
+            "model=%s version=%s: %s links the right run under another base URL (%s): "
+            "GATEKEEPER_PUBLIC_URL differs between gatekeeper processes; rewritten, not "
+            "recorded as tampering",
+            name, version, REPORT_URL_TAG, tags.get(REPORT_URL_TAG),
+        )  # fmt: skip
+        if wrong.keys() == relinked.keys():
+            registry.set_version_tags(name, version, relinked)
+            return False
     with transaction(settings.resolved_database_url) as session:
-        _tamper(session, name, version, "tag", {"tags": {k: tags.get(k) for k in wrong},
-                                                "expected": wrong})  # fmt: skip
+        forged = {k: v for k, v in wrong.items() if k not in relinked}
+        _tamper(session, name, version, "tag", {"tags": {k: tags.get(k) for k in forged},
+                                                "expected": forged})  # fmt: skip
     if "gatekeeper.status" in wrong:
         expected["gatekeeper.status"] = TAMPERED  # the record now says: it was tampered with
     # only what is wrong, status last: whoever sees it sees every other tag
@@ -483,6 +495,18 @@ def guard_tags(
         rewrite["gatekeeper.status"] = expected["gatekeeper.status"]
     registry.set_version_tags(name, version, rewrite)
     return True
+
+
+REPORT_URL_TAG = "gatekeeper.report_url"
+
+
+def _same_run_elsewhere(key: str, found: str | None, expected: str) -> bool:
+    """A report link to the right run under another base URL: a process configured with a
+    different GATEKEEPER_PUBLIC_URL wrote it (a worker and the API, two replicas), which is
+    configuration to fix, not a registry user's forgery. It is rewritten either way."""
+    if key != REPORT_URL_TAG or found is None or not found.startswith(("http://", "https://")):
+        return False
+    return found.rpartition("/runs/")[2] == expected.rpartition("/runs/")[2] != ""
 
 
 def restore_tags(settings: Settings, registry: Registry, name: str, version: int) -> None:
@@ -503,18 +527,8 @@ def guard_model(
     tag event), that version's tags only. One guard per model at a time: our own rewrite
     sets tags one by one, and a guard reading between two of them would see a difference
     that is not there."""
-    with model_lock(name):
+    with model_lock(settings.resolved_database_url, name):
         _guard_model(settings, registry, name, version)
-
-
-_LOCKS: dict[str, threading.RLock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def model_lock(name: str) -> threading.RLock:
-    """One registry writer per model in this process (re-entrant: the guard reconciles)."""
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(name, threading.RLock())
 
 
 def _guard_model(settings: Settings, registry: Registry, name: str, version: int | None) -> None:

@@ -32,6 +32,7 @@ from service.runs.guard import (
 )
 from service.runs.queue import mark_published
 from service.store.db import transaction
+from service.store.model_lock import model_lock
 from service.store.tables import FINISHED_STATUSES, ArtifactSignature, GateRun, RunStatus
 
 log = logging.getLogger("gatekeeper.promotion")
@@ -107,9 +108,26 @@ def _top_finding(run: GateRun) -> str | None:
 
 def publish_run(settings: Settings, registry: Registry, run_id: str) -> None:
     """Tags from the record, then the alias where the record says (the guard's one rule:
-    the newest promotable version), then the run is marked published."""
+    the newest promotable version), then the run is marked published.
+
+    Under the model's lock, across processes: the worker that recorded the run and every
+    replica's poller may all try; the first publishes, the rest find it published."""
     url = settings.resolved_database_url
     with transaction(url) as session:
+        run = session.get(GateRun, run_id)
+        if run is None or run.published_at is not None:
+            return
+        name = run.model_name
+    with model_lock(url, name):
+        _publish_locked(settings, registry, run_id)
+
+
+def _publish_locked(settings: Settings, registry: Registry, run_id: str) -> None:
+    url = settings.resolved_database_url
+    with transaction(url) as session:
+        run = session.get(GateRun, run_id)
+        if run is None or run.published_at is not None:
+            return  # published by another process while this one waited for the lock
         signed = session.get(ArtifactSignature, run_id)
         unlogged = (
             (signed.model_name, signed.version, signed.bundle)

@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from service.config import Settings
 from service.errors import BadRequest, NotFound
 from service.mlflow.registry import Registry
-from service.runs.guard import QUARANTINED, model_lock, reconcile_alias, restore_tags
+from service.runs.guard import QUARANTINED, reconcile_alias, restore_tags
 from service.store import audit
 from service.store.db import transaction
 from service.store.lineage import versions_using
+from service.store.model_lock import model_lock
 from service.store.tables import Incident, utcnow
 
 log = logging.getLogger("gatekeeper.quarantine")
@@ -51,7 +52,7 @@ def open_incident(
     models = sorted({m for m, _ in affected})
     # The record and the tags change together under the guard's locks of every model: a
     # guard between the two would take the gatekeeper's own change for tampering.
-    with _locks(models):
+    with _locks(settings.resolved_database_url, models):
         with transaction(settings.resolved_database_url) as session:
             incident = Incident(
                 dataset=dataset, model_name=model, version=version, reason=reason,
@@ -76,11 +77,11 @@ def open_incident(
 
 
 @contextlib.contextmanager
-def _locks(models: list[str]) -> Iterator[None]:
+def _locks(database_url: str, models: list[str]) -> Iterator[None]:
     """The guard's lock of each model, in name order (no two callers deadlock)."""
     with contextlib.ExitStack() as stack:
         for name in sorted(models):
-            stack.enter_context(model_lock(name))
+            stack.enter_context(model_lock(database_url, name))
         yield
 
 
@@ -93,7 +94,7 @@ def close_incident(settings: Settings, registry: Registry, incident_id: str, *, 
             return
         affected = [a for a in incident.affected or [] if isinstance(a, dict)]
     models = sorted({str(a["model"]) for a in affected})
-    with _locks(models):
+    with _locks(settings.resolved_database_url, models):
         with transaction(settings.resolved_database_url) as session:
             incident = session.get(Incident, incident_id)
             assert incident is not None

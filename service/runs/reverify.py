@@ -23,12 +23,12 @@ from service.runs.guard import (
     guarded_models,
     latest_runs,
     mark_version_deleted,
-    model_lock,
     reconcile_alias,
     record_artifact_tampering,
 )
 from service.runs.rehash import Rehash, rehash_version
 from service.store.db import transaction
+from service.store.model_lock import model_lock
 from service.store.tables import PROMOTABLE_STATUSES
 
 log = logging.getLogger("gatekeeper.reverify")
@@ -70,7 +70,7 @@ def reverify_promotable(settings: Settings, registry: Registry) -> int:
                 continue
             found += 1
             # under the model's guard lock: the guard must not find the record before the tag
-            with model_lock(name):
+            with model_lock(settings.resolved_database_url, name):
                 if outcome.verdict == Rehash.DELETED:
                     mark_version_deleted(settings, name, version, how="scheduled re-verification")
                     continue
