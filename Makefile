@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint browser demo run clean
+.PHONY: install test test-fast lint browser demo run clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ browser:
 
 test: install lint browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=10 -n 2 --dist loadfile
+
+# The fast tier: unit and in-process integration tests, no MLflow server and no gatekeeper
+# process (marks: tests/conftest.py, `slow`). Under a minute; `make test` is still the gate.
+test-fast: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 -m "not e2e and not slow"
 
 # A complete local installation: embedded MLflow + gatekeeper, two example versions decided.
 demo: install

@@ -122,3 +122,11 @@ def database_url(fresh_database_url: str) -> str:
 BOTH_DATABASES = pytest.mark.parametrize(
     "fresh_database_url", ["sqlite", "postgresql"], indirect=True
 )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`e2e`: everything under tests/e2e, and any test that needs the MLflow server."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "e2e" in item.path.parts or "mlflow_server" in fixtures:
+            item.add_marker(pytest.mark.e2e)

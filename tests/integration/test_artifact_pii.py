@@ -16,6 +16,9 @@ from gates.base import GateContext, Status
 from gates.security import check
 from gates.security.config import SecurityConfig
 
+# `make test-fast` leaves these out: logs real MLflow models and runs presidio
+pytestmark = pytest.mark.slow
+
 
 def _training_rows(n: int = 60) -> pd.DataFrame:
     rng = np.random.default_rng(7)

@@ -17,6 +17,9 @@ from gates.security import scan_path
 from gates.security.config import SecurityConfig
 from tests.corpus.estimators import write_artifacts
 
+# `make test-fast` leaves these out: builds and scans every estimator and pipeline
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:

@@ -168,6 +168,7 @@ def test_a_flood_of_one_model_delays_another_model_by_at_most_one_run(database_u
     assert flood == list(range(2, 201))
 
 
+@pytest.mark.slow
 def test_a_worker_shutting_down_gives_the_run_in_hand_back(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -40,6 +40,9 @@ from service.sandbox.runner import (
 )
 from tests.helpers import Listener
 
+# `make test-fast` leaves these out: every test starts a sandboxed model process (seconds each)
+pytestmark = pytest.mark.slow
+
 SECRETS = ("MLFLOW_TRACKING_TOKEN", "GATEKEEPER_DATABASE_URL", "AWS_SECRET_ACCESS_KEY")
 QUICK = SandboxLimits(wall_seconds=30)
 

@@ -27,6 +27,9 @@ from sklearn.linear_model import LogisticRegression
 from service.sandbox.runner import GiskardRequest, SandboxError, SandboxLimits, predict_in_sandbox
 from tests.synthetic_credit import NUMERIC_FEATURES, TARGET, make_credit_data
 
+# `make test-fast` leaves these out: every test starts a sandboxed model process (seconds each)
+pytestmark = pytest.mark.slow
+
 QUICK = SandboxLimits(wall_seconds=60)
 SECRET = "sk_live_4f1c9a0e7d2b8c6a5e3f"
 

@@ -23,6 +23,9 @@ from tests.corpus import Sample
 from tests.corpus.benign import build_benign_corpus
 from tests.corpus.malicious import build_malicious_corpus
 
+# `make test-fast` leaves these out: scans the whole malicious and benign corpus
+pytestmark = pytest.mark.slow
+
 GADGET_MODULES = {
     "pty", "pdb", "bdb", "runpy", "timeit", "ensurepip", "pydoc", "webbrowser", "code",
     "codeop", "cProfile", "profile", "trace", "telnetlib", "ftplib", "smtplib", "dill",

@@ -173,6 +173,7 @@ def test_unanalysable_code_is_reported(sklearn_copy: Path) -> None:
     assert unreadable == {"code/broken.py", "code/fast.cpython-311-x86_64-linux-gnu.so"}
 
 
+@pytest.mark.slow
 def test_skops_trusted_types_are_reported(tmp_path: Path) -> None:
     root = tmp_path / "skops"
     mlflow.sklearn.save_model(

@@ -35,6 +35,7 @@ def _by_line(findings: list[Finding]) -> dict[int, list[str]]:
     return out
 
 
+@pytest.mark.slow
 def test_files_mlflow_writes_for_a_sklearn_model_are_clean(tmp_path: Path) -> None:
     features = np.random.default_rng(0).normal(size=(20, 2))
     model = LogisticRegression().fit(features, (features[:, 0] > 0).astype(int))

@@ -14,6 +14,8 @@ import threading
 import zipfile
 from pathlib import Path
 
+import pytest
+
 GATEKEEPER = str(Path(sys.executable).parent / "gatekeeper")
 MAX_RSS_MIB = 1024  # the scanner process itself (Python + numpy + engines) is ~300 MiB
 
@@ -40,6 +42,7 @@ def _rules(report: dict) -> set[str]:
     return {f["rule_id"] for f in report["findings"]}
 
 
+@pytest.mark.slow
 def test_zip_bomb(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:

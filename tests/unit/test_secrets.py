@@ -152,6 +152,7 @@ def test_clean_dataframe_has_no_finding() -> None:
     assert scan_dataframe(frame, Location("dataset:clean")) == []
 
 
+@pytest.mark.slow
 def test_files_of_a_normal_mlflow_model_have_no_secret(tmp_path: Path) -> None:
     features = pd.DataFrame(np.random.default_rng(0).random((30, 3)), columns=["a", "b", "c"])
     model = RandomForestClassifier(n_estimators=3).fit(features, features["a"] > 0.5)
