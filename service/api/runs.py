@@ -18,7 +18,7 @@ from service.api.deps import (
 from service.api.schemas import RunList, RunRead, error_responses
 from service.errors import NotFound
 from service.runs.intake import request_run
-from service.runs.promotion import report_url
+from service.runs.version_tags import report_url
 from service.store import audit
 from service.store.auth import Role
 from service.store.tables import GateRun, Trigger

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from gates.base import GateMode, GateResult, Status
 from service.decision.document import DecisionContext, build_input
 from service.decision.engine import RegoError, RegoModule, evaluate
-from service.store.tables import RunStatus
+from service.vocabulary import RunStatus
 
 if TYPE_CHECKING:
     from service.policy import ModelPolicy

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import BoundExceeded
-from service.mlflow.registry import Registry
+from service.mlflow.port import RegistryPort
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def manifest_digest(manifest: list[dict[str, Any]]) -> str:
 
 
 def fetch_version(
-    registry: Registry, name: str, version: int, scratch: Path, *, max_bytes: int | None = None
+    registry: RegistryPort, name: str, version: int, scratch: Path, *, max_bytes: int | None = None
 ) -> FetchedArtifact:
     """Download and fingerprint; over `max_bytes` (listed before, or found after, the
     download: the store may change in between) is a BoundExceeded, never a scan of a part."""

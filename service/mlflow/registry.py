@@ -161,7 +161,8 @@ class Registry:
         that one writes again, and the last value wins as it would have anyway."""
         for attempt in range(_TAG_WRITE_ATTEMPTS):
             try:
-                self._client.set_model_version_tag(name, str(version), key, value)
+                # str(): a TagKey is a StrEnum; MLflow gets the plain text
+                self._client.set_model_version_tag(name, str(version), str(key), value)
                 return
             except Exception as exc:
                 if attempt + 1 == _TAG_WRITE_ATTEMPTS or not _is_write_race(exc):

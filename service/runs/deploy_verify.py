@@ -38,6 +38,7 @@ from service.integrity.keys import key_id_of
 from service.integrity.signing import SignedClaims, VerificationFailed, verify_directory
 from service.mlflow.fetch import build_manifest, manifest_digest
 from service.mlflow.registry import Registry
+from service.vocabulary import TagKey
 
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -96,7 +97,7 @@ def verify_model(
             raise VerificationFailed(f"{name} has no alias {alias!r}: nothing to deploy")
     asked = Asked(name, version, alias)
     info = registry.get_version(name, version)
-    signature_uri = info.tags.get("gatekeeper.signature_uri")
+    signature_uri = info.tags.get(TagKey.SIGNATURE_URI)
     if not signature_uri or not signature_uri.startswith("runs:/"):
         raise VerificationFailed(f"{name} v{version} has no gatekeeper signature")
     target = download_to or Path(tempfile.mkdtemp(prefix=f"verified-{name}-v{version}-"))

@@ -43,8 +43,9 @@ from sqlalchemy.orm import Session
 from service.config import Settings
 from service.errors import RegistryNotFound
 from service.metrics import ALIAS_MOVES, TAMPERING
-from service.mlflow.registry import Registry
+from service.mlflow.port import RegistryPort
 from service.runs.rehash import Rehash, rehash_version
+from service.runs.version_tags import final_tags, signature_uri
 from service.store import audit
 from service.store.db import insert_stmt, transaction
 from service.store.lineage import versions_using
@@ -60,11 +61,9 @@ from service.store.tables import (
     TamperEvent,
     utcnow,
 )
+from service.vocabulary import TagKey, VersionState
 
 log = logging.getLogger("gatekeeper.guard")
-
-TAMPERED = "tampered"
-QUARANTINED = "quarantined"
 
 
 def latest_runs(session: Session, name: str) -> dict[int, GateRun]:
@@ -189,7 +188,7 @@ MAX_MOVE_ROUNDS = 10
 
 def reconcile_alias(
     settings: Settings,
-    registry: Registry,
+    registry: RegistryPort,
     name: str,
     *,
     published: GateRun | None = None,
@@ -221,7 +220,7 @@ def reconcile_alias(
 
 
 def _planned_move(
-    settings: Settings, registry: Registry, name: str
+    settings: Settings, registry: RegistryPort, name: str
 ) -> tuple[int | None, str, bool]:
     """(where the record puts the alias, that version's promoted digest, whether the alias
     or the record's position would move onto it)."""
@@ -237,7 +236,7 @@ def _planned_move(
 
 
 def _rehash_before_move(
-    settings: Settings, registry: Registry, name: str, version: int, digest: str
+    settings: Settings, registry: RegistryPort, name: str, version: int, digest: str
 ) -> bool:
     """True when `version`'s stored files still hash to `digest`; otherwise the version is
     recorded as tampered with (and tagged) or as deleted, and False."""
@@ -251,7 +250,7 @@ def _rehash_before_move(
              "how": "re-hash before an alias move", "detail": outcome.detail}  # fmt: skip
     record_artifact_tampering(settings, name, version, found)
     try:
-        registry.set_version_tags(name, version, {"gatekeeper.status": TAMPERED})
+        registry.set_version_tags(name, version, {TagKey.STATUS: VersionState.TAMPERED})
     except RegistryNotFound:
         mark_version_deleted(settings, name, version, how="tagging it tampered")
     return False
@@ -259,7 +258,7 @@ def _rehash_before_move(
 
 def _apply_move(
     settings: Settings,
-    registry: Registry,
+    registry: RegistryPort,
     name: str,
     desired: int | None,
     published: GateRun | None,
@@ -343,7 +342,7 @@ def _apply_move(
         if confirmed is not None and confirmed.version == (desired or 0):
             confirmed.previous_version = confirmed.version
     if tampered and holder is not None and holder != desired:
-        registry.set_version_tags(name, holder, {"gatekeeper.status": TAMPERED})
+        registry.set_version_tags(name, holder, {TagKey.STATUS: VersionState.TAMPERED})
     return AliasOutcome(holder, desired, tampered)
 
 
@@ -412,18 +411,18 @@ class ModelRecord:
         """What `gatekeeper.status` must say for the version whose latest run is `run`
         (None: no record)."""
         if version in self.quarantined:
-            return QUARANTINED
+            return VersionState.QUARANTINED
         if version in self.artifact_tampered:
-            return TAMPERED
+            return VersionState.TAMPERED
         last_tamper = self.last_tamper.get(version)
         if run is None:
-            return TAMPERED if last_tamper is not None else None
+            return VersionState.TAMPERED if last_tamper is not None else None
         if (
             last_tamper is not None
             and run.finished_at is not None
             and last_tamper > run.finished_at
         ):
-            return TAMPERED
+            return VersionState.TAMPERED
         return str(run.status)
 
 
@@ -432,10 +431,8 @@ def recorded_tags(
 ) -> dict[str, str]:
     """The `gatekeeper.*` tags the record gives the run's version (the status says when the
     version is quarantined or was tampered with, whatever the run said)."""
-    from service.runs.promotion import final_tags, signature_uri
-
     tags = final_tags(settings, run, signature_uri(session, run.id))
-    tags["gatekeeper.status"] = record.status(run.model_version, run) or str(run.status)
+    tags[TagKey.STATUS] = record.status(run.model_version, run) or str(run.status)
     return tags
 
 
@@ -448,12 +445,12 @@ def _expected_tags(
     if run is not None:
         return recorded_tags(settings, session, record, run)
     status = record.status(version, None)
-    return None if status is None else {"gatekeeper.status": status}
+    return None if status is None else {TagKey.STATUS: status}
 
 
 def guard_tags(
     settings: Settings,
-    registry: Registry,
+    registry: RegistryPort,
     name: str,
     version: int,
     tags: Mapping[str, str],
@@ -461,13 +458,13 @@ def guard_tags(
 ) -> bool:
     """Rewrite the version's `gatekeeper.*` tags where they differ from `expected` (what the
     record gives it); True when something was rewritten (and recorded as tampering)."""
-    if expected is None or set(expected) == {"gatekeeper.status"}:
+    if expected is None or set(expected) == {TagKey.STATUS}:
         # no run recorded: only a final status claimed on the version can be wrong
-        status = (expected or {}).get("gatekeeper.status")
-        claimed = tags.get("gatekeeper.status")
+        status = (expected or {}).get(TagKey.STATUS)
+        claimed = tags.get(TagKey.STATUS)
         if claimed is None or claimed in ("running", "pending") or claimed == status:
             return False
-        expected = {"gatekeeper.status": status or "pending"}
+        expected = {TagKey.STATUS: status or "pending"}
     expected = dict(expected)
     wrong = {k: v for k, v in expected.items() if tags.get(k) != v}
     if not wrong:
@@ -478,7 +475,7 @@ def guard_tags(
             "model=%s version=%s: %s links the right run under another base URL (%s): "
             "GATEKEEPER_PUBLIC_URL differs between gatekeeper processes; rewritten, not "
             "recorded as tampering",
-            name, version, REPORT_URL_TAG, tags.get(REPORT_URL_TAG),
+            name, version, TagKey.REPORT_URL, tags.get(TagKey.REPORT_URL),
         )  # fmt: skip
         if wrong.keys() == relinked.keys():
             registry.set_version_tags(name, version, relinked)
@@ -487,29 +484,26 @@ def guard_tags(
         forged = {k: v for k, v in wrong.items() if k not in relinked}
         _tamper(session, name, version, "tag", {"tags": {k: tags.get(k) for k in forged},
                                                 "expected": forged})  # fmt: skip
-    if "gatekeeper.status" in wrong:
-        expected["gatekeeper.status"] = TAMPERED  # the record now says: it was tampered with
+    if TagKey.STATUS in wrong:
+        expected[TagKey.STATUS] = VersionState.TAMPERED  # the record now says: it was tampered with
     # only what is wrong, status last: whoever sees it sees every other tag
-    rewrite = {k: v for k, v in expected.items() if k != "gatekeeper.status" and k in wrong}
-    if tags.get("gatekeeper.status") != expected["gatekeeper.status"]:
-        rewrite["gatekeeper.status"] = expected["gatekeeper.status"]
+    rewrite = {k: v for k, v in expected.items() if k != TagKey.STATUS and k in wrong}
+    if tags.get(TagKey.STATUS) != expected[TagKey.STATUS]:
+        rewrite[TagKey.STATUS] = expected[TagKey.STATUS]
     registry.set_version_tags(name, version, rewrite)
     return True
-
-
-REPORT_URL_TAG = "gatekeeper.report_url"
 
 
 def _same_run_elsewhere(key: str, found: str | None, expected: str) -> bool:
     """A report link to the right run under another base URL: a process configured with a
     different GATEKEEPER_PUBLIC_URL wrote it (a worker and the API, two replicas), which is
     configuration to fix, not a registry user's forgery. It is rewritten either way."""
-    if key != REPORT_URL_TAG or found is None or not found.startswith(("http://", "https://")):
+    if key != TagKey.REPORT_URL or found is None or not found.startswith(("http://", "https://")):
         return False
     return found.rpartition("/runs/")[2] == expected.rpartition("/runs/")[2] != ""
 
 
-def restore_tags(settings: Settings, registry: Registry, name: str, version: int) -> None:
+def restore_tags(settings: Settings, registry: RegistryPort, name: str, version: int) -> None:
     """Write the version's tags from the record (the record changed: not tampering)."""
     with transaction(settings.resolved_database_url) as session:
         record = ModelRecord.read(session, name)
@@ -521,7 +515,7 @@ def restore_tags(settings: Settings, registry: Registry, name: str, version: int
 
 
 def guard_model(
-    settings: Settings, registry: Registry, name: str, *, version: int | None = None
+    settings: Settings, registry: RegistryPort, name: str, *, version: int | None = None
 ) -> None:
     """The alias and the versions' tags of one model against the record; with `version` (a
     tag event), that version's tags only. One guard per model at a time: our own rewrite
@@ -531,7 +525,9 @@ def guard_model(
         _guard_model(settings, registry, name, version)
 
 
-def _guard_model(settings: Settings, registry: Registry, name: str, version: int | None) -> None:
+def _guard_model(
+    settings: Settings, registry: RegistryPort, name: str, version: int | None
+) -> None:
     window = settings.publish_window_s
     with transaction(settings.resolved_database_url) as session:
         publishing = being_published(session, name, window)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from service.config import Settings
 from service.errors import RegistryNotFound
 from service.metrics import POLL_CYCLES, PUBLISH_STUCK
-from service.mlflow.registry import Registry
+from service.mlflow.port import RegistryPort
 from service.runs.guard import guard_model, guarded_models
 from service.runs.intake import is_watched, request_run
 from service.runs.promotion import publish_run
@@ -47,7 +47,7 @@ class PollReport:
     watermark_ms: int
 
 
-def poll_once(settings: Settings, registry: Registry, skew_ms: int = SKEW_MS) -> PollReport:
+def poll_once(settings: Settings, registry: RegistryPort, skew_ms: int = SKEW_MS) -> PollReport:
     url = settings.resolved_database_url
     requeue_after_outage(settings, registry)
     with transaction(url) as session:
@@ -92,7 +92,7 @@ def poll_once(settings: Settings, registry: Registry, skew_ms: int = SKEW_MS) ->
     return PollReport(examined, enqueued, republish_pending(settings, registry), new_watermark)
 
 
-def requeue_after_outage(settings: Settings, registry: Registry) -> int:
+def requeue_after_outage(settings: Settings, registry: RegistryPort) -> int:
     """Runs that gave up because MLflow or the database stayed down: queued again once MLflow
     answers (a new attempt of the same run)."""
     if not registry.is_healthy():
@@ -112,7 +112,7 @@ def requeue_after_outage(settings: Settings, registry: Registry) -> int:
     return len(requeued)
 
 
-def republish_pending(settings: Settings, registry: Registry) -> int:
+def republish_pending(settings: Settings, registry: RegistryPort) -> int:
     with transaction(settings.resolved_database_url) as session:
         # a live worker publishes right after recording: older than the window means it did not
         pending = unpublished_runs(session, older_than_s=settings.publish_window_s)
@@ -155,7 +155,7 @@ def alert_stuck_publishes(settings: Settings) -> list[str]:
     return stuck
 
 
-def guard_all(settings: Settings, registry: Registry) -> None:
+def guard_all(settings: Settings, registry: RegistryPort) -> None:
     """Every model the gatekeeper has a record of: alias and tags against the record."""
     for name in guarded_models(settings):
         try:
@@ -166,7 +166,7 @@ def guard_all(settings: Settings, registry: Registry) -> None:
             log.exception("guard of model=%s failed; next cycle retries", name)
 
 
-def run_poller(settings: Settings, registry: Registry, stop: threading.Event) -> None:
+def run_poller(settings: Settings, registry: RegistryPort, stop: threading.Event) -> None:
     log.info("poller started, every %.0fs", settings.poll_interval_s)
     next_reverify = time.monotonic() + settings.reverify_interval_s
     while not stop.is_set():
@@ -188,7 +188,7 @@ def run_poller(settings: Settings, registry: Registry, stop: threading.Event) ->
 
 
 def start_poller_thread(
-    settings: Settings, registry: Registry, stop: threading.Event
+    settings: Settings, registry: RegistryPort, stop: threading.Event
 ) -> threading.Thread:
     thread = threading.Thread(
         target=run_poller, args=(settings, registry, stop), name="poller", daemon=True

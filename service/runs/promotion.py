@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.orm import Session
-
-from gates.base import Finding, Status
 from service.config import Settings
 from service.errors import RegistryNotFound
-from service.mlflow.registry import Registry
+from service.mlflow.port import RegistryPort
 from service.runs.guard import (
     ModelRecord,
     fault_point,
@@ -33,80 +30,13 @@ from service.runs.guard import (
 from service.runs.queue import mark_published
 from service.store.db import transaction
 from service.store.model_lock import model_lock
-from service.store.tables import FINISHED_STATUSES, ArtifactSignature, GateRun, RunStatus
+from service.store.tables import FINISHED_STATUSES, ArtifactSignature, GateRun
+from service.vocabulary import TagKey
 
 log = logging.getLogger("gatekeeper.promotion")
 
-TAG_PREFIX = "gatekeeper."
-MAX_TAG_VALUE = 500
 
-
-def report_url(settings: Settings, run_id: str) -> str:
-    return f"{settings.public_url.rstrip('/')}/runs/{run_id}"
-
-
-def running_tags(settings: Settings, run_id: str) -> dict[str, str]:
-    return {
-        "gatekeeper.status": RunStatus.RUNNING,
-        "gatekeeper.run_id": run_id,
-        "gatekeeper.report_url": report_url(settings, run_id),
-    }
-
-
-def final_tags(
-    settings: Settings, run: GateRun, signature_uri: str | None = None
-) -> dict[str, str]:
-    """Tags in the order they are written: `gatekeeper.status` last, so whoever sees the final
-    status (MLflow sets tags one call at a time) also sees every other tag of the run."""
-    tags = {
-        "gatekeeper.run_id": run.id,
-        "gatekeeper.report_url": report_url(settings, run.id),
-        "gatekeeper.policy_digest": run.policy_digest,
-        "gatekeeper.artifact_digest": run.artifact_digest or "",
-    }
-    # what the decision says of each gate (`warn` for a gate in warn mode that did not pass,
-    # `waived` for one a waiver let through), else the gate's own status
-    decided = (run.decision or {}).get("gates") or {}
-    for result in run.results:
-        tags[f"gatekeeper.gate.{result.gate}"] = str(decided.get(result.gate, result.status))
-    # always written, so a later passing run replaces an earlier run's finding
-    tags["gatekeeper.finding"] = (_top_finding(run) or "none")[:MAX_TAG_VALUE]
-    tags["gatekeeper.summary"] = _summary(run)[:MAX_TAG_VALUE]
-    if signature_uri is not None:
-        tags["gatekeeper.signature_uri"] = signature_uri
-    tags["gatekeeper.status"] = run.status
-    return tags
-
-
-def _summary(run: GateRun) -> str:
-    """The first reason to deny; for a waived run, what was let through and by which waiver
-    (never "all enforced gates passed" for a version that passed only by a waiver)."""
-    decision = run.decision or {}
-    deny = decision.get("deny") or []
-    if deny:
-        return str(deny[0])
-    waived = [w for w in decision.get("waived") or [] if isinstance(w, dict)]
-    if waived:
-        return "waived: " + "; ".join(
-            f"{w.get('gate')} by {', '.join(map(str, w.get('waivers') or []))}: {w.get('message')}"
-            for w in waived
-        )
-    return run.error_message or "all enforced gates passed"
-
-
-def _top_finding(run: GateRun) -> str | None:
-    """The most severe finding of a failing gate, as one line for the registry UI."""
-    blocking = (Status.FAIL.value, Status.ERROR.value)
-    candidates = [
-        Finding.from_dict(f) for r in run.results if r.status in blocking for f in r.findings or []
-    ]
-    if not candidates:
-        return None
-    worst = max(candidates, key=lambda f: f.severity.rank)
-    return f"{worst.severity} {worst.rule_id} {worst.where}: {worst.message}"
-
-
-def publish_run(settings: Settings, registry: Registry, run_id: str) -> None:
+def publish_run(settings: Settings, registry: RegistryPort, run_id: str) -> None:
     """Tags from the record, then the alias where the record says (the guard's one rule:
     the newest promotable version), then the run is marked published.
 
@@ -122,7 +52,7 @@ def publish_run(settings: Settings, registry: Registry, run_id: str) -> None:
         _publish_locked(settings, registry, run_id)
 
 
-def _publish_locked(settings: Settings, registry: Registry, run_id: str) -> None:
+def _publish_locked(settings: Settings, registry: RegistryPort, run_id: str) -> None:
     url = settings.resolved_database_url
     with transaction(url) as session:
         run = session.get(GateRun, run_id)
@@ -171,11 +101,5 @@ def _publish_locked(settings: Settings, registry: Registry, run_id: str) -> None
         log.warning("model=%s alias not reconciled after run=%s: %s", name, run_id, exc)
     log.info(
         "run=%s published model=%s version=%s status=%s",
-        run_id, name, version, tags["gatekeeper.status"],
+        run_id, name, version, tags[TagKey.STATUS],
     )  # fmt: skip
-
-
-def signature_uri(session: Session, run_id: str) -> str | None:
-    """Where the run's signature was logged in MLflow, if it was signed and logged."""
-    row = session.get(ArtifactSignature, run_id)
-    return row.mlflow_uri if row is not None else None

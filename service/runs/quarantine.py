@@ -15,20 +15,21 @@ from collections.abc import Iterator
 
 from service.config import Settings
 from service.errors import BadRequest, NotFound
-from service.mlflow.registry import Registry
-from service.runs.guard import QUARANTINED, reconcile_alias, restore_tags
+from service.mlflow.port import RegistryPort
+from service.runs.guard import reconcile_alias, restore_tags
 from service.store import audit
 from service.store.db import transaction
 from service.store.lineage import versions_using
 from service.store.model_lock import model_lock
 from service.store.tables import Incident, utcnow
+from service.vocabulary import TagKey, VersionState
 
 log = logging.getLogger("gatekeeper.quarantine")
 
 
 def open_incident(
     settings: Settings,
-    registry: Registry,
+    registry: RegistryPort,
     *,
     actor: str,
     reason: str,
@@ -68,7 +69,7 @@ def open_incident(
             audit.record(session, actor=actor, action="incident.opened",
                          target=f"incident/{incident_id}", details=details)  # fmt: skip
         for m, v in affected:
-            registry.set_version_tags(m, v, {"gatekeeper.status": QUARANTINED})
+            registry.set_version_tags(m, v, {TagKey.STATUS: VersionState.QUARANTINED})
         for name in models:
             reconcile_alias(settings, registry, name, actor=actor)
     log.warning("incident %s opened by %s: %d versions quarantined", incident_id, actor,
@@ -85,7 +86,9 @@ def _locks(database_url: str, models: list[str]) -> Iterator[None]:
         yield
 
 
-def close_incident(settings: Settings, registry: Registry, incident_id: str, *, actor: str) -> None:
+def close_incident(
+    settings: Settings, registry: RegistryPort, incident_id: str, *, actor: str
+) -> None:
     with transaction(settings.resolved_database_url) as session:
         incident = session.get(Incident, incident_id)
         if incident is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from service.config import Settings
 from service.errors import BoundExceeded, RegistryNotFound
 from service.mlflow.fetch import fetch_version
-from service.mlflow.registry import Registry
+from service.mlflow.port import RegistryPort
 from service.policy import policy_for
 
 
@@ -35,7 +35,7 @@ class RehashOutcome:
 
 
 def rehash_version(
-    settings: Settings, registry: Registry, name: str, version: int, expected: str
+    settings: Settings, registry: RegistryPort, name: str, version: int, expected: str
 ) -> RehashOutcome:
     """Fetch and hash `name` v`version`; MLflow unreachable raises (the caller retries)."""
     limits = policy_for(name, settings.policy_path).limits

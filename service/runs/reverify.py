@@ -16,9 +16,8 @@ import logging
 from sqlalchemy.orm import Session
 
 from service.config import Settings
-from service.mlflow.registry import Registry
+from service.mlflow.port import RegistryPort
 from service.runs.guard import (
-    TAMPERED,
     ModelRecord,
     guarded_models,
     latest_runs,
@@ -30,6 +29,7 @@ from service.runs.rehash import Rehash, rehash_version
 from service.store.db import transaction
 from service.store.model_lock import model_lock
 from service.store.tables import PROMOTABLE_STATUSES
+from service.vocabulary import TagKey, VersionState
 
 log = logging.getLogger("gatekeeper.reverify")
 
@@ -53,7 +53,7 @@ def promotable_digests(session: Session, name: str) -> dict[int, str]:
     }
 
 
-def reverify_promotable(settings: Settings, registry: Registry) -> int:
+def reverify_promotable(settings: Settings, registry: RegistryPort) -> int:
     """Re-hash every promotable version of every model; returns how many changed or went."""
     changed = 0
     for name in guarded_models(settings):
@@ -81,7 +81,7 @@ def reverify_promotable(settings: Settings, registry: Registry) -> int:
                     "detail": outcome.detail,
                 }
                 record_artifact_tampering(settings, name, version, details)
-                registry.set_version_tags(name, version, {"gatekeeper.status": TAMPERED})
+                registry.set_version_tags(name, version, {TagKey.STATUS: VersionState.TAMPERED})
         if found:
             changed += found
             reconcile_alias(settings, registry, name)

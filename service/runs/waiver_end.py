@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.decision.verdict import Decision, replay
-from service.mlflow.registry import Registry
+from service.mlflow.port import RegistryPort
 from service.policy import policy_for
 from service.runs.guard import latest_runs
 from service.runs.promotion import publish_run
@@ -34,7 +34,7 @@ from service.store.waivers import ended_unhandled, waivers_for_run
 log = logging.getLogger("gatekeeper.waivers")
 
 
-def handle_ended_waivers(settings: Settings, registry: Registry) -> list[str]:
+def handle_ended_waivers(settings: Settings, registry: RegistryPort) -> list[str]:
     """Every waiver that ended and was not handled yet; returns the new runs' ids."""
     with transaction(settings.resolved_database_url) as session:
         ended = [w.id for w in ended_unhandled(session)]
@@ -47,7 +47,7 @@ def handle_ended_waivers(settings: Settings, registry: Registry) -> list[str]:
     return made
 
 
-def end_waiver(settings: Settings, registry: Registry, waiver_id: str) -> list[str]:
+def end_waiver(settings: Settings, registry: RegistryPort, waiver_id: str) -> list[str]:
     """Decide again every version whose latest run this waiver let through; publish each."""
     with transaction(settings.resolved_database_url) as session:
         waiver = session.get(Waiver, waiver_id)

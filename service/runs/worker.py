@@ -34,7 +34,7 @@ from service.mlflow.registry import Registry
 from service.policy import policy_for
 from service.runs.guard import record_artifact_tampering, recorded_baseline
 from service.runs.pipeline import PipelineOutcome, run_pipeline
-from service.runs.promotion import publish_run, running_tags
+from service.runs.promotion import publish_run
 from service.runs.queue import (
     ClaimedRun,
     claim_next_run,
@@ -47,6 +47,7 @@ from service.runs.queue import (
 )
 from service.runs.retry import retry_decision
 from service.runs.reverify import promoted_digest
+from service.runs.version_tags import running_tags
 from service.runs.waivers import waiver_record
 from service.store.db import transaction
 from service.store.tables import ArtifactSignature, RunStatus

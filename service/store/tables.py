@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import uuid
 from typing import Any
 
@@ -20,6 +19,20 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# the shared words live in service/vocabulary.py; re-exported here for the ORM's users
+from service.vocabulary import (
+    FINISHED_STATUSES as FINISHED_STATUSES,
+)
+from service.vocabulary import (
+    PROMOTABLE_STATUSES as PROMOTABLE_STATUSES,
+)
+from service.vocabulary import (
+    RunStatus as RunStatus,
+)
+from service.vocabulary import (
+    Trigger as Trigger,
+)
 
 
 def utcnow() -> dt.datetime:
@@ -49,39 +62,6 @@ def new_id() -> str:
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}  # noqa: RUF012
-
-
-class RunStatus(enum.StrEnum):
-    """A run's status; the last four are final and what the `gatekeeper.status` tag says."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    PASSED = "passed"
-    WAIVED = "waived"  # passed only because a waiver let a blocking gate through
-    FAILED = "failed"
-    ERROR = "error"
-
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED_STATUSES
-
-
-class Trigger(enum.StrEnum):
-    """What asked for a run."""
-
-    WEBHOOK = "webhook"
-    POLLER = "poller"
-    MANUAL = "manual"
-    # a waiver that let the version through expired or was revoked: its recorded results
-    # decided again without it (service/runs/waiver_end.py)
-    WAIVER_ENDED = "waiver-ended"
-
-
-FINISHED_STATUSES = frozenset(
-    {RunStatus.PASSED, RunStatus.WAIVED, RunStatus.FAILED, RunStatus.ERROR}
-)
-# What deploy jobs may take: the alias moves to these, and only these are trusted as champion.
-PROMOTABLE_STATUSES = frozenset({RunStatus.PASSED, RunStatus.WAIVED})
 
 
 class ModelVersion(Base):

@@ -40,7 +40,14 @@ LAYER_MAY_NOT_IMPORT = {
     "service.mlflow": ("service.api", "service.runs", "service.store", "service.sandbox"),
     "service.sandbox": ("service.api", "service.runs", "service.store", "service.mlflow"),
     # the decision reads gate results and waivers handed to it; it fetches nothing itself
-    "service.decision": ("service.api", "service.runs", "service.mlflow", "service.sandbox"),
+    # (and knows no table: statuses come from service/vocabulary.py)
+    "service.decision": (
+        "service.api",
+        "service.runs",
+        "service.mlflow",
+        "service.sandbox",
+        "service.store",
+    ),
     # keys and bundles: a leaf, it knows nothing of runs, stores or registries
     "service.integrity": (
         "service.api",
@@ -82,6 +89,7 @@ def test_service_is_grouped_by_layer_and_ships_no_demo() -> None:
         "policy_reference.py",
         "processes.py",
         "startup.py",
+        "vocabulary.py",
     }, loose
     demo_imports = {
         f"{_module_name(path)} imports {name}"
@@ -90,3 +98,51 @@ def test_service_is_grouped_by_layer_and_ships_no_demo() -> None:
         if name.split(".")[0] == "demo"
     }
     assert not demo_imports, demo_imports
+
+
+def _service_import_graph() -> dict[str, set[str]]:
+    """service module -> the service modules it imports (at any level of the file)."""
+    modules = {_module_name(p): p for p in (ROOT / "service").rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in _imported_modules(path):
+            # `from service.runs import guard` names a package; the module is what counts
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name and not imported.endswith("__init__"):
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+def test_no_import_cycle_in_the_service() -> None:
+    """Issue 22: guard.py and promotion.py imported each other (one inside a function)."""
+    graph = _service_import_graph()
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    assert not cycles, cycles
+
+
+def test_the_gatekeeper_tags_are_spelt_in_one_module() -> None:
+    """`gatekeeper.status` and the other owned tags: service/vocabulary.py's TagKey, used
+    everywhere else, so a rename or a new writer cannot miss one spelling."""
+    spelt = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "service").rglob("*.py")
+        if '"gatekeeper.status"' in path.read_text()
+    )
+    assert spelt == ["service/vocabulary.py"], spelt

@@ -15,7 +15,7 @@ from gates.base import GateResult, Status
 from service.app import create_app
 from service.cli import app as cli_app
 from service.config import Settings
-from service.runs.promotion import final_tags, running_tags
+from service.runs.version_tags import final_tags, running_tags
 from service.store.tables import GateResultRow, GateRun
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")

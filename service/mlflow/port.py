@@ -1,0 +1,46 @@
+"""What the gatekeeper asks of a model registry: the calls `Registry` (the MLflow adapter)
+answers. The registry writers and the pipeline depend on this port, not on the adapter, so
+tests drive them with an in-memory registry (tests/fake_registry.py) in milliseconds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from service.mlflow.logged_data import LoggedDataset
+    from service.mlflow.registry import VersionInfo
+
+
+class RegistryPort(Protocol):
+    """Errors as the adapter maps them: RegistryNotFound, RegistryRejected,
+    RegistryUnavailable, LocalDiskError, BoundExceeded (service/errors.py)."""
+
+    def get_version(self, name: str, version: int) -> VersionInfo: ...
+
+    def newest_versions(self, page_size: int = 100) -> Iterator[VersionInfo]: ...
+
+    def versions_of(self, name: str, max_results: int = 200) -> list[VersionInfo]: ...
+
+    def artifact_size(self, name: str, version: int, *, max_entries: int = 100_000) -> int: ...
+
+    def download_artifacts(self, name: str, version: int, dst: Path) -> Path: ...
+
+    def download_run_artifact(self, run_id: str, artifact_path: str, dst: Path) -> Path: ...
+
+    def logged_datasets(self, run_id: str) -> list[LoggedDataset]: ...
+
+    def set_version_tags(self, name: str, version: int, tags: dict[str, str]) -> None: ...
+
+    def has_model(self, name: str) -> bool: ...
+
+    def alias_version(self, name: str, alias: str) -> int | None: ...
+
+    def set_alias(self, name: str, alias: str, version: int) -> None: ...
+
+    def delete_alias(self, name: str, alias: str) -> None: ...
+
+    def log_signature(self, name: str, version: int, bundle: str) -> str: ...
+
+    def is_healthy(self) -> bool: ...
