@@ -39,7 +39,10 @@ _POLL_S = (0.02, 0.5)  # first and longest pause between tries
 
 
 class ModelLockBusy(GatekeeperError):
-    """Another process held the model's lock for longer than LOCK_WAIT_S."""
+    """Another process held the model's lock for longer than LOCK_WAIT_S: try again (an API
+    request that meets it answers 503 with Retry-After, never a 500)."""
+
+    http_status = 503
 
 
 class _Held(Protocol):
@@ -59,7 +62,7 @@ def model_lock(database_url: str, name: str, wait_s: float = LOCK_WAIT_S) -> Ite
     with _LOCAL_GUARD:
         local = _LOCAL.setdefault(key, threading.RLock())
     if not local.acquire(timeout=wait_s):
-        raise ModelLockBusy(f"model {name!r}: another thread held its lock for {wait_s:.0f} s")
+        raise ModelLockBusy(f"model {name!r}: another thread held its lock for {wait_s:g} s")
     try:
         # only the thread holding `local` touches this key's depth and handle
         if _DEPTH.get(key, 0) == 0:
@@ -93,7 +96,7 @@ def _tries(name: str, wait_s: float) -> Iterator[None]:
         if time.monotonic() + pause > deadline:
             raise ModelLockBusy(
                 f"model {name!r}: another gatekeeper process held its registry lock for "
-                f"{wait_s:.0f} s; this pass is skipped and retried"
+                f"{wait_s:g} s; this pass is skipped and retried"
             )
         time.sleep(pause)
         pause = min(pause * 2, _POLL_S[1])

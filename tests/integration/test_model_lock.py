@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,34 @@ def test_the_lock_is_reentrant_and_keeps_other_threads_out(database_url: str) ->
     assert got_in == ["busy"]
     with model_lock(database_url, "credit", wait_s=0.5):
         pass
+
+
+def test_a_busy_lock_is_a_retryable_answer_not_a_server_error(
+    database_url: str, tmp_path: Path
+) -> None:
+    """An API request (a quarantine) that meets a lock held past its wait is told to retry,
+    through the app's own error handling (no server process, no MLflow call is made)."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.config import Settings
+
+    settings = Settings(database_url=database_url, data_dir=tmp_path)
+    app = create_app(
+        settings, tracking_uri="http://127.0.0.1:9", run_worker=False, run_poller=False
+    )
+
+    @app.get("/busy")
+    def busy() -> None:
+        with model_lock(database_url, "credit", wait_s=0.2):
+            pass
+
+    holder = _holder(database_url, "credit")
+    try:
+        answer = TestClient(app).get("/busy")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Retry-After"] == "5"
+    assert "another gatekeeper process held its registry lock" in answer.text
