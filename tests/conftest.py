@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,19 +98,36 @@ def _drop_pg_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def empty_database(kind: str, root: Path) -> Iterator[str]:
+    """An empty database (no schema): `sqlite`, a file under `root`; `postgresql`, a new
+    database on the session's server, dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{root / 'gatekeeper.db'}"
+        return
+    name, url = _create_pg_database()
+    try:
+        yield url
+    finally:
+        from service.store.db import engine_for
+
+        engine_for(url).dispose()
+        _drop_pg_database(name)
+
+
+@contextmanager
+def migrated_database(kind: str, root: Path) -> Iterator[str]:
+    """`empty_database`, migrated to head: what `gatekeeper serve` would find or make."""
+    with empty_database(kind, root) as url:
+        upgrade_to_head(url)
+        yield url
+
+
 @pytest.fixture
 def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of the kind named by the test's `db_kind` parameter (no schema)."""
-    kind = getattr(request, "param", "sqlite")
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'gatekeeper.db'}"
-        return
-    name, url = _create_pg_database()
-    yield url
-    from service.store.db import engine_for
-
-    engine_for(url).dispose()
-    _drop_pg_database(name)
+    with empty_database(getattr(request, "param", "sqlite"), tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

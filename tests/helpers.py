@@ -94,6 +94,7 @@ class GatekeeperProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
+        self.database_url = database_url
         self.command = command
         self.log = (log_dir or data_dir) / f"gatekeeper-{command}-{self.port}.log"
         self.env = dict(os.environ)
@@ -115,6 +116,16 @@ class GatekeeperProcess:
             self.args += ["--port", str(self.port)]
         self.args += list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def api_only(
+        cls, *, data_dir: Path, database_url: str, tracking_uri: str, models: str
+    ) -> GatekeeperProcess:
+        """`serve --no-worker --no-poller`: the HTTP API alone; nothing claims or polls."""
+        return cls(
+            data_dir=data_dir, database_url=database_url, tracking_uri=tracking_uri,
+            models=models, extra_args=("--no-worker", "--no-poller"),
+        )  # fmt: skip
 
     def start(self, wait: bool = True) -> GatekeeperProcess:
         data_dir = self.data_dir

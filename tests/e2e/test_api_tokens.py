@@ -23,8 +23,7 @@ import httpx
 import pytest
 
 from demo.models import log_clean_model
-from service.store.migrate import upgrade_to_head
-from tests.conftest import _create_pg_database, _drop_pg_database
+from tests.conftest import migrated_database
 from tests.helpers import (
     GatekeeperProcess,
     MlflowServer,
@@ -69,30 +68,21 @@ def site(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Site]:
     root = tmp_path_factory.mktemp(f"tokens-{request.param}")
-    pg_name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{root / 'gatekeeper.db'}"
-    else:
-        pg_name, url = _create_pg_database()
-    upgrade_to_head(url)
-    name = unique_name(PREFIX)
-    version = log_clean_model(mlflow_server.url, name)
-    gk = GatekeeperProcess(
-        data_dir=root / "gk", database_url=url, tracking_uri=mlflow_server.url,
-        models=f"{PREFIX}-*",
-    )  # fmt: skip
-    gk.start()
-    # as `gatekeeper token create --role ROLE` makes them
-    tokens = {role: create_api_token(url, role) for role in ("viewer", "operator", "approver")}
-    try:
-        yield Site(gk, url, tokens, name, version)
-    finally:
-        gk.stop()
-        if pg_name:
-            from service.store.db import engine_for
-
-            engine_for(url).dispose()
-            _drop_pg_database(pg_name)
+    with migrated_database(request.param, root) as url:
+        name = unique_name(PREFIX)
+        version = log_clean_model(mlflow_server.url, name)
+        gk = GatekeeperProcess(
+            data_dir=root / "gk", database_url=url, tracking_uri=mlflow_server.url,
+            models=f"{PREFIX}-*",
+        )  # fmt: skip
+        gk.start()
+        # as `gatekeeper token create --role ROLE` makes them
+        roles = ("viewer", "operator", "approver")
+        tokens = {role: create_api_token(url, role) for role in roles}
+        try:
+            yield Site(gk, url, tokens, name, version)
+        finally:
+            gk.stop()
 
 
 def _slow_or_wrong(site: Site, expected: dict[str, int]) -> list[str]:

@@ -19,10 +19,9 @@ from mlflow import MlflowClient
 from sqlalchemy import func, select
 
 from demo.models import log_clean_model, log_malicious_model
-from service.store.db import engine_for, transaction
-from service.store.migrate import upgrade_to_head
+from service.store.db import transaction
 from service.store.tables import FINISHED_STATUSES, AuditEvent, GateRun, TamperEvent
-from tests.conftest import _create_pg_database, _drop_pg_database
+from tests.conftest import migrated_database
 from tests.helpers import GatekeeperProcess, MlflowServer, unique_name, wait_for
 
 ALIAS = "production-ready"
@@ -34,12 +33,9 @@ REPLICA_ENV = {
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    name, url = _create_pg_database()
-    upgrade_to_head(url)
-    yield url
-    engine_for(url).dispose()
-    _drop_pg_database(name)
+def postgres_url(tmp_path: Path) -> Iterator[str]:
+    with migrated_database("postgresql", tmp_path) as url:
+        yield url
 
 
 def _runs(url: str, name: str) -> list[GateRun]:

@@ -19,24 +19,23 @@ from typing import Any
 import httpx
 import pytest
 
-from service.store.migrate import upgrade_to_head
+from tests.conftest import migrated_database
 from tests.helpers import ADMIN_TOKEN, GatekeeperProcess, MlflowServer, create_api_token
 
 ANONYMOUS_ROUTES_UNDER_API = {("get", "/api/v1/keys/public")}
 
 
 @pytest.fixture(scope="module")
-def gk(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def gk(
+    mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatekeeperProcess]:
     root = tmp_path_factory.mktemp("api-clients")
-    url = f"sqlite:///{root / 'gatekeeper.db'}"
-    upgrade_to_head(url)
-    process = GatekeeperProcess(
-        data_dir=root, database_url=url, tracking_uri=mlflow_server.url, models="clients-*",
-        extra_args=("--no-worker", "--no-poller"),
-    ).start()  # fmt: skip
-    process.database_url = url  # type: ignore[attr-defined]
-    yield process
-    process.stop()
+    with migrated_database("sqlite", root) as url:
+        process = GatekeeperProcess.api_only(
+            data_dir=root, database_url=url, tracking_uri=mlflow_server.url, models="clients-*"
+        ).start()
+        yield process
+        process.stop()
 
 
 def _assets(page: str) -> list[str]:
@@ -145,7 +144,7 @@ def test_who_may_ask_is_decided_before_what_was_asked(
     assert (anonymous.status_code, anonymous.json()["error"]) == (401, "Unauthorized")
     unknown = post({"Authorization": "Bearer gk_not-a-token"})
     assert (unknown.status_code, unknown.json()["error"]) == (401, "Unauthorized")
-    viewer = create_api_token(gk.database_url, "viewer")  # type: ignore[attr-defined]
+    viewer = create_api_token(gk.database_url, "viewer")
     refused = post({"Authorization": f"Bearer {viewer}"})
     assert (refused.status_code, refused.json()["error"]) == (403, "Forbidden"), refused.text
     approver = post({"Authorization": f"Bearer {ADMIN_TOKEN}"})

@@ -16,9 +16,8 @@ from sqlalchemy import func, select
 
 from demo.models import log_clean_model
 from service.store.db import transaction
-from service.store.migrate import upgrade_to_head
 from service.store.tables import GateRun, WebhookDelivery
-from tests.conftest import _create_pg_database, _drop_pg_database
+from tests.conftest import migrated_database
 from tests.helpers import (
     GatekeeperProcess,
     MlflowServer,
@@ -35,31 +34,17 @@ def gatekeeper(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GatekeeperProcess]:
     data_dir = tmp_path_factory.mktemp(f"intake-{request.param}")
-    pg_name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{data_dir / 'gatekeeper.db'}"
-    else:
-        pg_name, url = _create_pg_database()
-    upgrade_to_head(url)
-    process = GatekeeperProcess(
-        data_dir=data_dir,
-        database_url=url,
-        tracking_uri=mlflow_server.url,
-        models="intake-*",
-        extra_args=("--no-worker", "--no-poller"),
-    ).start()
-    process.database_url = url  # type: ignore[attr-defined]
-    yield process
-    process.stop()
-    if pg_name:
-        from service.store.db import engine_for
-
-        engine_for(url).dispose()
-        _drop_pg_database(pg_name)
+    with migrated_database(request.param, data_dir) as url:
+        process = GatekeeperProcess.api_only(
+            data_dir=data_dir, database_url=url, tracking_uri=mlflow_server.url,
+            models="intake-*",
+        ).start()  # fmt: skip
+        yield process
+        process.stop()
 
 
 def _counts(gk: GatekeeperProcess, name: str) -> tuple[int, int]:
-    with transaction(gk.database_url) as session:  # type: ignore[attr-defined]
+    with transaction(gk.database_url) as session:
         runs = session.scalar(
             select(func.count()).select_from(GateRun).where(GateRun.model_name == name)
         )
@@ -226,7 +211,7 @@ def test_non_ascii_webhook_headers_are_401_never_500(
         f"{gatekeeper.url}/webhooks/mlflow", content=body, headers=headers, timeout=10
     )
     assert response.status_code == 401, (header, value, response.text)
-    with transaction(gatekeeper.database_url) as session:  # type: ignore[attr-defined]
+    with transaction(gatekeeper.database_url) as session:
         made = session.scalar(
             select(func.count()).select_from(GateRun).where(GateRun.model_name == "intake-nonascii")
         )

@@ -13,12 +13,11 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
-from service.store.migrate import upgrade_to_head
+from tests.conftest import migrated_database
 from tests.helpers import (
     WEBHOOK_SECRET,
     GatekeeperProcess,
@@ -31,16 +30,17 @@ from tests.helpers import (
 
 
 @pytest.fixture(scope="module")
-def gk(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def gk(
+    mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatekeeperProcess]:
     root = tmp_path_factory.mktemp("webhook-rejections")
-    url = f"sqlite:///{root / 'gatekeeper.db'}"
-    upgrade_to_head(url)
-    process = GatekeeperProcess(
-        data_dir=root, database_url=url, tracking_uri=mlflow_server.url, models="rejections-*",
-        extra_args=("--no-worker", "--no-poller"),
-    ).start()  # fmt: skip
-    yield process
-    process.stop()
+    with migrated_database("sqlite", root) as url:
+        process = GatekeeperProcess.api_only(
+            data_dir=root, database_url=url, tracking_uri=mlflow_server.url,
+            models="rejections-*",
+        ).start()  # fmt: skip
+        yield process
+        process.stop()
 
 
 def _rejected(gk: GatekeeperProcess, reason: str) -> float:

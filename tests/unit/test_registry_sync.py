@@ -66,6 +66,13 @@ def _decided(
     return version, run_id
 
 
+def _good_then_bad(settings: Settings, registry: FakeRegistry) -> tuple[int, str, int]:
+    """v1 passed (its run id too), v2 failed: both decided and published."""
+    good, good_run = _decided(settings, registry, RunStatus.PASSED, b"good")
+    bad, _ = _decided(settings, registry, RunStatus.FAILED, b"bad")
+    return good, good_run, bad
+
+
 def _tampering(settings: Settings) -> list[tuple[str, int | None]]:
     with transaction(settings.resolved_database_url) as session:
         rows = session.execute(select(TamperEvent.kind, TamperEvent.version))
@@ -75,8 +82,7 @@ def _tampering(settings: Settings) -> list[tuple[str, int | None]]:
 def test_publishing_puts_the_alias_on_the_newest_passing_version(
     settings: Settings, registry: FakeRegistry
 ) -> None:
-    good, good_run = _decided(settings, registry, RunStatus.PASSED, b"good")
-    bad, _ = _decided(settings, registry, RunStatus.FAILED, b"bad")
+    good, good_run, bad = _good_then_bad(settings, registry)
     assert registry.alias_version(MODEL, ALIAS) == good
     assert registry.versions[(MODEL, good)].tags[TagKey.RUN_ID] == good_run
     assert registry.versions[(MODEL, bad)].tags[TagKey.STATUS] == "failed"
@@ -89,8 +95,7 @@ def test_publishing_puts_the_alias_on_the_newest_passing_version(
 def test_an_alias_moved_by_hand_is_put_back_and_recorded_once(
     settings: Settings, registry: FakeRegistry
 ) -> None:
-    good, _ = _decided(settings, registry, RunStatus.PASSED, b"good")
-    bad, _ = _decided(settings, registry, RunStatus.FAILED, b"bad")
+    good, _, bad = _good_then_bad(settings, registry)
     registry.set_alias(MODEL, ALIAS, bad)  # a registry user
     guard_model(settings, registry, MODEL)
     guard_model(settings, registry, MODEL)
@@ -102,8 +107,7 @@ def test_an_alias_moved_by_hand_is_put_back_and_recorded_once(
 def test_a_forged_status_is_rewritten_and_recorded_once(
     settings: Settings, registry: FakeRegistry
 ) -> None:
-    _decided(settings, registry, RunStatus.PASSED, b"good")
-    bad, _ = _decided(settings, registry, RunStatus.FAILED, b"bad")
+    _, _, bad = _good_then_bad(settings, registry)
     registry.set_version_tags(MODEL, bad, {TagKey.STATUS: "passed"})
     for _ in range(3):
         guard_model(settings, registry, MODEL)
