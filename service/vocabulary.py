@@ -48,6 +48,10 @@ class VersionState(enum.StrEnum):
     QUARANTINED = "quarantined"  # under an open incident
 
 
+# every tag the gatekeeper owns starts so (TagKey, and the per-gate `gatekeeper.gate.<g>`)
+TAG_PREFIX = "gatekeeper."
+
+
 class TagKey(enum.StrEnum):
     """The registry tags the gatekeeper owns (it writes them; anything else is tampering)."""
 
@@ -63,4 +67,4 @@ class TagKey(enum.StrEnum):
     @staticmethod
     def gate(name: str) -> str:
         """`gatekeeper.gate.<name>`: what the decision made of one gate."""
-        return f"gatekeeper.gate.{name}"
+        return f"{TAG_PREFIX}gate.{name}"

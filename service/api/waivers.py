@@ -32,7 +32,7 @@ from service.api.deps import (
 from service.api.schemas import error_responses
 from service.config import Settings
 from service.errors import BadRequest, NotFound
-from service.policy import policy_for
+from service.policy import GATE_ORDER, policy_for
 from service.runs.guard import latest_runs
 from service.runs.waiver_checks import WaiverRequest, check_waiver
 from service.runs.waiver_end import end_waiver
@@ -44,7 +44,7 @@ from service.store.waivers import WaiverState, list_waivers, state_of
 router = APIRouter(prefix="/api/v1", tags=["waivers"], responses=error_responses(401, 403, 503))
 log = logging.getLogger("gatekeeper.waivers")
 
-GATES = ("security", "performance", "fairness", "robustness", "drift")
+GATES = GATE_ORDER  # what a gate waiver may name: the gates a run lists
 _RULE_ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)+$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 

@@ -32,6 +32,7 @@ from service.runs.guard import guard_model
 from service.runs.intake import is_watched, request_run
 from service.store.db import insert_stmt, transaction
 from service.store.tables import Trigger, WebhookDelivery, utcnow
+from service.vocabulary import TAG_PREFIX
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -245,7 +246,7 @@ class WebhookEvent:
         if self.entity == "model_version_alias":
             return self.alias == settings.alias
         if self.entity == "model_version_tag":
-            return (self.key or "").startswith("gatekeeper.")
+            return (self.key or "").startswith(TAG_PREFIX)
         return False
 
 

@@ -10,7 +10,6 @@ from service.config import Settings
 from service.store.tables import ArtifactSignature, GateRun
 from service.vocabulary import RunStatus, TagKey
 
-TAG_PREFIX = "gatekeeper."
 MAX_TAG_VALUE = 500
 
 
